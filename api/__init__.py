@@ -1,0 +1,1 @@
+"""The Litestar HTTP API: commands go to the application services, reads to projection tables."""

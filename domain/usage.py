@@ -1,0 +1,176 @@
+"""``PredictionUsage``: one aggregate (and one event) per prediction request.
+
+The aggregate's id is derived from the model id and the caller's request id, so the event
+store's uniqueness constraint on (originator id, version) rejects a second recording of the
+same request: a retry is never counted twice.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import get_topic
+
+from domain.errors import ValidationError
+
+REQUEST_ID_MAX = 200
+USER_AGENT_MAX = 1_000
+ERROR_MAX = 2_000
+MAX_RESPONSE_MS = 86_400_000.0  # one day
+MAX_BYTES = 2**53  # what JSON clients represent exactly
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def usage_id(model_id: UUID, request_id: str) -> UUID:
+    """The deterministic id of the usage record of ``request_id`` on ``model_id``."""
+    return uuid5(model_id, request_id)
+
+
+def hour_of(moment: datetime) -> int:
+    """Whole hours since the Unix epoch (UTC) of an aware datetime."""
+    return math.floor(moment.timestamp() / 3600)
+
+
+class PredictionUsage(Aggregate):
+    """The record of one prediction request against a model's endpoint."""
+
+    class Recorded(Aggregate.Created):
+        model_id: UUID
+        owner_id: UUID
+        request_id: str
+        occurred_at: datetime
+        response_time_ms: float
+        input_bytes: int
+        output_bytes: int
+        success: bool
+        status_code: int | None
+        error: str | None
+        user_agent: str | None
+        ip: str | None
+        rejected: bool  # the model was inactive or deleted when the request was made
+
+    @event(Recorded)
+    def __init__(
+        self,
+        model_id: UUID,
+        owner_id: UUID,
+        request_id: str,
+        occurred_at: datetime,
+        response_time_ms: float,
+        input_bytes: int,
+        output_bytes: int,
+        success: bool,
+        status_code: int | None,
+        error: str | None,
+        user_agent: str | None,
+        ip: str | None,
+        rejected: bool,
+    ) -> None:
+        self.model_id = model_id
+        self.owner_id = owner_id
+        self.request_id = request_id
+        self.occurred_at = occurred_at
+        self.response_time_ms = response_time_ms
+        self.success = success
+        self.rejected = rejected
+
+
+_TOPIC = get_topic(PredictionUsage)
+
+
+def record_usage(  # noqa: PLR0913 - one argument per recorded attribute
+    *,
+    model_id: UUID,
+    owner_id: UUID,
+    request_id: str,
+    occurred_at: datetime,
+    response_time_ms: float,
+    input_bytes: int,
+    output_bytes: int,
+    success: bool,
+    status_code: int | None = None,
+    error: str | None = None,
+    user_agent: str | None = None,
+    ip: str | None = None,
+    rejected: bool = False,
+    now: datetime | None = None,
+) -> PredictionUsage.Recorded:
+    """Check one prediction request and return its ``Recorded`` event.
+
+    Builds the event directly rather than through a new aggregate object: ingest creates
+    tens of thousands per second, and the event is all that is stored.
+    """
+    now = now or datetime.now(UTC)
+    check_usage(
+        request_id=request_id,
+        occurred_at=occurred_at,
+        response_time_ms=response_time_ms,
+        input_bytes=input_bytes,
+        output_bytes=output_bytes,
+        status_code=status_code,
+        error=error,
+        user_agent=user_agent,
+        ip=ip,
+        now=now,
+    )
+    return PredictionUsage.Recorded(
+        originator_id=usage_id(model_id, request_id),
+        originator_version=1,
+        timestamp=now,
+        originator_topic=_TOPIC,
+        model_id=model_id,
+        owner_id=owner_id,
+        request_id=request_id,
+        occurred_at=occurred_at.astimezone(UTC),
+        response_time_ms=float(response_time_ms),
+        input_bytes=input_bytes,
+        output_bytes=output_bytes,
+        success=success,
+        status_code=status_code,
+        error=error,
+        user_agent=user_agent,
+        ip=ip,
+        rejected=rejected,
+    )
+
+
+def check_usage(  # noqa: C901, PLR0913 - a flat list of independent field checks
+    *,
+    request_id: str,
+    occurred_at: datetime,
+    response_time_ms: float,
+    input_bytes: int,
+    output_bytes: int,
+    status_code: int | None,
+    error: str | None,
+    user_agent: str | None,
+    ip: str | None,
+    now: datetime,
+) -> None:
+    """Raise ``ValidationError`` naming the first field that breaks a rule."""
+    if not 1 <= len(request_id) <= REQUEST_ID_MAX:
+        raise ValidationError("request_id", f"must be 1 to {REQUEST_ID_MAX} characters")
+    if occurred_at.tzinfo is None:
+        raise ValidationError("occurred_at", "must include a time zone offset")
+    if occurred_at > now + CLOCK_SKEW:
+        raise ValidationError("occurred_at", "must not be in the future")
+    if not (math.isfinite(response_time_ms) and 0 <= response_time_ms <= MAX_RESPONSE_MS):
+        raise ValidationError("response_time_ms", f"must be between 0 and {MAX_RESPONSE_MS:.0f}")
+    for name, value in (("input_bytes", input_bytes), ("output_bytes", output_bytes)):
+        if not 0 <= value <= MAX_BYTES:
+            raise ValidationError(name, f"must be between 0 and {MAX_BYTES}")
+    if status_code is not None and not 100 <= status_code <= 599:  # noqa: PLR2004
+        raise ValidationError("status_code", "must be an HTTP status code (100-599)")
+    if error is not None and len(error) > ERROR_MAX:
+        raise ValidationError("error", f"must be at most {ERROR_MAX} characters")
+    if user_agent is not None and len(user_agent) > USER_AGENT_MAX:
+        raise ValidationError("user_agent", f"must be at most {USER_AGENT_MAX} characters")
+    if ip is not None:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise ValidationError("ip", "must be an IPv4 or IPv6 address") from None

@@ -1,0 +1,106 @@
+"""``UsageStats``: the mergeable summary of prediction requests that every statistic is read from.
+
+Latencies are summed as integer microseconds so that sums are exact whatever the order of
+folding: incremental projection, rebuild and compaction give identical rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from domain import latency
+
+
+def to_micros(response_time_ms: float) -> int:
+    return round(response_time_ms * 1000)
+
+
+@dataclass(slots=True)
+class UsageStats:
+    """Counts, sums, extremes and a latency histogram of a set of prediction requests.
+
+    ``rejected`` counts traffic to an inactive or deleted model; it is kept out of every
+    other field, which describe served requests only.
+    """
+
+    requests: int = 0
+    successes: int = 0
+    failures: int = 0
+    rejected: int = 0
+    total_us: int = 0
+    min_us: int | None = None
+    max_us: int | None = None
+    input_bytes: int = 0
+    output_bytes: int = 0
+    histogram: dict[int, int] = field(default_factory=dict)
+    last_at: datetime | None = None
+
+    def add_request(
+        self,
+        *,
+        response_us: int,
+        success: bool,
+        input_bytes: int,
+        output_bytes: int,
+        occurred_at: datetime,
+        rejected: bool,
+    ) -> None:
+        if self.last_at is None or occurred_at > self.last_at:
+            self.last_at = occurred_at
+        if rejected:
+            self.rejected += 1
+            return
+        self.requests += 1
+        if success:
+            self.successes += 1
+        else:
+            self.failures += 1
+        self.total_us += response_us
+        if self.min_us is None or response_us < self.min_us:
+            self.min_us = response_us
+        if self.max_us is None or response_us > self.max_us:
+            self.max_us = response_us
+        self.input_bytes += input_bytes
+        self.output_bytes += output_bytes
+        index = latency.bucket_of(response_us)
+        self.histogram[index] = self.histogram.get(index, 0) + 1
+
+    def merge(self, other: UsageStats) -> None:
+        """Fold ``other`` into this summary (associative and commutative)."""
+        self.requests += other.requests
+        self.successes += other.successes
+        self.failures += other.failures
+        self.rejected += other.rejected
+        self.total_us += other.total_us
+        if other.min_us is not None and (self.min_us is None or other.min_us < self.min_us):
+            self.min_us = other.min_us
+        if other.max_us is not None and (self.max_us is None or other.max_us > self.max_us):
+            self.max_us = other.max_us
+        self.input_bytes += other.input_bytes
+        self.output_bytes += other.output_bytes
+        latency.merge_into(self.histogram, other.histogram)
+        if other.last_at is not None and (self.last_at is None or other.last_at > self.last_at):
+            self.last_at = other.last_at
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.successes / self.requests if self.requests else None
+
+    @property
+    def avg_ms(self) -> float | None:
+        return self.total_us / self.requests / 1000 if self.requests else None
+
+    @property
+    def min_ms(self) -> float | None:
+        return None if self.min_us is None else self.min_us / 1000
+
+    @property
+    def max_ms(self) -> float | None:
+        return None if self.max_us is None else self.max_us / 1000
+
+    def percentiles_ms(self, *qs: float) -> list[float | None]:
+        """Percentiles in milliseconds, within ``latency.RELATIVE_ERROR`` of the exact value."""
+        return [
+            None if us is None else us / 1000 for us in latency.percentiles(self.histogram, qs)
+        ]

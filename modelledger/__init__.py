@@ -1,0 +1,1 @@
+"""Composition root and infrastructure: settings, event store, application services, CLI."""

@@ -1,0 +1,54 @@
+"""The audit trail: a model's events as (type, at, actor, changes, version) entries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.model import Model
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    type: str
+    at: datetime
+    actor: str
+    correlation_id: str
+    changes: dict[str, Any]
+    version: int
+
+
+_SKIPPED = {"originator_id", "originator_version", "timestamp", "originator_topic",
+            "actor", "correlation_id"}
+
+
+def describe(domain_event: Any) -> AuditEntry:
+    """What one model event changed, in words an operator reads."""
+    state = vars(domain_event)
+    if isinstance(domain_event, Model.MetadataUpdated):
+        changes: dict[str, Any] = {
+            name: {"old": old, "new": new} for name, (old, new) in domain_event.changes.items()
+        }
+    elif isinstance(domain_event, Model.StatusChanged):
+        changes = {"status": {"old": domain_event.old_status, "new": domain_event.new_status}}
+    else:
+        changes = {
+            name: str(value) if isinstance(value, UUID) else value
+            for name, value in state.items()
+            if name not in _SKIPPED
+        }
+    return AuditEntry(
+        type=type(domain_event).__name__,
+        at=domain_event.timestamp,
+        actor=state.get("actor", ""),
+        correlation_id=state.get("correlation_id", ""),
+        changes=changes,
+        version=domain_event.originator_version,
+    )
+
+
+def trail(events: Sequence[Any], *, as_of: datetime | None = None) -> list[AuditEntry]:
+    return [describe(e) for e in events if as_of is None or e.timestamp <= as_of]

@@ -1,0 +1,57 @@
+"""``modelledger audit MODEL_ID``: replay a model's audit trail and show its state then."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from uuid import UUID
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from domain.errors import ModelNotFoundError
+from modelledger.audit import trail
+from modelledger.cli.common import container
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(audit)
+
+
+def _moment(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"not an RFC 3339 time: {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@click.command(help="Replay a model's events in order (who, when, what) and its state at that point.")
+@click.argument("model_id", type=click.UUID)
+@click.option("--as-of", "as_of", help="Stop at this RFC 3339 time.")
+@click.option("--version", "version", type=click.IntRange(min=1), help="Stop at this version.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def audit(model_id: UUID, as_of: str | None, version: int | None, as_json: bool) -> None:
+    if as_of and version:
+        raise click.UsageError("give --as-of or --version, not both")
+    moment = _moment(as_of) if as_of else None
+    with container() as c:
+        try:
+            events = c.registry.get_model_events(model_id, until_version=version)
+            state = c.registry.get_model_state(model_id, version=version, as_of=moment)
+        except ModelNotFoundError:
+            raise click.ClickException(f"no model {model_id} (at that point)") from None
+    entries = trail(events, as_of=moment)
+    if as_json:
+        click.echo(json.dumps(
+            {"events": [e.__dict__ for e in entries], "state": state}, default=str, indent=2
+        ))
+        return
+    table = Table("version", "at", "event", "actor", "changes")
+    for e in entries:
+        table.add_row(str(e.version), e.at.isoformat(), e.type, e.actor,
+                      json.dumps(e.changes, default=str))
+    console = Console()
+    console.print(table)
+    console.print({k: str(v) if not isinstance(v, (dict, type(None))) else v for k, v in state.items()})

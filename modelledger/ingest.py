@@ -1,0 +1,117 @@
+"""``UsageIngest``: check, authorise and append batches of prediction-usage records.
+
+A record is acknowledged only after the transaction holding it commits; the same request id
+(per model) is stored once, and every later recording of it reports a duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from uuid import UUID
+
+from domain.errors import ValidationError
+from domain.model import ModelStatus
+from domain.usage import PredictionUsage, record_usage
+from modelledger.usage_ledger import UsageLedger
+from projections import queries
+from projections.store import ReadStore
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One prediction request as reported by the inference gateway."""
+
+    model_id: UUID
+    request_id: str
+    response_time_ms: float
+    input_bytes: int
+    output_bytes: int
+    success: bool
+    occurred_at: datetime | None = None
+    status_code: int | None = None
+    error: str | None = None
+    user_agent: str | None = None
+    ip: str | None = None
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+class UsageIngest:
+    def __init__(
+        self,
+        ledger: UsageLedger,
+        store: ReadStore,
+        on_recorded: Callable[[], None] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.on_recorded = on_recorded
+
+    def prepare(
+        self, records: Sequence[UsageRecord], *, caller_id: UUID, may_record_any: bool
+    ) -> tuple[list[PredictionUsage.Recorded | None], IngestResult]:
+        """Validate and authorise; returns one event (or None when rejected) per record."""
+        result = IngestResult()
+        models = queries.model_lookup(self.store, [r.model_id for r in records])
+        now = datetime.now(UTC)
+        events: list[PredictionUsage.Recorded | None] = []
+        for index, record in enumerate(records):
+            model = models.get(record.model_id)
+            if model is None or not (may_record_any or model[0] == caller_id):
+                result.rejected.append((index, f"model {record.model_id} not found"))
+                events.append(None)
+                continue
+            owner_id, status = model
+            try:
+                events.append(
+                    record_usage(
+                        model_id=record.model_id,
+                        owner_id=owner_id,
+                        request_id=record.request_id,
+                        occurred_at=record.occurred_at or now,
+                        response_time_ms=record.response_time_ms,
+                        input_bytes=record.input_bytes,
+                        output_bytes=record.output_bytes,
+                        success=record.success,
+                        status_code=record.status_code,
+                        error=record.error,
+                        user_agent=record.user_agent,
+                        ip=record.ip,
+                        rejected=status != ModelStatus.ACTIVE.value,
+                        now=now,
+                    )
+                )
+            except ValidationError as error:
+                result.rejected.append((index, str(error)))
+                events.append(None)
+        return events, result
+
+    def commit(self, events: Sequence[PredictionUsage.Recorded]) -> set[UUID]:
+        """Append events (first occurrence of each id only); return the ids stored now."""
+        unique = list({e.originator_id: e for e in reversed(events)}.values())
+        inserted = self.ledger.record(unique) if unique else set()
+        if inserted and self.on_recorded is not None:
+            self.on_recorded()
+        return inserted
+
+    def record_batch(
+        self, records: Sequence[UsageRecord], *, caller_id: UUID, may_record_any: bool
+    ) -> IngestResult:
+        events, result = self.prepare(records, caller_id=caller_id, may_record_any=may_record_any)
+        valid = [e for e in events if e is not None]
+        inserted = self.commit(valid)
+        seen: set[UUID] = set()
+        for e in valid:
+            if e.originator_id in inserted and e.originator_id not in seen:
+                result.accepted += 1
+            else:
+                result.duplicates += 1
+            seen.add(e.originator_id)
+        return result

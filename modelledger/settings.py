@@ -1,0 +1,111 @@
+"""Settings: one frozen dataclass read from ``MODELLEDGER_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+PREFIX = "MODELLEDGER_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, its default and its meaning (the README's configuration reference)."""
+
+    data_dir: Path = field(default=Path("var"), metadata={"doc": "Files: SQLite databases, artifacts, archives, secrets."})
+    database_url: str = field(default="", metadata={"doc": "sqlite:///PATH (default: DATA_DIR/ledger.sqlite3) or postgresql://USER@HOST:PORT/DB."})
+    pg_schema: str = field(default="public", metadata={"doc": "PostgreSQL schema of every table (must exist)."})
+    pg_pool_size: int = field(default=8, metadata={"doc": "PostgreSQL connections per pool."})
+    host: str = field(default="127.0.0.1", metadata={"doc": "Address `serve` listens on."})
+    port: int = field(default=8000, metadata={"doc": "Port `serve` listens on."})
+    workers: int = field(default=1, metadata={"doc": "API worker processes for `serve`."})
+    embedded_worker: bool = field(default=True, metadata={"doc": "Run projection worker and scheduler inside `serve` (off for API-only replicas)."})
+    base_url: str = field(default="http://127.0.0.1:8000", metadata={"doc": "Public base URL; prediction endpoints are BASE_URL/predict/{id}."})
+    jwt_secret: str = field(default="", metadata={"doc": "HS256 secret; on SQLite generated into DATA_DIR/jwt-secret when empty."})
+    jwt_public_key: str = field(default="", metadata={"doc": "Optional PEM public key: accept RS256 tokens too."})
+    max_upload_bytes: int = field(default=512 * 1024 * 1024, metadata={"doc": "Largest model artifact accepted (413 above)."})
+    projection_batch_size: int = field(default=5_000, metadata={"doc": "Events folded per projection transaction."})
+    poll_interval: float = field(default=1.0, metadata={"doc": "Seconds between polls of the event log when no notification arrives."})
+    usage_retention_days: int = field(default=30, metadata={"doc": "Raw usage events older than this are compacted into hourly roll-ups."})
+    archive_enabled: bool = field(default=True, metadata={"doc": "Archive raw usage to DATA_DIR/archive before compaction deletes it."})
+    log_level: str = field(default="INFO", metadata={"doc": "Log level of the JSON logs."})
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgres``."""
+        scheme = urlsplit(self.resolved_database_url).scheme
+        if scheme == "sqlite":
+            return "sqlite"
+        if scheme in {"postgresql", "postgres"}:
+            return "postgres"
+        raise SettingsError(f"MODELLEDGER_DATABASE_URL: unsupported scheme {scheme!r}")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'ledger.sqlite3'}"
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The base path of the SQLite files (one per event log, one for projections)."""
+        return Path(unquote(urlsplit(self.resolved_database_url).path.removeprefix("/")))
+
+    def sqlite_file(self, role: str) -> Path:
+        base = self.sqlite_path
+        return base.with_name(f"{base.stem}.{role}{base.suffix or '.sqlite3'}")
+
+    def postgres_params(self) -> dict[str, str]:
+        """libpq connection parameters from the URL (user, password, host, port, dbname)."""
+        parts = urlsplit(self.resolved_database_url)
+        return {
+            "host": parts.hostname or "127.0.0.1",
+            "port": str(parts.port or 5432),
+            "user": unquote(parts.username or "postgres"),
+            "password": unquote(parts.password or ""),
+            "dbname": unquote(parts.path.removeprefix("/")) or "postgres",
+        }
+
+    def postgres_conninfo(self) -> str:
+        params = self.postgres_params()
+        return " ".join(f"{key}='{value}'" for key, value in params.items() if value)
+
+
+def _convert(raw: str, kind: type, name: str) -> object:
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "y", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "n", "off"}:
+                return False
+            raise ValueError(raw)
+        if kind is Path:
+            return Path(raw)
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name.upper()}: cannot read {raw!r} as {kind.__name__}") from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read settings from the environment; keyword overrides win (used by tests and the CLI)."""
+    environ = os.environ if environ is None else environ
+    types = {"data_dir": Path, "database_url": str, "pg_schema": str, "host": str, "base_url": str,
+             "jwt_secret": str, "jwt_public_key": str, "log_level": str, "port": int,
+             "pg_pool_size": int, "workers": int, "max_upload_bytes": int,
+             "projection_batch_size": int, "usage_retention_days": int,
+             "embedded_worker": bool, "archive_enabled": bool, "poll_interval": float}
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        raw = environ.get(PREFIX + f.name.upper())
+        if raw is not None and raw != "":
+            values[f.name] = _convert(raw, types[f.name], f.name)
+    values.update(overrides)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    settings.backend  # noqa: B018 - validate the URL early
+    return settings

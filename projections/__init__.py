@@ -1,0 +1,1 @@
+"""Read models: disposable tables folded from the event log, and the queries on them."""

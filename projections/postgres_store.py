@@ -1,0 +1,100 @@
+"""The read store on PostgreSQL: a psycopg pool, advisory locks and array-based bulk SQL.
+
+Batches are written with one ``INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO UPDATE``
+per table, and existing rows are fetched with one join against ``unnest`` of the keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from domain.usage_stats import UsageStats
+from projections.store import Cursor, ReadStore, stats_from_values
+from projections.tables import STATS_NAMES, Table
+
+LOCK_NAMESPACE = 0x4D4C  # "ML": first key of every advisory lock this service takes
+
+_ARRAY_TYPES = {
+    "uuid": "uuid[]", "text": "text[]", "int": "bigint[]", "bool": "boolean[]",
+    "ts": "timestamptz[]", "bytes": "bytea[]",
+}
+
+
+class PostgresStore(ReadStore):
+    backend = "postgres"
+    type_names = {  # noqa: RUF012
+        "uuid": "UUID", "text": "TEXT", "int": "BIGINT", "bool": "BOOLEAN",
+        "ts": "TIMESTAMPTZ", "bytes": "BYTEA",
+    }
+
+    def __init__(self, conninfo: str, *, schema: str = "public", pool_size: int = 8) -> None:
+        self.pool = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            kwargs={"autocommit": True, "options": f"-c search_path={schema}"},
+            name="modelledger-read",
+        )
+        self.pool.open(wait=True, timeout=30)
+
+    def q(self, sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    @contextmanager
+    def write(self, lock_name: str) -> Iterator[Cursor]:
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_NAMESPACE, lock_name)
+            )
+            yield cur
+
+    @contextmanager
+    def read(self) -> Iterator[Cursor]:
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield cur
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def table_exists(self, cur: Cursor, name: str) -> bool:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
+        return bool(cur.fetchone()[0])
+
+    def fetch_stats(
+        self, cur: Cursor, table: Table, keys: Sequence[tuple[Any, ...]]
+    ) -> dict[tuple[Any, ...], UsageStats]:
+        kinds = dict(table.columns)
+        key_arrays = ", ".join(f"%s::{_ARRAY_TYPES[kinds[name]]}" for name in table.key)
+        key_names = ", ".join(table.key)
+        cur.execute(
+            f"SELECT {key_names}, {', '.join(STATS_NAMES)} FROM {table.name} "  # noqa: S608
+            f"JOIN unnest({key_arrays}) AS k({key_names}) USING ({key_names})",
+            [list(column) for column in zip(*keys, strict=True)],
+        )
+        width = len(table.key)
+        return {
+            tuple(row[:width]): stats_from_values(_bytes_last(row[width:]))
+            for row in cur.fetchall()
+        }
+
+    def upsert(self, cur: Cursor, table: Table, rows: Sequence[Sequence[Any]]) -> None:
+        names = table.column_names
+        arrays = ", ".join(f"%s::{_ARRAY_TYPES[kind]}" for _, kind in table.columns)
+        updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in table.key)
+        cur.execute(
+            f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608
+            f"SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET {updates}",
+            [list(column) for column in zip(*rows, strict=True)],
+        )
+
+
+def _bytes_last(values: Sequence[Any]) -> list[Any]:
+    """psycopg returns bytea as bytes already; keep the hook for memoryview results."""
+    return [bytes(v) if isinstance(v, memoryview) else v for v in values]

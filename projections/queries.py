@@ -1,0 +1,175 @@
+"""Read queries on the projection tables: one short SELECT each, never an aggregate load."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from domain.usage_stats import UsageStats
+from projections.store import ReadStore, stats_from_values
+from projections.tables import MODEL_VIEW, STATS_COLUMNS, STATS_NAMES
+
+_MODEL_KINDS = dict(MODEL_VIEW.columns)
+_STATS_KINDS = dict(STATS_COLUMNS)
+_MODEL_COLUMNS = ", ".join(f"m.{name}" for name in MODEL_VIEW.column_names)
+_TOTALS_COLUMNS = ", ".join(f"t.{name}" for name in STATS_NAMES)
+SORTABLE = ("created_at", "updated_at", "name")
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """A row of ``model_view`` with the model's all-time usage summary."""
+
+    values: dict[str, Any]
+    usage: UsageStats
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+
+def _model_row(store: ReadStore, row: Sequence[Any]) -> ModelRow:
+    width = len(MODEL_VIEW.columns)
+    values = {
+        name: store.from_db(value, _MODEL_KINDS[name])
+        for name, value in zip(MODEL_VIEW.column_names, row[:width], strict=True)
+    }
+    return ModelRow(values, _stats(store, row[width:]))
+
+
+def _stats(store: ReadStore, values: Sequence[Any]) -> UsageStats:
+    if values[0] is None:
+        return UsageStats()
+    converted = [store.from_db(v, _STATS_KINDS[n]) for n, v in zip(STATS_NAMES, values, strict=True)]
+    converted[9] = bytes(converted[9])
+    return stats_from_values(converted)
+
+
+def get_model(store: ReadStore, owner_id: UUID, model_id: UUID) -> ModelRow | None:
+    """The owner's model with its usage summary, or None (also for another owner's model)."""
+    with store.read() as cur:
+        cur.execute(
+            store.q(
+                f"SELECT {_MODEL_COLUMNS}, {_TOTALS_COLUMNS} FROM model_view m "  # noqa: S608
+                "LEFT JOIN usage_model_totals t ON t.model_id = m.id "
+                "WHERE m.id = ? AND m.owner_id = ?"
+            ),
+            (store.to_db(model_id, "uuid"), store.to_db(owner_id, "uuid")),
+        )
+        row = cur.fetchone()
+    return None if row is None else _model_row(store, row)
+
+
+def list_models(  # noqa: PLR0913 - the list endpoint's filters, one argument each
+    store: ReadStore,
+    owner_id: UUID,
+    *,
+    limit: int,
+    sort: str = "created_at",
+    descending: bool = False,
+    after: tuple[Any, UUID] | None = None,
+    status: str | None = None,
+    name_contains: str | None = None,
+    include_deleted: bool = False,
+) -> tuple[list[ModelRow], int]:
+    """A keyset page of the owner's models and the total matching the filters."""
+    assert sort in SORTABLE, sort
+    where = ["m.owner_id = ?"]
+    params: list[Any] = [store.to_db(owner_id, "uuid")]
+    if status is not None:
+        where.append("m.status = ?")
+        params.append(status)
+    elif not include_deleted:
+        where.append("m.status <> 'deleted'")
+    if name_contains:
+        escaped = name_contains.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append("lower(m.name) LIKE ? ESCAPE '\\'")
+        params.append(f"%{escaped}%")
+    filters = " AND ".join(where)
+    page_where, page_params = filters, list(params)
+    if after is not None:
+        op = "<" if descending else ">"
+        page_where += f" AND (m.{sort}, m.id) {op} (?, ?)"
+        page_params += [store.to_db(after[0], _MODEL_KINDS[sort]), store.to_db(after[1], "uuid")]
+    direction = "DESC" if descending else "ASC"
+    with store.read() as cur:
+        cur.execute(
+            store.q(
+                f"SELECT {_MODEL_COLUMNS}, {_TOTALS_COLUMNS} FROM model_view m "  # noqa: S608
+                "LEFT JOIN usage_model_totals t ON t.model_id = m.id "
+                f"WHERE {page_where} ORDER BY m.{sort} {direction}, m.id {direction} LIMIT ?"
+            ),
+            [*page_params, limit],
+        )
+        rows = [_model_row(store, row) for row in cur.fetchall()]
+        cur.execute(store.q(f"SELECT count(*) FROM model_view m WHERE {filters}"), params)  # noqa: S608
+        total = int(cur.fetchone()[0])
+    return rows, total
+
+
+def model_lookup(store: ReadStore, model_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, str]]:
+    """Owner and status of each known model among ``model_ids`` (for usage ingest)."""
+    found: dict[UUID, tuple[UUID, str]] = {}
+    unique = list(dict.fromkeys(model_ids))
+    with store.read() as cur:
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            cur.execute(
+                store.q(f"SELECT id, owner_id, status FROM model_view WHERE id IN ({marks})"),  # noqa: S608
+                [store.to_db(model_id, "uuid") for model_id in chunk],
+            )
+            for model_id, owner_id, status in cur.fetchall():
+                found[store.from_db(model_id, "uuid")] = (store.from_db(owner_id, "uuid"), status)
+    return found
+
+
+def usage_hours(
+    store: ReadStore, scope: str, key: UUID, hour_from: int, hour_to: int
+) -> list[tuple[int, UsageStats]]:
+    """Hourly statistics rows of a model or an owner with ``hour_from <= hour < hour_to``."""
+    table, column = {"model": ("usage_model_hourly", "model_id"),
+                     "owner": ("usage_owner_hourly", "owner_id")}[scope]
+    with store.read() as cur:
+        cur.execute(
+            store.q(
+                f"SELECT hour, {', '.join(STATS_NAMES)} FROM {table} "  # noqa: S608
+                f"WHERE {column} = ? AND hour >= ? AND hour < ? ORDER BY hour"
+            ),
+            (store.to_db(key, "uuid"), hour_from, hour_to),
+        )
+        return [(int(row[0]), _stats(store, row[1:])) for row in cur.fetchall()]
+
+
+def owner_usage(store: ReadStore, owner_id: UUID) -> tuple[UsageStats, list[tuple[UUID, UsageStats]]]:
+    """An owner's all-time totals and the per-model breakdown."""
+    with store.read() as cur:
+        cur.execute(
+            store.q(f"SELECT {', '.join(STATS_NAMES)} FROM usage_owner_totals WHERE owner_id = ?"),  # noqa: S608
+            (store.to_db(owner_id, "uuid"),),
+        )
+        row = cur.fetchone()
+        totals = UsageStats() if row is None else _stats(store, row)
+        cur.execute(
+            store.q(
+                f"SELECT model_id, {', '.join(STATS_NAMES)} FROM usage_model_totals "  # noqa: S608
+                "WHERE owner_id = ? ORDER BY model_id"
+            ),
+            (store.to_db(owner_id, "uuid"),),
+        )
+        per_model = [(store.from_db(r[0], "uuid"), _stats(store, r[1:])) for r in cur.fetchall()]
+    return totals, per_model
+
+
+def artifacts_pending_removal(store: ReadStore, limit: int = 100) -> list[tuple[UUID, str]]:
+    """Deleted models whose artifact file has not been removed yet."""
+    with store.read() as cur:
+        cur.execute(
+            store.q(
+                "SELECT id, artifact_filename FROM model_view WHERE status = 'deleted' "
+                "AND artifact_filename IS NOT NULL AND artifact_removed_at IS NULL LIMIT ?"
+            ),
+            (limit,),
+        )
+        return [(store.from_db(r[0], "uuid"), r[1]) for r in cur.fetchall()]

@@ -1,0 +1,127 @@
+"""The read store on SQLite: one file, WAL mode, one connection per thread.
+
+``BEGIN IMMEDIATE`` takes SQLite's single write lock, which is the projection lock too: two
+processors of a projection cannot interleave, whichever process they run in.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from domain.usage_stats import UsageStats
+from projections.store import Cursor, ReadStore, stats_from_values
+from projections.tables import STATS_NAMES, Table
+
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"  # fixed width: text order is time order
+
+
+class SQLiteStore(ReadStore):
+    backend = "sqlite"
+    type_names = {  # noqa: RUF012
+        "uuid": "TEXT", "text": "TEXT", "int": "INTEGER", "bool": "INTEGER",
+        "ts": "TEXT", "bytes": "BLOB",
+    }
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=60
+            )
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[Cursor]:
+        conn = self._connection()
+        cur = conn.cursor()
+        cur.execute(begin)
+        try:
+            yield cur
+        except BaseException:
+            conn.rollback()
+            raise
+        else:
+            conn.commit()
+        finally:
+            cur.close()
+
+    def write(self, lock_name: str) -> Any:
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def read(self) -> Any:
+        return self._transaction("BEGIN")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def table_exists(self, cur: Cursor, name: str) -> bool:
+        cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return cur.fetchone() is not None
+
+    def to_db(self, value: Any, kind: str) -> Any:
+        if value is None:
+            return None
+        if kind == "uuid":
+            return str(value)
+        if kind == "ts":
+            return value.astimezone(UTC).strftime(_TS_FORMAT)
+        return value
+
+    def from_db(self, value: Any, kind: str) -> Any:
+        if value is None:
+            return None
+        if kind == "uuid":
+            return UUID(value)
+        if kind == "ts":
+            return datetime.fromisoformat(value)
+        if kind == "bool":
+            return bool(value)
+        return value
+
+    def fetch_stats(
+        self, cur: Cursor, table: Table, keys: Sequence[tuple[Any, ...]]
+    ) -> dict[tuple[Any, ...], UsageStats]:
+        kinds = dict(table.columns)
+        stats_columns = STATS_NAMES
+        where = " AND ".join(f"{name} = ?" for name in table.key)
+        statement = f"SELECT {', '.join(stats_columns)} FROM {table.name} WHERE {where}"  # noqa: S608
+        found: dict[tuple[Any, ...], UsageStats] = {}
+        for key in keys:
+            cur.execute(statement, [self.to_db(v, kinds[n]) for v, n in zip(key, table.key, strict=True)])
+            row = cur.fetchone()
+            if row is not None:
+                found[key] = stats_from_values(
+                    [self.from_db(v, kinds[n]) for v, n in zip(row, stats_columns, strict=True)]
+                )
+        return found
+
+    def upsert(self, cur: Cursor, table: Table, rows: Sequence[Sequence[Any]]) -> None:
+        kinds = [kind for _, kind in table.columns]
+        marks = ", ".join("?" * len(kinds))
+        cur.executemany(
+            f"INSERT OR REPLACE INTO {table.name} VALUES ({marks})",  # noqa: S608
+            [[self.to_db(v, k) for v, k in zip(row, kinds, strict=True)] for row in rows],
+        )

@@ -1,0 +1,301 @@
+"""The read store port: projection tables, their tracking positions and batch writes.
+
+One subclass per backend (``sqlite_store``, ``postgres_store``) owns the connection handling,
+locking and bulk SQL; everything that can be said once in SQL both understand lives here.
+SQL is written with ``?`` placeholders; the PostgreSQL store rewrites them to ``%s``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+import msgspec
+
+from domain.usage_stats import UsageStats
+from projections.model_view import RowPatch
+from projections.tables import (
+    MODEL_VIEW,
+    PROJECTION_TABLES,
+    USAGE_MODEL_HOURLY,
+    USAGE_MODEL_TOTALS,
+    USAGE_OWNER_HOURLY,
+    USAGE_OWNER_TOTALS,
+    Table,
+)
+from projections.usage_view import UsageDelta
+
+# Bumped when a projection's tables or fold change: the old tables must then be rebuilt.
+SCHEMA_VERSIONS: dict[str, int] = {"models": 1, "usage": 1}
+NEXT = "__next"  # suffix of the tables a rebuild builds aside
+
+_hist_encoder = msgspec.msgpack.Encoder()
+_hist_decoder = msgspec.msgpack.Decoder(dict[int, int])
+
+
+class Cursor(Protocol):
+    def execute(self, query: Any, params: Any = ..., /) -> Any: ...
+    def executemany(self, query: Any, params_seq: Any, /) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def fetchone(self) -> Any: ...
+
+
+class SchemaMismatchError(RuntimeError):
+    """Projection tables were built by another schema version of the code."""
+
+
+class ReadStore(ABC):
+    """Projection tables of one database, with their tracking rows."""
+
+    backend: str
+    type_names: Mapping[str, str]
+
+    # -- connections, supplied by each backend ---------------------------------------------
+
+    @abstractmethod
+    def write(self, lock_name: str) -> AbstractContextManager[Cursor]:
+        """A write transaction that excludes every other writer of ``lock_name`` until it ends."""
+
+    @abstractmethod
+    def read(self) -> AbstractContextManager[Cursor]:
+        """A read-only transaction (one consistent snapshot)."""
+
+    @abstractmethod
+    def table_exists(self, cur: Cursor, name: str) -> bool: ...
+
+    @abstractmethod
+    def fetch_stats(
+        self, cur: Cursor, table: Table, keys: Sequence[tuple[Any, ...]]
+    ) -> dict[tuple[Any, ...], UsageStats]:
+        """Existing statistics rows of ``keys`` (keys in Python types)."""
+
+    @abstractmethod
+    def upsert(self, cur: Cursor, table: Table, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert or wholly replace rows given in Python types, in column order."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def q(self, sql: str) -> str:
+        """Adapt a ``?``-placeholder statement to the backend."""
+        return sql
+
+    def to_db(self, value: Any, kind: str) -> Any:
+        return value
+
+    def from_db(self, value: Any, kind: str) -> Any:
+        return value
+
+    # -- schema -------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create the tracking table and any missing projection tables."""
+        with self.write("setup") as cur:
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS projection_state ("
+                "name TEXT PRIMARY KEY, position BIGINT NOT NULL, "
+                "schema_version INTEGER NOT NULL, updated_at TEXT NOT NULL)"
+            )
+            for projection in PROJECTION_TABLES:
+                self.create_tables(cur, projection, "")
+
+    def create_tables(self, cur: Cursor, projection: str, suffix: str) -> None:
+        created = False
+        for table in PROJECTION_TABLES[projection]:
+            if not self.table_exists(cur, table.name + suffix):
+                for statement in self.ddl(table, suffix):
+                    cur.execute(statement)
+                created = True
+        if created and self._state(cur, projection + suffix) is None:
+            self._set_position(cur, projection + suffix, 0)
+
+    def drop_tables(self, cur: Cursor, projection: str, suffix: str) -> None:
+        for table in PROJECTION_TABLES[projection]:
+            cur.execute(f"DROP TABLE IF EXISTS {table.name}{suffix}")
+        cur.execute(self.q("DELETE FROM projection_state WHERE name = ?"), (projection + suffix,))
+
+    def swap_in(self, cur: Cursor, projection: str) -> None:
+        """Replace the live tables by the ones built aside, in the caller's transaction."""
+        state = self._state(cur, projection + NEXT)
+        assert state is not None, "nothing was built aside"
+        for table in PROJECTION_TABLES[projection]:
+            cur.execute(f"DROP TABLE IF EXISTS {table.name}")
+            cur.execute(f"ALTER TABLE {table.name}{NEXT} RENAME TO {table.name}")
+        cur.execute(self.q("DELETE FROM projection_state WHERE name = ?"), (projection + NEXT,))
+        self._set_position(cur, projection, state[0])
+
+    def ddl(self, table: Table, suffix: str) -> list[str]:
+        generation = secrets.token_hex(4)  # index names must stay unique across swaps
+        columns = ", ".join(
+            f"{name} {self.type_names[kind]}"
+            + (" NOT NULL" if name in table.key or name in table.not_null else "")
+            for name, kind in table.columns
+        )
+        statements = [
+            f"CREATE TABLE {table.name}{suffix} ({columns}, "
+            f"CONSTRAINT pk_{table.name}_{generation} PRIMARY KEY ({', '.join(table.key)}))"
+        ]
+        statements += [
+            f"CREATE INDEX ix_{table.name}_{purpose}_{generation} "
+            f"ON {table.name}{suffix} ({', '.join(columns)})"
+            for purpose, columns in table.indexes
+        ]
+        return statements
+
+    def check_schema(self) -> list[str]:
+        """Projections whose tables were built by another schema version than this code's."""
+        with self.read() as cur:
+            cur.execute("SELECT name, schema_version FROM projection_state")
+            stored = dict(cur.fetchall())
+        return [
+            name
+            for name, version in SCHEMA_VERSIONS.items()
+            if name in stored and stored[name] != version
+        ]
+
+    # -- tracking -----------------------------------------------------------------------
+
+    def _state(self, cur: Cursor, tracking_name: str) -> tuple[int, int] | None:
+        cur.execute(
+            self.q("SELECT position, schema_version FROM projection_state WHERE name = ?"),
+            (tracking_name,),
+        )
+        row = cur.fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def position(self, cur: Cursor, tracking_name: str) -> int:
+        state = self._state(cur, tracking_name)
+        return 0 if state is None else state[0]
+
+    def _set_position(self, cur: Cursor, tracking_name: str, position: int) -> None:
+        projection = tracking_name.removesuffix(NEXT)
+        cur.execute(
+            self.q(
+                "INSERT INTO projection_state (name, position, schema_version, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "position = excluded.position, schema_version = excluded.schema_version, "
+                "updated_at = excluded.updated_at"
+            ),
+            (tracking_name, position, SCHEMA_VERSIONS[projection], _now_text()),
+        )
+
+    def set_position(self, cur: Cursor, tracking_name: str, position: int) -> None:
+        self._set_position(cur, tracking_name, position)
+
+    def positions(self) -> dict[str, tuple[int, int, str]]:
+        """Tracking rows: name -> (position, schema version, updated at)."""
+        with self.read() as cur:
+            cur.execute("SELECT name, position, schema_version, updated_at FROM projection_state")
+            return {row[0]: (int(row[1]), int(row[2]), str(row[3])) for row in cur.fetchall()}
+
+    # -- batch writes -------------------------------------------------------------------
+
+    def write_model_patches(
+        self, cur: Cursor, patches: Mapping[UUID, RowPatch], suffix: str = ""
+    ) -> None:
+        inserts = [
+            [patch.insert[name] for name in MODEL_VIEW.column_names]
+            for patch in patches.values()
+            if patch.insert is not None
+        ]
+        if inserts:
+            self.upsert(cur, _suffixed(MODEL_VIEW, suffix), inserts)
+        kinds = dict(MODEL_VIEW.columns)
+        for model_id, patch in patches.items():
+            if patch.insert is None and patch.updates:
+                names = sorted(patch.updates)
+                assignments = ", ".join(f"{name} = ?" for name in names)
+                cur.execute(
+                    self.q(f"UPDATE model_view{suffix} SET {assignments} WHERE id = ?"),  # noqa: S608
+                    [self.to_db(patch.updates[n], kinds[n]) for n in names]
+                    + [self.to_db(model_id, "uuid")],
+                )
+
+    def merge_usage(self, cur: Cursor, delta: UsageDelta, suffix: str = "") -> None:
+        """Merge a batch's statistics into the four usage tables."""
+        self._merge_stats(cur, _suffixed(USAGE_MODEL_HOURLY, suffix), delta.model_hourly, ())
+        self._merge_stats(cur, _suffixed(USAGE_OWNER_HOURLY, suffix), delta.owner_hourly, ())
+        self._merge_stats(
+            cur,
+            _suffixed(USAGE_MODEL_TOTALS, suffix),
+            {(model_id,): stats for model_id, stats in delta.model_totals.items()},
+            delta.model_owner,
+        )
+        self._merge_stats(
+            cur,
+            _suffixed(USAGE_OWNER_TOTALS, suffix),
+            {(owner_id,): stats for owner_id, stats in delta.owner_totals.items()},
+            (),
+        )
+
+    def _merge_stats(
+        self,
+        cur: Cursor,
+        table: Table,
+        delta: Mapping[tuple[Any, ...], UsageStats],
+        extra: Mapping[UUID, UUID] | tuple[()],
+    ) -> None:
+        if not delta:
+            return
+        existing = self.fetch_stats(cur, table, list(delta))
+        rows = []
+        for key, stats in delta.items():
+            merged = existing.get(key)
+            if merged is None:
+                merged = stats
+            else:
+                merged.merge(stats)
+            prefix = (*key, extra[key[0]]) if extra else key
+            rows.append((*prefix, *stats_values(merged)))
+        self.upsert(cur, table, rows)
+
+
+def stats_values(stats: UsageStats) -> tuple[Any, ...]:
+    """A ``UsageStats`` as the values of ``tables.STATS_COLUMNS``."""
+    return (
+        stats.requests,
+        stats.successes,
+        stats.failures,
+        stats.rejected,
+        stats.total_us,
+        stats.min_us,
+        stats.max_us,
+        stats.input_bytes,
+        stats.output_bytes,
+        _hist_encoder.encode(stats.histogram),
+        stats.last_at,
+    )
+
+
+def stats_from_values(values: Sequence[Any]) -> UsageStats:
+    """The inverse of ``stats_values`` (values already in Python types)."""
+    (requests, successes, failures, rejected, total_us, min_us, max_us,
+     input_bytes, output_bytes, histogram, last_at) = values
+    return UsageStats(
+        requests=requests,
+        successes=successes,
+        failures=failures,
+        rejected=rejected,
+        total_us=total_us,
+        min_us=min_us,
+        max_us=max_us,
+        input_bytes=input_bytes,
+        output_bytes=output_bytes,
+        histogram=_hist_decoder.decode(histogram),
+        last_at=last_at,
+    )
+
+
+def _suffixed(table: Table, suffix: str) -> Table:
+    if not suffix:
+        return table
+    return Table(table.name + suffix, table.columns, table.key, table.indexes, table.not_null)
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).isoformat()

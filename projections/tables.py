@@ -1,0 +1,96 @@
+"""The projection tables, described once; each backend renders them in its own SQL dialect.
+
+Logical column types: ``uuid``, ``text``, ``int``, ``bool``, ``ts`` (aware UTC datetime) and
+``bytes``. A table set may carry a suffix (``__next``) while a rebuild builds it aside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[tuple[str, str], ...]  # (name, logical type); key columns are NOT NULL
+    key: tuple[str, ...]
+    indexes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    not_null: tuple[str, ...] = ()
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+
+MODEL_VIEW = Table(
+    name="model_view",
+    columns=(
+        ("id", "uuid"),
+        ("owner_id", "uuid"),
+        ("name", "text"),
+        ("description", "text"),
+        ("framework", "text"),
+        ("status", "text"),
+        ("version", "int"),
+        ("endpoint_url", "text"),
+        ("endpoint_active", "bool"),
+        ("artifact_filename", "text"),
+        ("artifact_size_bytes", "int"),
+        ("artifact_sha256", "text"),
+        ("artifact_removed_at", "ts"),
+        ("created_at", "ts"),
+        ("updated_at", "ts"),
+        ("deleted_at", "ts"),
+    ),
+    key=("id",),
+    not_null=("owner_id", "name", "description", "framework", "status", "version",
+              "endpoint_url", "endpoint_active", "created_at", "updated_at"),
+    indexes=(
+        ("owner_created", ("owner_id", "created_at", "id")),
+        ("owner_updated", ("owner_id", "updated_at", "id")),
+        ("owner_name", ("owner_id", "name", "id")),
+    ),
+)
+
+STATS_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("requests", "int"),
+    ("successes", "int"),
+    ("failures", "int"),
+    ("rejected", "int"),
+    ("total_us", "int"),
+    ("min_us", "int"),
+    ("max_us", "int"),
+    ("input_bytes", "int"),
+    ("output_bytes", "int"),
+    ("histogram", "bytes"),
+    ("last_at", "ts"),
+)
+
+USAGE_MODEL_HOURLY = Table(
+    name="usage_model_hourly",
+    columns=(("model_id", "uuid"), ("hour", "int"), *STATS_COLUMNS),
+    key=("model_id", "hour"),
+)
+USAGE_OWNER_HOURLY = Table(
+    name="usage_owner_hourly",
+    columns=(("owner_id", "uuid"), ("hour", "int"), *STATS_COLUMNS),
+    key=("owner_id", "hour"),
+)
+USAGE_MODEL_TOTALS = Table(
+    name="usage_model_totals",
+    columns=(("model_id", "uuid"), ("owner_id", "uuid"), *STATS_COLUMNS),
+    key=("model_id",),
+    indexes=(("owner", ("owner_id",)),),
+)
+USAGE_OWNER_TOTALS = Table(
+    name="usage_owner_totals",
+    columns=(("owner_id", "uuid"), *STATS_COLUMNS),
+    key=("owner_id",),
+)
+
+PROJECTION_TABLES: dict[str, tuple[Table, ...]] = {
+    "models": (MODEL_VIEW,),
+    "usage": (USAGE_MODEL_HOURLY, USAGE_OWNER_HOURLY, USAGE_MODEL_TOTALS, USAGE_OWNER_TOTALS),
+}
+
+STATS_NAMES: tuple[str, ...] = tuple(name for name, _ in STATS_COLUMNS)

@@ -1,0 +1,146 @@
+"""The projection worker: follows the event logs and keeps every projection caught up.
+
+One thread per projection. A projection is processed by one worker at a time across all
+processes: the worker first becomes its *leader* (a session advisory lock on PostgreSQL, a
+file lock on SQLite) and the others stand by, retrying, and take over when the leader dies.
+New events wake the leader through LISTEN/NOTIFY on PostgreSQL (and in-process wake-ups);
+a poll every ``poll_interval`` seconds is the safety net for a lost notification.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+from filelock import FileLock, Timeout
+from psycopg import sql
+
+from projections.postgres_store import LOCK_NAMESPACE
+from projections.projector import Projector
+
+log = logging.getLogger("modelledger.worker")
+LEADER_NAMESPACE = LOCK_NAMESPACE + 1
+
+
+class Leadership:
+    """Held while this process is the one processing a projection."""
+
+    def __init__(self, *, conninfo: str | None, lock_dir: Path) -> None:
+        self.conninfo = conninfo
+        self.lock_dir = lock_dir
+
+    @contextlib.contextmanager
+    def hold(self, name: str, stop: threading.Event, retry: float) -> Iterator[bool]:
+        """Yield True once leader (False if ``stop`` was set while waiting)."""
+        if self.conninfo is None:
+            self.lock_dir.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(self.lock_dir / f"worker-{name}.lock")
+            while not stop.is_set():
+                try:
+                    lock.acquire(timeout=retry)
+                except Timeout:
+                    continue
+                try:
+                    yield True
+                finally:
+                    lock.release()
+                return
+            yield False
+            return
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            while not stop.is_set():
+                row = conn.execute(
+                    "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (LEADER_NAMESPACE, name)
+                ).fetchone()
+                if row is not None and row[0]:
+                    yield True
+                    return  # closing the connection releases the lock
+                stop.wait(retry)
+            yield False
+
+
+class Wakeups:
+    """Per-source events set when new events may be in the log."""
+
+    def __init__(self, sources: list[str]) -> None:
+        self.events = {name: threading.Event() for name in sources}
+
+    def notify(self, source: str) -> None:
+        self.events[source].set()
+
+    def wait(self, source: str, timeout: float) -> None:
+        event = self.events[source]
+        event.wait(timeout)
+        event.clear()
+
+
+def listen(conninfo: str, channels: dict[str, str], wakeups: Wakeups, stop: threading.Event) -> None:
+    """Forward PostgreSQL notifications (channel -> source) to ``wakeups`` until stopped."""
+    while not stop.is_set():
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                for channel in channels:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                for source in channels.values():
+                    wakeups.notify(source)  # anything missed while reconnecting
+                while not stop.is_set():
+                    for notification in conn.notifies(timeout=1.0, stop_after=1):
+                        wakeups.notify(channels[notification.channel])
+        except psycopg.Error as error:
+            log.warning("listen connection lost: %s", error)
+            stop.wait(1.0)
+
+
+class Worker:
+    """Runs every projection of a projector until ``stop`` is set."""
+
+    def __init__(
+        self,
+        projector: Projector,
+        leadership: Leadership,
+        wakeups: Wakeups,
+        *,
+        poll_interval: float = 1.0,
+        on_error: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        self.projector = projector
+        self.leadership = leadership
+        self.wakeups = wakeups
+        self.poll_interval = poll_interval
+        self.on_error = on_error
+        self.leading: set[str] = set()
+
+    def follow(self, name: str, stop: threading.Event) -> None:
+        """Lead ``name`` when possible and keep it caught up."""
+        source = self.projector.projections[name].source
+        while not stop.is_set():
+            with self.leadership.hold(name, stop, self.poll_interval) as leader:
+                if not leader:
+                    return
+                self.leading.add(name)
+                log.info("leading projection %s", name)
+                try:
+                    while not stop.is_set():
+                        processed = self.projector.catch_up(name)
+                        if processed == 0:
+                            self.wakeups.wait(source, self.poll_interval)
+                except Exception as error:
+                    log.exception("projection %s failed; retrying", name)
+                    if self.on_error is not None:
+                        self.on_error(name, error)
+                    stop.wait(self.poll_interval)
+                finally:
+                    self.leading.discard(name)
+
+    def start(self, stop: threading.Event) -> list[threading.Thread]:
+        threads = [
+            threading.Thread(target=self.follow, args=(name, stop), name=f"projection-{name}", daemon=True)
+            for name in self.projector.projections
+        ]
+        for thread in threads:
+            thread.start()
+        return threads

@@ -1,0 +1,1 @@
+"""Periodic jobs (compaction, snapshots, retention, watchdog) run by APScheduler."""
