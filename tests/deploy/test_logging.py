@@ -1,0 +1,73 @@
+"""JSON logs: one object per line, from structlog and the standard library, with no secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import TYPE_CHECKING
+
+import pytest
+import structlog
+
+from modelledger.logging_setup import REDACTED, configure_logging
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLW5vdC1yZWFs"  # noqa: S105 - a fake token the log must mask
+
+
+@pytest.fixture
+def output() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    configure_logging("DEBUG", stream=stream)
+    yield stream
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_modelledger_json", False)]:
+        root.removeHandler(handler)
+    structlog.reset_defaults()
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line]
+
+
+def test_stdlib_and_structlog_records_are_json_objects(output: io.StringIO) -> None:
+    logging.getLogger("modelledger.worker").info("leading projection %s", "usage", extra={"n": 3})
+    structlog.get_logger("modelledger.jobs").info("compacted", events=10, models=2)
+    first, second = lines(output)
+    assert first["event"] == "leading projection usage"
+    assert (first["level"], first["logger"], first["n"]) == ("info", "modelledger.worker", 3)
+    assert "timestamp" in first
+    assert second == second | {"event": "compacted", "events": 10, "models": 2, "level": "info"}
+
+
+def test_tokens_and_bodies_never_reach_the_log(output: io.StringIO) -> None:
+    log = structlog.get_logger("api")
+    log.info("request", authorization=f"Bearer {TOKEN}", body=b'{"password": "x"}',
+             headers={"Authorization": f"Bearer {TOKEN}", "accept": "json"}, jwt_secret="s3cret")  # noqa: S106
+    logging.getLogger("uvicorn.error").warning("bad header Bearer %s", TOKEN)
+    log.info(f"issued {TOKEN}")  # noqa: G004 - a careless caller
+    text = output.getvalue()
+    assert TOKEN not in text
+    assert "s3cret" not in text
+    assert "password" not in text
+    request, warning, issued = lines(output)
+    assert request["authorization"] == REDACTED
+    assert request["headers"] == {"Authorization": REDACTED, "accept": "json"}
+    assert "body" not in request
+    assert warning["event"] == f"bad header Bearer {REDACTED}"
+    assert issued["event"] == f"issued {REDACTED}"
+
+
+def test_level_filters_records(output: io.StringIO) -> None:
+    configure_logging("WARNING", stream=output)
+    logging.getLogger("x").info("hidden")
+    logging.getLogger("x").warning("shown")
+    assert [line["event"] for line in lines(output)] == ["shown"]
+
+
+def test_unknown_level_is_refused() -> None:
+    with pytest.raises(ValueError, match="LOUD"):
+        configure_logging("LOUD")
