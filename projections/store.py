@@ -267,7 +267,7 @@ def stats_values(stats: UsageStats) -> tuple[Any, ...]:
         stats.max_us,
         stats.input_bytes,
         stats.output_bytes,
-        _hist_encoder.encode(stats.histogram),
+        _hist_encoder.encode(dict(sorted(stats.histogram.items()))),  # canonical bytes
         stats.last_at,
     )
 

@@ -2,6 +2,14 @@
 
 Each event is added once, to its model-hour; the owner-hour and the all-time totals are
 merged from those, so a batch costs one ``add_request`` per event plus one merge per key.
+
+A ``UsageRollup.Recorded`` (written by compaction) is merged into its model-hour like the raw
+events it replaces. No projection ever counts both: compaction gives each roll-up the
+notification id of the newest event it replaces (reusing that id in the same transaction that
+deletes them) and compacts only events at or below every tracking position, under the
+projections' locks. A projection that counted the raw events is already past the roll-up's id
+and never reads it; a rebuild from 0 finds the roll-up where the raw events were. Both orders
+give identical rows because ``UsageStats.merge`` is exact (integer sums, counts, extremes).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from typing import TypeVar
 from uuid import UUID
 
 from domain.usage import PredictionUsage, hour_of
+from domain.usage_rollup import UsageRollup, stats_of
 from domain.usage_stats import UsageStats, to_micros
 
 K = TypeVar("K")
@@ -69,3 +78,9 @@ def _(e: PredictionUsage.Recorded, delta: UsageDelta) -> None:
         occurred_at=e.occurred_at,
         rejected=e.rejected,
     )
+
+
+@_add.register
+def _(e: UsageRollup.Recorded, delta: UsageDelta) -> None:
+    delta.model_owner[e.model_id] = e.owner_id
+    _merged(delta.model_hourly, (e.model_id, e.hour)).merge(stats_of(e))

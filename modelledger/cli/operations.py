@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,11 +15,28 @@ from modelledger.logging_setup import configure_logging
 from modelledger.schema_check import ensure_current_schema
 from projections.store import SchemaMismatchError
 
+if TYPE_CHECKING:
+    from modelledger.bootstrap import Container
+
 log = logging.getLogger("modelledger.worker")
+HEARTBEAT_EVERY = 5.0  # seconds; container healthchecks allow several missed beats
 
 
 def register(cli: click.Group) -> None:
     cli.add_command(worker)
+
+
+def _heartbeat(c: Container, path: Path, stop: threading.Event) -> None:
+    """Touch ``path`` while the database answers, so a healthcheck can tell a stuck worker."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while not stop.is_set():
+        try:
+            c.store.positions()
+        except Exception:  # noqa: BLE001 - any failure means "not healthy now"
+            log.warning("heartbeat: read store unreachable")
+        else:
+            path.touch()
+        stop.wait(HEARTBEAT_EVERY)
 
 
 @click.command(
@@ -27,7 +46,11 @@ def register(cli: click.Group) -> None:
         "and take over when it dies."
     )
 )
-def worker() -> None:
+@click.option(
+    "--heartbeat-file", type=click.Path(path_type=Path),
+    help=f"Touch this file every {HEARTBEAT_EVERY:g} s while the database answers (healthchecks).",
+)
+def worker(heartbeat_file: Path | None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -38,6 +61,12 @@ def worker() -> None:
         except SchemaMismatchError as error:
             raise click.ClickException(str(error)) from None
         threads = c.start_worker(stop)
+        if heartbeat_file is not None:
+            beat = threading.Thread(
+                target=_heartbeat, args=(c, heartbeat_file, stop), name="heartbeat", daemon=True
+            )
+            beat.start()
+            threads.append(beat)
         log.info("worker running", extra={"backend": c.settings.backend})
         stop.wait()
         for thread in threads:

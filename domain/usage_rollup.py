@@ -1,0 +1,94 @@
+"""``UsageRollup``: the summary of one model-hour's prediction requests, replacing their raw events.
+
+Compaction replaces the raw ``PredictionUsage.Recorded`` events of a model-hour by one
+``UsageRollup.Recorded`` event carrying exactly the ``UsageStats`` the projections fold from
+them. The roll-up of a model-hour has a fixed id (``rollup_id``): a later compaction of late
+usage for the same hour replaces the earlier roll-up by one holding both, so there is at most
+one roll-up per model-hour.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.utils import get_topic
+
+from domain.usage_stats import UsageStats
+
+ROLLUP_NAMESPACE = UUID("5b0c2a44-7a53-4c59-9a43-0d3b8a1f2e61")
+
+
+def rollup_id(model_id: UUID, hour: int) -> UUID:
+    """The id of a model-hour's roll-up (its own namespace: it never equals a usage id)."""
+    return uuid5(ROLLUP_NAMESPACE, f"{model_id}:{hour}")
+
+
+class UsageRollup(Aggregate):
+    """The compacted usage of one model in one hour."""
+
+    class Recorded(Aggregate.Created):
+        model_id: UUID
+        owner_id: UUID
+        hour: int  # whole hours since the Unix epoch (UTC)
+        raw_events: int  # how many raw usage events this roll-up stands for
+        requests: int
+        successes: int
+        failures: int
+        rejected: int
+        total_us: int
+        min_us: int | None
+        max_us: int | None
+        input_bytes: int
+        output_bytes: int
+        histogram: dict[int, int]
+        last_at: datetime | None
+
+
+_TOPIC = get_topic(UsageRollup)
+
+
+def roll_up(
+    *, model_id: UUID, owner_id: UUID, hour: int, stats: UsageStats, raw_events: int,
+    now: datetime | None = None,
+) -> UsageRollup.Recorded:
+    """The roll-up event of a model-hour holding ``stats``."""
+    return UsageRollup.Recorded(
+        originator_id=rollup_id(model_id, hour),
+        originator_version=1,
+        timestamp=now or datetime.now(UTC),
+        originator_topic=_TOPIC,
+        model_id=model_id,
+        owner_id=owner_id,
+        hour=hour,
+        raw_events=raw_events,
+        requests=stats.requests,
+        successes=stats.successes,
+        failures=stats.failures,
+        rejected=stats.rejected,
+        total_us=stats.total_us,
+        min_us=stats.min_us,
+        max_us=stats.max_us,
+        input_bytes=stats.input_bytes,
+        output_bytes=stats.output_bytes,
+        histogram=dict(stats.histogram),
+        last_at=stats.last_at,
+    )
+
+
+def stats_of(e: UsageRollup.Recorded) -> UsageStats:
+    """The statistics a roll-up carries."""
+    return UsageStats(
+        requests=e.requests,
+        successes=e.successes,
+        failures=e.failures,
+        rejected=e.rejected,
+        total_us=e.total_us,
+        min_us=e.min_us,
+        max_us=e.max_us,
+        input_bytes=e.input_bytes,
+        output_bytes=e.output_bytes,
+        histogram=dict(e.histogram),
+        last_at=e.last_at,
+    )

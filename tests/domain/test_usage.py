@@ -1,0 +1,100 @@
+"""Usage records and the latency histogram, without any I/O."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from domain import latency
+from domain.errors import ValidationError
+from domain.usage import record_usage, usage_id
+from domain.usage_stats import UsageStats
+
+NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
+
+
+def usage(**overrides: object):  # type: ignore[no-untyped-def]
+    values: dict[str, object] = {
+        "model_id": uuid.uuid4(), "owner_id": uuid.uuid4(), "request_id": "r-1",
+        "occurred_at": NOW, "response_time_ms": 12.5, "input_bytes": 10, "output_bytes": 20,
+        "success": True, "now": NOW,
+    }
+    values.update(overrides)
+    return record_usage(**values)  # type: ignore[arg-type]
+
+
+class TestRecordUsage:
+    def test_same_request_on_the_same_model_has_the_same_id(self) -> None:
+        model = uuid.uuid4()
+        assert usage(model_id=model).originator_id == usage(model_id=model).originator_id
+        assert usage_id(model, "a") != usage_id(model, "b")
+        assert usage_id(model, "a") != usage_id(uuid.uuid4(), "a")
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [
+            ("request_id", ""),
+            ("response_time_ms", -1.0),
+            ("response_time_ms", math.nan),
+            ("input_bytes", -1),
+            ("status_code", 42),
+            ("ip", "not-an-ip"),
+            ("occurred_at", NOW + timedelta(hours=1)),
+            ("occurred_at", datetime(2026, 1, 1)),  # noqa: DTZ001 - the naive time is the point
+        ],
+    )
+    def test_invalid_values_are_rejected_naming_the_field(self, field: str, value: object) -> None:
+        with pytest.raises(ValidationError) as error:
+            usage(**{field: value})
+        assert error.value.field == field
+
+    def test_occurred_at_is_stored_in_utc(self) -> None:
+        local = NOW.astimezone(datetime.now().astimezone().tzinfo)
+        assert usage(occurred_at=local).occurred_at.tzinfo is UTC
+
+
+class TestLatencyHistogram:
+    @given(st.lists(st.integers(min_value=0, max_value=10**10), min_size=1, max_size=300),
+           st.sampled_from([0.5, 0.9, 0.95, 0.99, 1.0]))
+    def test_percentile_is_within_the_stated_relative_error(self, values: list[int], q: float) -> None:
+        histogram: dict[int, int] = {}
+        for v in values:
+            index = latency.bucket_of(v)
+            histogram[index] = histogram.get(index, 0) + 1
+        exact = sorted(values)[max(1, math.ceil(q * len(values))) - 1]
+        estimate = latency.percentile(histogram, q)
+        assert estimate is not None
+        assert abs(estimate - exact) <= latency.RELATIVE_ERROR * exact + 1e-9
+
+    def test_percentiles_agree_with_single_percentile(self) -> None:
+        histogram = {latency.bucket_of(v): 1 for v in range(1, 5000, 7)}
+        qs = [0.99, 0.5, 0.95]
+        assert latency.percentiles(histogram, qs) == [latency.percentile(histogram, q) for q in qs]
+
+    def test_empty_histogram_has_no_percentile(self) -> None:
+        assert latency.percentile({}, 0.5) is None
+
+
+class TestUsageStats:
+    def test_rejected_traffic_is_counted_apart_from_served_requests(self) -> None:
+        stats = UsageStats()
+        stats.add_request(response_us=1000, success=True, input_bytes=1, output_bytes=2,
+                          occurred_at=NOW, rejected=False)
+        stats.add_request(response_us=9000, success=False, input_bytes=1, output_bytes=2,
+                          occurred_at=NOW, rejected=True)
+        assert (stats.requests, stats.rejected, stats.max_us) == (1, 1, 1000)
+
+    def test_merge_is_the_same_as_adding_everything_to_one(self) -> None:
+        a, b, both = UsageStats(), UsageStats(), UsageStats()
+        for i, target in enumerate([a, b, a, b, b]):
+            for s in (target, both):
+                s.add_request(response_us=i * 100, success=i % 2 == 0, input_bytes=i,
+                              output_bytes=2 * i, occurred_at=NOW + timedelta(minutes=i),
+                              rejected=False)
+        a.merge(b)
+        assert a == both

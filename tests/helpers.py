@@ -1,0 +1,46 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from modelledger.bootstrap import Container
+from modelledger.ingest import UsageRecord
+from projections.store import ReadStore
+from projections.tables import PROJECTION_TABLES
+
+T0 = datetime(2026, 11, 2, 8, tzinfo=UTC)  # a Monday morning
+
+
+def usage_records(model_id: uuid.UUID, count: int, *, start: datetime = T0, prefix: str = "r",
+                  every: timedelta = timedelta(minutes=7)) -> list[UsageRecord]:
+    return [
+        UsageRecord(
+            model_id=model_id, request_id=f"{prefix}{i}", response_time_ms=5 + (i * 37) % 400,
+            input_bytes=100 + i, output_bytes=50 + 2 * i, success=i % 9 != 0,
+            occurred_at=start + i * every, status_code=200 if i % 9 else 500,
+        )
+        for i in range(count)
+    ]
+
+
+def dump(store: ReadStore, projection: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of a projection's tables, sorted, for equality checks."""
+    tables: dict[str, list[tuple[Any, ...]]] = {}
+    with store.read() as cur:
+        for table in PROJECTION_TABLES[projection]:
+            cur.execute(f"SELECT {', '.join(table.column_names)} FROM {table.name}")  # noqa: S608
+            tables[table.name] = sorted(
+                (tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                 for row in cur.fetchall()),
+                key=repr,
+            )
+    return tables
+
+
+def register(container: Container, owner: uuid.UUID, name: str) -> uuid.UUID:
+    from modelledger.services import Actor  # noqa: PLC0415
+
+    return uuid.UUID(str(container.models.register(Actor(owner, f"c-{name}"), name=name)["id"]))

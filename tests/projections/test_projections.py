@@ -1,0 +1,205 @@
+"""Projections on SQLite and PostgreSQL: read-your-writes, statistics, rebuild, concurrency."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from domain.errors import ModelNotFoundError, NameTakenError, VersionConflictError
+from domain.model import ModelStatus
+from modelledger.bootstrap import Container
+from modelledger.services import Actor
+from projections import queries
+from projections.windows import bucketise, hour_index, zone
+from tests.helpers import T0, dump, register, usage_records
+
+
+class TestModelProjection:
+    def test_a_command_is_visible_in_list_and_detail_when_it_returns(self, container: Container) -> None:
+        owner = uuid.uuid4()
+        actor = Actor(owner, "c1")
+        model_id = register(container, owner, "resnet")
+        container.models.update(actor, model_id, name="resnet-50", status=ModelStatus.INACTIVE)
+        rows, total = queries.list_models(container.store, owner, limit=10)
+        assert total == 1
+        assert (rows[0]["name"], rows[0]["status"], rows[0]["endpoint_active"]) == (
+            "resnet-50", "inactive", False)
+        assert container.models.get(owner, model_id)["version"] == 3
+
+    def test_another_owners_model_is_not_found(self, container: Container) -> None:
+        model_id = register(container, uuid.uuid4(), "resnet")
+        intruder = Actor(uuid.uuid4(), "c2")
+        with pytest.raises(ModelNotFoundError):
+            container.models.get(intruder.user_id, model_id)
+        with pytest.raises(ModelNotFoundError):
+            container.models.update(intruder, model_id, name="mine")
+        with pytest.raises(ModelNotFoundError):
+            container.models.delete(intruder, model_id)
+
+    def test_deleted_models_are_listed_only_on_request(self, container: Container) -> None:
+        owner = uuid.uuid4()
+        keep, gone = register(container, owner, "keep"), register(container, owner, "gone")
+        container.models.delete(Actor(owner, "c"), gone)
+        visible, total = queries.list_models(container.store, owner, limit=10)
+        assert [r["id"] for r in visible] == [keep]
+        assert total == 1
+        _, total_all = queries.list_models(container.store, owner, limit=10, include_deleted=True)
+        assert total_all == 2
+
+    def test_keyset_pages_cover_every_model_once(self, container: Container) -> None:
+        owner = uuid.uuid4()
+        ids = {register(container, owner, f"m{i:02}") for i in range(7)}
+        seen: list[uuid.UUID] = []
+        after = None
+        while True:
+            page, total = queries.list_models(container.store, owner, limit=3, sort="name",
+                                              descending=True, after=after)
+            if not page:
+                break
+            seen += [r["id"] for r in page]
+            after = (page[-1]["name"], page[-1]["id"])
+        assert total == 7
+        assert set(seen) == ids
+        assert len(seen) == 7
+
+    def test_names_are_unique_per_owner_among_live_models(self, container: Container) -> None:
+        owner = uuid.uuid4()
+        first = register(container, owner, "resnet")
+        with pytest.raises(NameTakenError):
+            register(container, owner, "ResNet")
+        register(container, uuid.uuid4(), "resnet")  # another owner may use it
+        container.models.delete(Actor(owner, "c"), first)
+        register(container, owner, "resnet")  # free again once deleted
+
+    def test_concurrent_registrations_of_one_name_let_exactly_one_win(self, container: Container) -> None:
+        owner = uuid.uuid4()
+        outcomes: list[str] = []
+        lock = threading.Lock()
+
+        def attempt() -> None:
+            try:
+                register(container, owner, "contested")
+                result = "ok"
+            except NameTakenError:
+                result = "taken"
+            with lock:
+                outcomes.append(result)
+
+        threads = [threading.Thread(target=attempt) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes) == ["ok"] + ["taken"] * 5
+
+    def test_a_write_based_on_a_stale_version_conflicts(self, container: Container) -> None:
+        owner = uuid.uuid4()
+        model_id = register(container, owner, "resnet")
+        container.models.update(Actor(owner, "c"), model_id, description="v2", expected_version=1)
+        with pytest.raises(VersionConflictError):
+            container.models.update(Actor(owner, "c"), model_id, description="v3", expected_version=1)
+
+
+class TestUsageProjection:
+    def test_statistics_count_every_request_once(self, container: Container) -> None:
+        owner = uuid.uuid4()
+        model_id = register(container, owner, "resnet")
+        records = usage_records(model_id, 300)
+        result = container.ingest.record_batch(records + records[:50], caller_id=owner,
+                                               may_record_any=False)
+        assert (result.accepted, result.duplicates) == (300, 50)
+        container.projector.catch_up("usage")
+        usage = container.models.get(owner, model_id).usage
+        times = [r.response_time_ms for r in records]
+        assert usage.requests == 300
+        assert usage.failures == sum(1 for r in records if not r.success)
+        assert usage.min_ms == min(times)
+        assert usage.max_ms == max(times)
+        assert usage.avg_ms == pytest.approx(sum(times) / 300)
+        assert usage.input_bytes == sum(r.input_bytes for r in records)
+
+    def test_usage_of_an_inactive_model_is_recorded_as_rejected(self, container: Container) -> None:
+        owner = uuid.uuid4()
+        model_id = register(container, owner, "resnet")
+        container.models.update(Actor(owner, "c"), model_id, status=ModelStatus.INACTIVE)
+        container.ingest.record_batch(usage_records(model_id, 5), caller_id=owner, may_record_any=False)
+        container.projector.catch_up("usage")
+        usage = container.models.get(owner, model_id).usage
+        assert (usage.requests, usage.rejected) == (0, 5)
+
+    def test_only_the_owner_or_a_usage_writer_may_record(self, container: Container) -> None:
+        model_id = register(container, uuid.uuid4(), "resnet")
+        records = usage_records(model_id, 2)
+        denied = container.ingest.record_batch(records, caller_id=uuid.uuid4(), may_record_any=False)
+        assert denied.accepted == 0
+        assert [index for index, _ in denied.rejected] == [0, 1]
+        allowed = container.ingest.record_batch(records, caller_id=uuid.uuid4(), may_record_any=True)
+        assert allowed.accepted == 2
+
+    def test_daily_windows_in_a_time_zone_sum_their_hours(self, container: Container) -> None:
+        owner = uuid.uuid4()
+        model_id = register(container, owner, "resnet")
+        records = usage_records(model_id, 600, every=timedelta(minutes=23))
+        container.ingest.record_batch(records, caller_id=owner, may_record_any=False)
+        container.projector.catch_up("usage")
+        tz = zone("America/New_York")
+        start, end = T0 - timedelta(days=1), T0 + timedelta(days=11)
+        hours = queries.usage_hours(container.store, "model", model_id, hour_index(start), hour_index(end))
+        buckets = bucketise(hours, "day", tz, start, end)
+        assert sum(b.stats.requests for b in buckets) == 600
+        for bucket in buckets:
+            expected = [r for r in records if bucket.start <= r.occurred_at < bucket.end]  # type: ignore[operator]
+            assert bucket.stats.requests == len(expected)
+
+    def test_concurrent_recording_of_the_same_requests_counts_each_once(self, container: Container) -> None:
+        owner = uuid.uuid4()
+        model_id = register(container, owner, "resnet")
+        records = usage_records(model_id, 200)
+        accepted: list[int] = []
+        lock = threading.Lock()
+
+        def send(offset: int) -> None:
+            for start in range(0, 200, 20):
+                chunk = records[(start + offset) % 200 :][:20]
+                result = container.ingest.record_batch(chunk, caller_id=owner, may_record_any=False)
+                with lock:
+                    accepted.append(result.accepted)
+
+        threads = [threading.Thread(target=send, args=(i * 40,)) for i in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sum(accepted) == 200
+        container.projector.catch_up("usage")
+        assert container.models.get(owner, model_id).usage.requests == 200
+
+
+class TestRebuild:
+    def test_rebuild_produces_exactly_the_same_tables(self, container: Container) -> None:
+        owner = uuid.uuid4()
+        actor = Actor(owner, "c")
+        ids = [register(container, owner, f"m{i}") for i in range(3)]
+        container.models.update(actor, ids[0], name="renamed", description="d")
+        container.models.delete(actor, ids[1])
+        for i, model_id in enumerate(ids):
+            container.ingest.record_batch(usage_records(model_id, 120, prefix=f"x{i}-"),
+                                          caller_id=owner, may_record_any=True)
+        container.projector.catch_up_all()
+        before = {name: dump(container.store, name) for name in ("models", "usage")}
+        for name in ("models", "usage"):
+            container.projector.rebuild(name)
+            assert dump(container.store, name) == before[name]
+        assert {s.name: s.lag for s in container.projector.status()} == {"models": 0, "usage": 0}
+
+    def test_the_live_projection_keeps_working_after_a_rebuild(self, container: Container) -> None:
+        owner = uuid.uuid4()
+        model_id = register(container, owner, "m")
+        container.projector.rebuild("usage")
+        container.projector.rebuild("usage")  # twice: index names must not collide
+        container.ingest.record_batch(usage_records(model_id, 10), caller_id=owner, may_record_any=False)
+        container.projector.catch_up("usage")
+        assert container.models.get(owner, model_id).usage.requests == 10

@@ -1,0 +1,139 @@
+"""Property: for random streams of model and usage events, the incremental projection, a
+rebuild from scratch and an independent recomputation from the raw events all agree
+(counts, sums, min/max exactly; percentiles within the histogram's stated relative error).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import uuid
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from domain import latency
+from domain.model import ModelStatus
+from domain.usage import PredictionUsage, hour_of
+from domain.usage_stats import to_micros
+from modelledger.bootstrap import build
+from modelledger.ingest import UsageRecord
+from modelledger.services import Actor
+from projections import queries
+from tests.conftest import make_settings
+from tests.helpers import T0, dump
+
+usage_op = st.tuples(
+    st.just("usage"),
+    st.integers(0, 3),  # model index
+    st.integers(0, 40),  # request id: small range, so retries happen
+    st.floats(0, 5_000, allow_nan=False),  # response time ms
+    st.booleans(),  # success
+    st.integers(0, 72),  # hour offset
+    st.integers(0, 10_000),  # bytes
+)
+operation = st.one_of(
+    usage_op, usage_op, usage_op,
+    st.tuples(st.just("deactivate"), st.integers(0, 3)),
+    st.tuples(st.just("catch_up"), st.sampled_from([1, 3, 50])),
+)
+
+
+def exact_stats(events: list[PredictionUsage.Recorded]) -> dict[str, Any]:
+    served = [e for e in events if not e.rejected]
+    micros = sorted(to_micros(e.response_time_ms) for e in served)
+    return {
+        "requests": len(served),
+        "successes": sum(e.success for e in served),
+        "rejected": len(events) - len(served),
+        "total_us": sum(micros),
+        "min_us": micros[0] if micros else None,
+        "max_us": micros[-1] if micros else None,
+        "input_bytes": sum(e.input_bytes for e in served),
+        "micros": micros,
+    }
+
+
+def check_against_raw(container: Any, owner: uuid.UUID, model_ids: list[uuid.UUID]) -> None:
+    source = container.projector.sources["usage"]
+    raw = [source.mapper.to_domain_event(n) for n in source.recorder.select_notifications(1, 10**6)]
+    by_model: dict[uuid.UUID, list[PredictionUsage.Recorded]] = defaultdict(list)
+    by_hour: dict[tuple[uuid.UUID, int], list[PredictionUsage.Recorded]] = defaultdict(list)
+    for e in raw:
+        by_model[e.model_id].append(e)
+        by_hour[(e.model_id, hour_of(e.occurred_at))].append(e)
+    for model_id in model_ids:
+        expected = exact_stats(by_model[model_id])
+        got = container.models.get(owner, model_id).usage
+        assert (got.requests, got.successes, got.rejected, got.total_us, got.min_us, got.max_us,
+                got.input_bytes) == (expected["requests"], expected["successes"],
+                                     expected["rejected"], expected["total_us"],
+                                     expected["min_us"], expected["max_us"],
+                                     expected["input_bytes"])
+        for q in (0.5, 0.95, 0.99):
+            estimate = got.percentiles_ms(q)[0]
+            micros = expected["micros"]
+            if not micros:
+                assert estimate is None
+                continue
+            exact = micros[max(1, math.ceil(q * len(micros))) - 1] / 1000
+            assert estimate is not None
+            assert abs(estimate - exact) <= latency.RELATIVE_ERROR * exact + 1e-9
+        hours = queries.usage_hours(container.store, "model", model_id, 0, 10**7)
+        assert {h: s.requests for h, s in hours} == {
+            h: exact_stats(evs)["requests"] for (m, h), evs in by_hour.items() if m == model_id
+        }
+
+
+def run_stream(backend: str, request: pytest.FixtureRequest, ops: list[tuple[Any, ...]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        container = build(make_settings(backend, Path(tmp), request, projection_batch_size=7))
+        try:
+            owner = uuid.uuid4()
+            actor = Actor(owner, "prop")
+            model_ids = [
+                uuid.UUID(str(container.models.register(actor, name=f"m{i}")["id"]))
+                for i in range(4)
+            ]
+            for op in ops:
+                if op[0] == "usage":
+                    _, m, r, ms, ok, hour, size = op
+                    record = UsageRecord(model_id=model_ids[m], request_id=f"q{r}",
+                                         response_time_ms=ms, input_bytes=size, output_bytes=size,
+                                         success=ok, occurred_at=T0 + timedelta(hours=hour, minutes=r))
+                    container.ingest.record_batch([record], caller_id=owner, may_record_any=False)
+                elif op[0] == "deactivate":
+                    container.models.update(actor, model_ids[op[1]], status=ModelStatus.INACTIVE)
+                else:
+                    container.projector.batch_size = op[1]
+                    container.projector.catch_up("usage")
+            container.projector.batch_size = 7
+            container.projector.catch_up_all()
+            check_against_raw(container, owner, model_ids)
+            incremental = dump(container.store, "usage")
+            container.projector.rebuild("usage")
+            assert dump(container.store, "usage") == incremental
+        finally:
+            container.close()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(operation, max_size=60))
+def test_incremental_equals_rebuild_equals_recomputation_on_sqlite(
+    request: pytest.FixtureRequest, ops: list[tuple[Any, ...]]
+) -> None:
+    run_stream("sqlite", request, ops)
+
+
+@pytest.mark.postgres
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(operation, max_size=60))
+def test_incremental_equals_rebuild_equals_recomputation_on_postgres(
+    request: pytest.FixtureRequest, pg_schema: tuple[str, str], ops: list[tuple[Any, ...]]
+) -> None:
+    run_stream("postgres", request, ops)
