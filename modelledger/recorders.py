@@ -3,6 +3,11 @@
 The library's ``insert_events`` fails the whole transaction on the first duplicate. Usage
 ingest instead wants "store the new ones, tell me which were duplicates", in one transaction,
 so the store's uniqueness constraint still decides what counts as a duplicate.
+
+Compaction deletes old raw usage events and keeps their ids in ``usage_compacted_ids``
+(written in the same transaction, under the same table lock); both insert paths treat an id
+found there as a duplicate, so a retried request is never counted twice even after its raw
+event is gone.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL, Identifier
 
+COMPACTED_IDS_TABLE = "usage_compacted_ids"
+
 
 class InsertsNewEvents(Protocol):
     def insert_new_events(self, stored_events: Sequence[StoredEvent]) -> set[UUID]:
@@ -28,14 +35,21 @@ class PostgresUsageRecorder(PostgresApplicationRecorder):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        schema = Identifier(self.datastore.schema)
+        compacted = Identifier(COMPACTED_IDS_TABLE)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{compacted} (originator_id uuid PRIMARY KEY)"
+            ).format(schema=schema, compacted=compacted)
+        )
         self.insert_new_events_statement = SQL(
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
+            "AS n(originator_id, originator_version, topic, state) "
+            "WHERE NOT EXISTS (SELECT 1 FROM {schema}.{compacted} c "
+            "WHERE c.originator_id = n.originator_id) "
             "ON CONFLICT DO NOTHING RETURNING originator_id"
-        ).format(
-            schema=Identifier(self.datastore.schema),
-            table=Identifier(self.events_table_name),
-        )
+        ).format(schema=schema, table=Identifier(self.events_table_name), compacted=compacted)
 
     def insert_new_events(self, stored_events: Sequence[StoredEvent]) -> set[UUID]:
         if not stored_events:
@@ -57,14 +71,24 @@ class PostgresUsageRecorder(PostgresApplicationRecorder):
 class SQLiteUsageRecorder(SQLiteApplicationRecorder):
     """``INSERT OR IGNORE`` row by row inside one write transaction."""
 
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {COMPACTED_IDS_TABLE} "
+            "(originator_id TEXT PRIMARY KEY) WITHOUT ROWID",
+        ]
+
     def insert_new_events(self, stored_events: Sequence[StoredEvent]) -> set[UUID]:
         inserted: set[UUID] = set()
-        statement = f"INSERT OR IGNORE INTO {self.events_table_name} VALUES (?,?,?,?)"  # noqa: S608
+        statement = (
+            f"INSERT OR IGNORE INTO {self.events_table_name} SELECT ?,?,?,? "  # noqa: S608
+            f"WHERE NOT EXISTS (SELECT 1 FROM {COMPACTED_IDS_TABLE} WHERE originator_id = ?)"
+        )
         with self.datastore.transaction(commit=True) as c:
             for e in stored_events:
                 originator_id = e.originator_id
                 key = originator_id.hex if isinstance(originator_id, UUID) else originator_id
-                c.execute(statement, (key, e.originator_version, e.topic, e.state))
+                c.execute(statement, (key, e.originator_version, e.topic, e.state, key))
                 if c.sqlite_cursor.rowcount == 1:
                     inserted.add(UUID(str(originator_id)))
         return inserted

@@ -1,0 +1,76 @@
+"""Helpers of the scheduler tests: old usage, and the usage tables as comparable values."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from domain.usage import PredictionUsage, record_usage
+from modelledger.bootstrap import Container
+from modelledger.services import Actor
+from projections.tables import PROJECTION_TABLES
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def register_models(container: Container, count: int, owners: int = 2) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """``count`` models spread over ``owners`` owners: [(model id, owner id)]."""
+    owner_ids = [uuid.uuid4() for _ in range(owners)]
+    models = []
+    for i in range(count):
+        owner = owner_ids[i % owners]
+        row = container.models.register(Actor(owner, f"c{i}"), name=f"m{i}", framework="torch")
+        models.append((row["id"], owner))
+    return models
+
+
+def usage(
+    model: tuple[uuid.UUID, uuid.UUID], request_id: str, occurred_at: datetime,
+    rng: random.Random, *, recorded_at: datetime | None = None,
+) -> PredictionUsage.Recorded:
+    """A usage event recorded at ``recorded_at`` (default: shortly after it occurred)."""
+    return record_usage(
+        model_id=model[0], owner_id=model[1], request_id=request_id, occurred_at=occurred_at,
+        response_time_ms=rng.choice([0.0, 0.5, 3.25, rng.uniform(1, 900)]),
+        input_bytes=rng.randint(0, 10_000), output_bytes=rng.randint(0, 10_000),
+        success=rng.random() < 0.9, status_code=200, rejected=rng.random() < 0.05,
+        now=recorded_at or occurred_at + timedelta(seconds=rng.randint(0, 120)),
+    )
+
+
+def old_usage(
+    models: list[tuple[uuid.UUID, uuid.UUID]], count: int, *, days_ago: tuple[int, int],
+    seed: int = 1, prefix: str = "r",
+) -> list[PredictionUsage.Recorded]:
+    """``count`` usage events spread between ``days_ago`` (older, newer) days before NOW."""
+    rng = random.Random(seed)
+    span = (days_ago[0] - days_ago[1]) * 86_400
+    return [
+        usage(
+            rng.choice(models), f"{prefix}{i}",
+            NOW - timedelta(days=days_ago[0]) + timedelta(seconds=rng.randint(0, span)), rng,
+        )
+        for i in range(count)
+    ]
+
+
+def usage_tables(container: Container) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the usage projection's tables (histograms decoded: byte order may differ)."""
+    store = container.store
+    tables: dict[str, list[tuple[Any, ...]]] = {}
+    with store.read() as cur:
+        for table in PROJECTION_TABLES["usage"]:
+            names = table.column_names
+            cur.execute(f"SELECT {', '.join(names)} FROM {table.name}")
+            rows = []
+            for row in cur.fetchall():
+                values = list(row)
+                index = names.index("histogram")
+                values[index] = msgspec.msgpack.decode(bytes(values[index]))
+                rows.append(tuple(str(v) if not isinstance(v, (int, dict)) else v for v in values))
+            tables[table.name] = sorted(rows, key=repr)
+    return tables
