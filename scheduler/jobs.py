@@ -1,0 +1,90 @@
+"""The jobs: plain functions that receive their services, do bounded work and return a summary."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from modelledger.bootstrap import Container
+from scheduler import archive, history
+from scheduler.compaction import compact_usage
+from scheduler.watchdog import projection_watchdog
+
+log = logging.getLogger("modelledger.scheduler.jobs")
+
+SNAPSHOT_EVERY = 100  # events since the last snapshot that make loading a model slow
+SNAPSHOTS_PER_RUN = 500
+HISTORY_KEEP_DAYS = 90
+
+
+def compact_usage_job(container: Container) -> dict[str, Any]:
+    """Compact usage older than the retention into hourly roll-ups."""
+    days = int(getattr(container.settings, "usage_retention_days", 30))
+    return compact_usage(container, older_than=timedelta(days=days)).as_dict()
+
+
+def snapshot_models(
+    container: Container, *, every: int = SNAPSHOT_EVERY, limit: int = SNAPSHOTS_PER_RUN
+) -> dict[str, Any]:
+    """Snapshot models with ``every`` or more events since their last snapshot (at most ``limit``)."""
+    registry = container.registry
+    store = container.store
+    checked = taken = 0
+    after: UUID | None = None
+    while taken < limit:
+        keyset, params = ("AND id > ? ", [store.to_db(after, "uuid")]) if after else ("", [])
+        with store.read() as cur:
+            cur.execute(
+                store.q(f"SELECT id, version FROM model_view WHERE version >= ? {keyset}"  # noqa: S608
+                        "ORDER BY id LIMIT 500"),
+                [every, *params],
+            )
+            rows = [(store.from_db(r[0], "uuid"), int(r[1])) for r in cur.fetchall()]
+        if not rows:
+            break
+        for model_id, version in rows:
+            checked += 1
+            if version - _snapshot_version(container, model_id) >= every:
+                registry.take_snapshot(model_id)
+                taken += 1
+                if taken >= limit:
+                    break
+        after = rows[-1][0]
+    summary = {"checked": checked, "snapshots": taken}
+    log.info("snapshots", extra=summary)
+    return summary
+
+
+def _snapshot_version(container: Container, model_id: UUID) -> int:
+    snapshots = container.registry.snapshots
+    assert snapshots is not None, "the registry snapshots models (snapshotting_intervals)"
+    latest = next(iter(snapshots.get(model_id, desc=True, limit=1)), None)
+    return 0 if latest is None else int(latest.originator_version)
+
+
+def prune_history(container: Container, *, keep_days: int | None = None) -> dict[str, Any]:
+    """Delete job runs older than the history retention."""
+    days = keep_days or int(getattr(container.settings, "job_history_days", HISTORY_KEEP_DAYS))
+    return {"deleted": history.prune(container.store, keep_days=days), "keep_days": days}
+
+
+def prune_archive(container: Container, *, keep_days: int | None = None) -> dict[str, Any]:
+    """Delete archive files older than the archive retention (0, the default, keeps all)."""
+    days = keep_days if keep_days is not None else int(
+        getattr(container.settings, "archive_retention_days", 0)
+    )
+    if days <= 0:
+        return {"deleted": 0, "keep_days": None}
+    removed = archive.prune(archive.archive_dir(container.settings.data_dir), keep_days=days)
+    return {"deleted": len(removed), "keep_days": days}
+
+
+__all__ = [
+    "compact_usage_job",
+    "projection_watchdog",
+    "prune_archive",
+    "prune_history",
+    "snapshot_models",
+]

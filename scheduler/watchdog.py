@@ -1,0 +1,61 @@
+"""The projection watchdog: a projection with lag that has not moved for a while is stalled.
+
+Stateless, so any process (``/health/ready``, metrics, the job) can ask: the tracking row's
+``updated_at`` changes with every batch, so lag > 0 with no update for ``after`` means the
+lag grows (or stands) without progress.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from modelledger.bootstrap import Container
+
+log = logging.getLogger("modelledger.scheduler.watchdog")
+STALL_AFTER = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class ProjectionHealth:
+    name: str
+    position: int
+    head: int
+    lag: int
+    idle_seconds: float  # since the position last moved
+    stalled: bool
+
+
+def check(container: Container, *, after: timedelta = STALL_AFTER, now: datetime | None = None) -> list[ProjectionHealth]:
+    """Lag and progress of every projection."""
+    now = now or datetime.now(UTC)
+    positions = container.store.positions()
+    report = []
+    for status in container.projector.status():
+        updated = positions.get(status.name, (0, 0, ""))[2]
+        idle = (now - datetime.fromisoformat(updated)).total_seconds() if updated else float("inf")
+        report.append(
+            ProjectionHealth(
+                name=status.name, position=status.position, head=status.head, lag=status.lag,
+                idle_seconds=idle, stalled=status.lag > 0 and idle >= after.total_seconds(),
+            )
+        )
+    return report
+
+
+def stalled(container: Container, *, after: timedelta = STALL_AFTER, now: datetime | None = None) -> list[str]:
+    """Names of projections with lag that have made no progress for ``after``."""
+    return [p.name for p in check(container, after=after, now=now) if p.stalled]
+
+
+def projection_watchdog(container: Container) -> dict[str, Any]:
+    """Job: log stalled projections; the summary names them with every lag."""
+    report = check(container)
+    names = [p.name for p in report if p.stalled]
+    for p in report:
+        if p.stalled:
+            log.warning("projection stalled", extra={"projection": p.name, "lag": p.lag,
+                                                     "idle_seconds": round(p.idle_seconds)})
+    return {"stalled": names, "lags": {p.name: p.lag for p in report}}
