@@ -1,0 +1,203 @@
+"""A realistic demo data set, loaded through the real services (``modelledger demo``).
+
+Three users with three or four models each and 90 days of usage: a daily curve peaking in
+the afternoon (UTC), quieter weekends, slow growth, a small failure rate and one incident per
+user (a few hours of errors and slow responses). Some models were later made inactive or
+deleted. Ids and request ids are deterministic, so loading twice stores nothing new.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from domain.model import ModelStatus
+from modelledger.ingest import UsageRecord
+from modelledger.services import Actor
+from projections import queries
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from modelledger.bootstrap import Container
+
+_NAMESPACE = uuid.UUID("0d7c2f4e-3a51-4b8e-9f0a-5d2c6e1b7a93")
+BATCH = 20_000
+GATEWAY_ID = uuid.uuid5(_NAMESPACE, "gateway")
+ERRORS = ((500, "internal error: CUDA out of memory"), (503, "model replica unavailable"),
+          (504, "upstream timeout"), (422, "invalid input tensor shape"))
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    name: str
+    framework: str
+    description: str
+    per_day: int  # requests on an average weekday at the start
+    latency_ms: float  # median response time
+    failure_rate: float
+    retire: str | None = None  # "inactive" or "deleted"
+    retire_day: int = 0  # days before now when its traffic stopped
+    weekend: float = 0.45  # weekend traffic relative to weekdays
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    subject: str
+    user_id: uuid.UUID
+    models: tuple[DemoModel, ...]
+
+
+def _user(subject: str, *models: DemoModel) -> DemoUser:
+    from api.auth import user_id_of  # noqa: PLC0415 - the API's subject -> user id mapping
+
+    return DemoUser(subject, user_id_of(subject), models)
+
+
+def demo_users() -> list[DemoUser]:
+    return [
+        _user("alice",
+              DemoModel("fraud-detector", "xgboost", "Card fraud scores", 1400, 18, 0.01),
+              DemoModel("churn-predictor", "scikit-learn", "Monthly churn risk", 500, 9, 0.005),
+              DemoModel("image-tagger", "pytorch", "Product photo tags", 700, 120, 0.03),
+              DemoModel("legacy-ranker", "scikit-learn", "Search ranking v1", 400, 30, 0.02,
+                        retire="inactive", retire_day=25)),
+        _user("bob",
+              DemoModel("sentiment-bert", "transformers", "Review sentiment", 900, 60, 0.015),
+              DemoModel("summarizer-t5", "transformers", "Ticket summaries", 250, 420, 0.04),
+              DemoModel("spam-filter-v1", "scikit-learn", "Replaced by sentiment-bert", 600, 6,
+                        0.01, retire="deleted", retire_day=45)),
+        _user("carol",
+              DemoModel("demand-forecast", "prophet", "Nightly store demand", 300, 250, 0.02,
+                        weekend=0.1),
+              DemoModel("recommender", "tensorflow", "Home page recommendations", 1100, 35, 0.01,
+                        weekend=1.3),
+              DemoModel("ocr-lite", "onnx", "Receipt OCR", 350, 90, 0.025,
+                        retire="inactive", retire_day=10)),
+    ]
+
+
+def model_id_of(user: DemoUser, model: DemoModel) -> uuid.UUID:
+    return uuid.uuid5(_NAMESPACE, f"{user.subject}/{model.name}")
+
+
+@dataclass
+class DemoResult:
+    users: list[DemoUser]
+    model_ids: dict[str, uuid.UUID] = field(default_factory=dict)  # "user/model" -> id
+    accepted: int = 0
+    duplicates: int = 0
+    failures: int = 0
+
+
+def _hour_weight(hour: int) -> float:
+    """Traffic through the day: a night floor and an afternoon peak around 14:00 UTC."""
+    return 0.2 + math.exp(-((hour - 14) ** 2) / 18)
+
+
+_DAY_WEIGHT = sum(_hour_weight(h) for h in range(24))
+
+
+def _usage(
+    rng: random.Random, model_id: uuid.UUID, model: DemoModel, *, days: int, scale: float,
+    today: datetime, incident: tuple[int, int],
+) -> Iterator[UsageRecord]:
+    serial = 0
+    for day in range(days, model.retire_day, -1):
+        start = today - timedelta(days=day)
+        weekday_factor = model.weekend if start.weekday() >= 5 else 1.0  # noqa: PLR2004
+        growth = 1 + 0.006 * (days - day)
+        for hour in range(24):
+            expected = (model.per_day * scale * growth * weekday_factor
+                        * _hour_weight(hour) / _DAY_WEIGHT)
+            count = max(0, round(rng.gauss(expected, math.sqrt(expected) + 0.5)))
+            in_incident = (day, hour // 3) == incident
+            failure_rate = 0.35 if in_incident else model.failure_rate
+            load = 1 + 0.4 * _hour_weight(hour) + (2.0 if in_incident else 0.0)
+            for _ in range(count):
+                serial += 1
+                success = rng.random() >= failure_rate
+                status, error = (200, None) if success else rng.choice(ERRORS)
+                yield UsageRecord(
+                    model_id=model_id,
+                    request_id=f"demo-{serial:08d}",
+                    occurred_at=start + timedelta(hours=hour, seconds=rng.random() * 3600),
+                    response_time_ms=round(min(
+                        60_000.0, model.latency_ms * load * rng.lognormvariate(0, 0.35)), 2),
+                    input_bytes=int(2_000 * rng.lognormvariate(0, 0.8)),
+                    output_bytes=int(600 * rng.lognormvariate(0, 0.6)),
+                    success=success,
+                    status_code=status,
+                    error=error,
+                    user_agent="demo-gateway/1.0",
+                )
+
+
+def _register(
+    container: Container, result: DemoResult, rng: random.Random, days: int
+) -> list[tuple[DemoUser, DemoModel, uuid.UUID, tuple[int, int], bool]]:
+    """Register missing models; plan (user, model, id, incident, retire now) for each."""
+    plan = []
+    for user in result.users:
+        actor = Actor(user.user_id, "demo")
+        incident = (rng.randrange(max(1, days // 3), days + 1), rng.randrange(8))
+        for model in user.models:
+            model_id = model_id_of(user, model)
+            result.model_ids[f"{user.subject}/{model.name}"] = model_id
+            existing = queries.get_model(container.store, user.user_id, model_id)
+            if existing is None:
+                container.models.register(actor, name=model.name, description=model.description,
+                                          framework=model.framework, model_id=model_id)
+            retire = bool(model.retire) and (existing is None or existing["status"] == "active")
+            plan.append((user, model, model_id, incident, retire))
+    return plan
+
+
+def load_demo(
+    container: Container,
+    *,
+    days: int = 90,
+    scale: float = 1.0,
+    seed: int = 42,
+    progress: Callable[[int], None] | None = None,
+) -> DemoResult:
+    """Register the demo models, record their usage, retire some, and catch projections up."""
+    rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    result = DemoResult(demo_users())
+    plan = _register(container, result, rng, days)
+    pending: list[UsageRecord] = []
+
+    def flush() -> None:
+        outcome = container.ingest.record_batch(pending, caller_id=GATEWAY_ID, may_record_any=True)
+        result.accepted += outcome.accepted
+        result.duplicates += outcome.duplicates
+        if progress is not None:
+            progress(len(pending))
+        pending.clear()
+
+    for _, model, model_id, incident, _ in plan:
+        usage = _usage(rng, model_id, model, days=days, scale=scale, today=today,
+                       incident=incident)
+        for record in usage:
+            result.failures += not record.success
+            pending.append(record)
+            if len(pending) >= BATCH:
+                flush()
+    if pending:
+        flush()
+    # Retire after the usage is in: usage for a model that is no longer active is refused.
+    for user, model, model_id, _, retire in plan:
+        if not retire:
+            continue
+        actor = Actor(user.user_id, "demo")
+        if model.retire == "deleted":
+            container.models.delete(actor, model_id)
+        else:
+            container.models.update(actor, model_id, status=ModelStatus.INACTIVE)
+    container.projector.catch_up_all()
+    return result

@@ -1,0 +1,65 @@
+"""``modelledger demo`` loads a realistic data set through the real services, once."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import pytest
+from click.testing import CliRunner
+
+from api.auth import TokenVerifier, resolve_secret, user_id_of
+from modelledger.cli import cli
+from modelledger.demo import load_demo
+from projections import queries
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from modelledger.bootstrap import Container
+
+
+def test_demo_data_has_users_models_patterns_and_retired_models(container: Container) -> None:
+    result = load_demo(container, days=14, scale=0.05)
+    assert len(result.users) >= 3
+    assert all(len(user.models) >= 3 for user in result.users)
+    assert result.accepted > 0
+    assert result.failures > 0
+    statuses: dict[str, int] = {}
+    requests = 0
+    for user in result.users:
+        for model in user.models:
+            row = queries.get_model(container.store, user.user_id,
+                                    result.model_ids[f"{user.subject}/{model.name}"])
+            assert row is not None
+            statuses[row["status"]] = statuses.get(row["status"], 0) + 1
+        totals, _ = queries.owner_usage(container.store, user.user_id)
+        requests += totals.requests
+        assert totals.failures > 0
+    assert statuses.keys() == {"active", "inactive", "deleted"}
+    assert requests == result.accepted  # projections caught up, nothing counted twice
+
+
+def test_loading_the_demo_twice_adds_nothing(container: Container) -> None:
+    first = load_demo(container, days=3, scale=0.05)
+    second = load_demo(container, days=3, scale=0.05)
+    assert second.accepted == 0
+    assert second.duplicates == first.accepted
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_demo_command_prints_working_tokens_and_curl_examples(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, container: Container
+) -> None:
+    monkeypatch.setenv("MODELLEDGER_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(cli, ["demo", "--days", "2", "--scale", "0.02",
+                                      "--base-url", "http://ledger.test"])
+    assert result.exit_code == 0, result.output
+    tokens = dict(re.findall(r"^export (\w+)_TOKEN=(\S+)", result.output, re.MULTILINE))
+    assert set(tokens) == {"ALICE", "BOB", "CAROL", "GATEWAY", "ADMIN"}
+    verifier = TokenVerifier(resolve_secret(container.settings))
+    alice = verifier.verify(tokens["ALICE"])
+    assert alice.user_id == user_id_of("alice")
+    assert alice.scopes == {"models"}
+    assert verifier.verify(tokens["GATEWAY"]).scopes == {"usage:write"}
+    assert "Bearer $ALICE_TOKEN\" 'http://ledger.test/api/models" in result.output
