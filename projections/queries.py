@@ -173,3 +173,13 @@ def artifacts_pending_removal(store: ReadStore, limit: int = 100) -> list[tuple[
             (limit,),
         )
         return [(store.from_db(r[0], "uuid"), r[1]) for r in cur.fetchall()]
+
+
+def model_names(store: ReadStore, owner_id: UUID) -> dict[UUID, str]:
+    """Names of all the owner's models (deleted ones too), for per-model breakdowns."""
+    with store.read() as cur:
+        cur.execute(
+            store.q("SELECT id, name FROM model_view WHERE owner_id = ?"),
+            (store.to_db(owner_id, "uuid"),),
+        )
+        return {store.from_db(r[0], "uuid"): r[1] for r in cur.fetchall()}

@@ -1,0 +1,79 @@
+"""The one place the HTTP application is composed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig
+
+from api.auth import SECURITY_SCHEME, BearerAuthMiddleware, TokenVerifier, resolve_secret, security_components
+from api.controllers.admin import AdminController
+from api.controllers.health import HealthController, MetricsController
+from api.controllers.models import ModelController
+from api.controllers.usage import UsageController
+from api.errors import EXCEPTION_HANDLERS
+from api.group_commit import GroupCommitter
+from modelledger.artifacts import ArtifactStore
+from modelledger.bootstrap import Container, build
+from modelledger.settings import load_settings
+
+GROUP_COMMIT_ENV = "MODELLEDGER_GROUP_COMMIT"  # "false": one transaction per request (benchmark baseline)
+
+
+def create_app(
+    container: Container, *, group_commit: bool = True, close_container: bool = False
+) -> Litestar:
+    """The Litestar app over ``container``'s services (tests pass their own container)."""
+    settings = container.settings
+    verifier = TokenVerifier(resolve_secret(settings), settings.jwt_public_key)
+    committer = GroupCommitter(container.ingest, enabled=group_commit)
+    api = Router(
+        "/api",
+        route_handlers=[ModelController, UsageController, AdminController],
+        middleware=[DefineMiddleware(BearerAuthMiddleware, verifier=verifier)],
+        security=[{SECURITY_SCHEME: []}],
+    )
+
+    async def shutdown() -> None:
+        await committer.close()
+        if close_container:
+            container.close()
+
+    return Litestar(
+        route_handlers=[api, HealthController, MetricsController],
+        state=State({
+            "container": container,
+            "artifacts": ArtifactStore(Path(settings.data_dir) / "artifacts", settings.max_upload_bytes),
+            "group_commit": committer,
+        }),
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[
+            PrometheusConfig(
+                app_name="modelledger", prefix="modelledger", group_path=True,
+                exclude=["^/metrics", "^/schema"],
+            ).middleware,
+        ],
+        openapi_config=OpenAPIConfig(
+            title="Model Ledger",
+            version="0.1.0",
+            description="Model registry and prediction-usage ledger. Every /api route needs a "
+            "bearer JWT; health, metrics and this schema do not.",
+            path="/schema",
+            components=security_components(),
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        on_shutdown=[shutdown],
+    )
+
+
+def create_app_from_env() -> Litestar:
+    """The uvicorn factory (``api.app:create_app_from_env``): settings from MODELLEDGER_*."""
+    container = build(load_settings())
+    group_commit = os.environ.get(GROUP_COMMIT_ENV, "true").lower() not in {"0", "false", "no"}
+    return create_app(container, group_commit=group_commit, close_container=True)

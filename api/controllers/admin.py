@@ -1,0 +1,33 @@
+"""Operations endpoints (scope ``admin``)."""
+
+from __future__ import annotations
+
+from litestar import Controller, get
+
+from api.auth import SCOPE_ADMIN, requires
+from api.deps import ApiRequest, container
+from api.errors import problem_responses
+from api.schemas import ProjectionState
+
+
+def projection_states(statuses: list[object]) -> list[ProjectionState]:
+    return [
+        ProjectionState(s.name, s.source, s.position, s.head, s.lag)  # type: ignore[attr-defined]
+        for s in statuses
+    ]
+
+
+class AdminController(Controller):
+    path = "/projections"
+    tags = ["operations"]  # noqa: RUF012 - Litestar's class attribute
+    guards = [requires(SCOPE_ADMIN)]  # noqa: RUF012
+
+    @get(
+        "/",
+        operation_id="getProjections",
+        summary="Position, log head and lag of every projection",
+        sync_to_thread=True,
+        responses=problem_responses(401, 403),
+    )
+    def projections(self, request: ApiRequest) -> list[ProjectionState]:
+        return projection_states(list(container(request).projector.status()))

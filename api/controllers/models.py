@@ -1,0 +1,234 @@
+"""``/api/models``: register, list, read (also as of a version or time), update, delete, history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID, uuid4
+
+from litestar import Controller, Response, delete, get, post, put
+from litestar.concurrency import sync_to_thread
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+
+from api import presenters
+from api.auth import SCOPE_MODELS, requires
+from api.deps import ApiRequest, actor, artifacts, container, principal
+from api.errors import InvalidParameterError, PreconditionFailedError, problem_responses
+from api.schemas import HistoryEntry, HistoryPage, ModelDetail, ModelPage, ModelUpdate
+from api.uploads import RegisterOperation, read_registration
+from domain.errors import ModelNotFoundError, VersionConflictError
+from domain.model import ModelStatus
+from modelledger.artifacts import remove_artifact
+from modelledger.audit import trail
+from projections import queries
+
+Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"]
+ModelId = FromPath[UUID]
+
+
+def _with_etag(body: ModelDetail, status_code: int = 200, **headers: str) -> Response[ModelDetail]:
+    return Response(body, status_code=status_code, headers={"ETag": f'"{body.version}"', **headers})
+
+
+def _expected_version(if_match: str | None) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    tag = if_match.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit() or len(tag) > 18:
+        raise InvalidParameterError("If-Match", 'must be an ETag of this API, e.g. "3"')
+    return int(tag)
+
+
+def _moment(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class ModelController(Controller):
+    path = "/models"
+    tags = ["models"]  # noqa: RUF012 - Litestar's class attribute
+    guards = [requires(SCOPE_MODELS)]  # noqa: RUF012
+
+    @post(
+        "/",
+        operation_id="registerModel",
+        summary="Register a model (JSON, or multipart with the artifact file)",
+        operation_class=RegisterOperation,
+        request_max_body_size=None,  # the artifact store enforces the configured maximum
+        response_headers=[],
+        responses=problem_responses(400, 401, 403, 409, 413, 415, 422),
+    )
+    async def register(self, request: ApiRequest) -> Response[ModelDetail]:
+        registration = await read_registration(request, artifacts(request))
+        model_id, who = uuid4(), actor(request)
+        artifact = None
+        if registration.upload is not None:
+            artifact = await sync_to_thread(
+                registration.upload.finish, model_id, registration.filename or "artifact"
+            )
+        data = registration.data
+        try:
+            row = await sync_to_thread(
+                lambda: container(request).models.register(
+                    who, name=data.name, description=data.description,
+                    framework=data.framework, artifact=artifact, model_id=model_id,
+                )
+            )
+        except BaseException:
+            if artifact is not None:
+                artifacts(request).discard_stored(model_id, artifact[0])
+            raise
+        return _with_etag(presenters.detail(row), 201, Location=f"/api/models/{model_id}")
+
+    @get(
+        "/",
+        operation_id="listModels",
+        summary="The caller's models, newest last unless sorted otherwise",
+        sync_to_thread=True,
+        responses=problem_responses(400, 401, 403),
+    )
+    def list_models(  # noqa: PLR0913 - one argument per query parameter
+        self,
+        request: ApiRequest,
+        limit: Annotated[int, QueryParameter(ge=1, le=100, description="Page size")] = 20,
+        cursor: Annotated[str | None, QueryParameter(max_length=500)] = None,
+        status: Annotated[
+            Literal["active", "inactive", "deleted"] | None, QueryParameter()
+        ] = None,
+        q: Annotated[
+            str | None, QueryParameter(max_length=200, description="Name contains")
+        ] = None,
+        sort: Annotated[Sort, QueryParameter(description="'-' for descending")] = "created_at",
+        include_deleted: Annotated[bool, QueryParameter()] = False,
+    ) -> ModelPage:
+        field, descending = sort.removeprefix("-"), sort.startswith("-")
+        after = _after(cursor, sort) if cursor else None
+        rows, total = queries.list_models(
+            container(request).store, principal(request).user_id, limit=limit, sort=field,
+            descending=descending, after=after, status=status, name_contains=q,
+            include_deleted=include_deleted,
+        )
+        next_cursor = None
+        if len(rows) == limit:
+            last = rows[-1]
+            next_cursor = presenters.encode_cursor(sort, last[field], last["id"])
+        return ModelPage([presenters.model(r) for r in rows], next_cursor, total)
+
+    @get(
+        "/{model_id:uuid}",
+        operation_id="getModel",
+        summary="A model with its usage summary; as it was at a version or time if asked",
+        sync_to_thread=True,
+        responses=problem_responses(400, 401, 403, 404),
+    )
+    def get_model(
+        self,
+        request: ApiRequest,
+        model_id: ModelId,
+        as_of: Annotated[
+            datetime | None, QueryParameter(description="RFC 3339 time")
+        ] = None,
+        version: Annotated[int | None, QueryParameter(ge=1)] = None,
+    ) -> Response[ModelDetail]:
+        c = container(request)
+        row = c.models.get(principal(request).user_id, model_id)
+        if as_of is None and version is None:
+            return _with_etag(presenters.detail(row))
+        if as_of is not None and version is not None:
+            raise InvalidParameterError("version", "give as_of or version, not both")
+        if version is not None and version > row["version"]:
+            raise ModelNotFoundError(str(model_id))
+        state = c.registry.get_model_state(
+            model_id, version=version, as_of=None if as_of is None else _moment(as_of)
+        )
+        return _with_etag(presenters.historical(state, row))
+
+    @put(
+        "/{model_id:uuid}",
+        operation_id="updateModel",
+        summary="Change name, description or status (active/inactive)",
+        sync_to_thread=True,
+        responses=problem_responses(400, 401, 403, 404, 409, 412, 422),
+    )
+    def update_model(
+        self,
+        request: ApiRequest,
+        model_id: ModelId,
+        data: JSONBody[ModelUpdate],
+        if_match: Annotated[
+            str | None, HeaderParameter(name="If-Match", description='The ETag, e.g. "3"')
+        ] = None,
+    ) -> Response[ModelDetail]:
+        expected = _expected_version(if_match)
+        try:
+            row = container(request).models.update(
+                actor(request), model_id, name=data.name, description=data.description,
+                status=None if data.status is None else ModelStatus(data.status),
+                expected_version=expected,
+            )
+        except VersionConflictError as error:
+            if expected is None:
+                raise
+            raise PreconditionFailedError(detail=str(error)) from None
+        return _with_etag(presenters.detail(row))
+
+    @delete(
+        "/{model_id:uuid}",
+        operation_id="deleteModel",
+        summary="Soft delete: status deleted, endpoint off, artifact file removed",
+        sync_to_thread=True,
+        responses=problem_responses(400, 401, 403, 404),
+    )
+    def delete_model(self, request: ApiRequest, model_id: ModelId) -> None:
+        c, who = container(request), actor(request)
+        row = c.models.delete(who, model_id)
+        if row["artifact_filename"] is not None and row["artifact_removed_at"] is None:
+            # A failure here leaves the removal pending for the scheduler's sweep.
+            remove_artifact(artifacts(request), c.registry, model_id, row["artifact_filename"],
+                            correlation_id=who.correlation_id)
+
+    @get(
+        "/{model_id:uuid}/history",
+        operation_id="getModelHistory",
+        summary="The model's audit trail, oldest first",
+        sync_to_thread=True,
+        responses=problem_responses(400, 401, 403, 404),
+    )
+    def history(
+        self,
+        request: ApiRequest,
+        model_id: ModelId,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 50,
+        cursor: Annotated[str | None, QueryParameter(max_length=500)] = None,
+    ) -> HistoryPage:
+        c = container(request)
+        c.models.get(principal(request).user_id, model_id)  # 404 unless the caller's model
+        after = _after_version(cursor) if cursor else 0
+        entries = trail(c.registry.get_model_events(model_id))
+        page = [e for e in entries if e.version > after][:limit]
+        next_cursor = None
+        if len(page) == limit and page[-1].version < entries[-1].version:
+            next_cursor = presenters.encode_cursor("history", page[-1].version)
+        items = [
+            HistoryEntry(type=e.type, at=e.at, actor=e.actor, correlation_id=e.correlation_id,
+                         changes=e.changes, version=e.version)
+            for e in page
+        ]
+        return HistoryPage(items, next_cursor, len(entries))
+
+
+def _after(cursor: str, sort: str) -> tuple[Any, UUID]:
+    parts = presenters.decode_cursor(cursor)
+    if len(parts) != 3 or parts[0] != sort:  # noqa: PLR2004
+        raise InvalidParameterError("cursor", "belongs to another listing or sort order")
+    try:
+        value: Any = parts[1] if sort.removeprefix("-") == "name" else datetime.fromisoformat(parts[1])
+        return value, UUID(parts[2])
+    except (TypeError, ValueError):
+        raise InvalidParameterError("cursor", "not a cursor this API issued") from None
+
+
+def _after_version(cursor: str) -> int:
+    parts = presenters.decode_cursor(cursor)
+    if len(parts) != 2 or parts[0] != "history" or not isinstance(parts[1], int):  # noqa: PLR2004
+        raise InvalidParameterError("cursor", "belongs to another listing")
+    return parts[1]

@@ -1,0 +1,175 @@
+"""Usage ingest (single, group-committed; batch) and usage statistics over time windows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from api import presenters
+from api.auth import SCOPE_MODELS, SCOPE_USAGE_WRITE, requires
+from api.deps import ApiRequest, committer, container, principal
+from api.errors import InvalidParameterError, problem_responses
+from api.schemas import (
+    ModelUsage,
+    Rejection,
+    UsageAck,
+    UsageBatch,
+    UsageBatchResult,
+    UsageIn,
+    UsageSeries,
+    UsageSummary,
+)
+from modelledger.ingest import UsageRecord
+from projections import queries, windows
+from projections.store import ReadStore
+
+Window = Literal["hour", "day", "week", "month"]
+DEFAULT_SPAN = {
+    "hour": timedelta(hours=24),
+    "day": timedelta(days=30),
+    "week": timedelta(weeks=12),
+    "month": timedelta(days=365),
+}
+EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+FromParam = Annotated[
+    datetime | None,
+    QueryParameter(name="from", description="RFC 3339; default: a span before `to` (24 h, "
+                   "30 days, 12 weeks or 12 months by window)"),
+]
+ToParam = Annotated[datetime | None, QueryParameter(description="RFC 3339; default: now")]
+TzParam = Annotated[str, QueryParameter(max_length=64, description="IANA time zone of buckets")]
+WindowParam = Annotated[Window, QueryParameter()]
+
+
+def _record(model_id: UUID, usage: UsageIn) -> UsageRecord:
+    fields = msgspec.structs.asdict(usage)
+    fields.pop("model_id", None)
+    return UsageRecord(model_id=model_id, **fields)
+
+
+def _range(window: str, start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    end = _aware(end, "to") if end is not None else datetime.now(UTC)
+    start = _aware(start, "from") if start is not None else end - DEFAULT_SPAN[window]
+    return start, end
+
+
+def _aware(moment: datetime, name: str) -> datetime:
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if not EARLIEST <= moment <= LATEST:
+        raise InvalidParameterError(name, "must be between 1970 and 9000")
+    return moment
+
+
+def _series(
+    store: ReadStore, scope: str, key: UUID, window: str, tz: str, start: datetime, end: datetime
+) -> list[windows.Bucket]:
+    zone = windows.zone(tz)
+    bounds = list(windows.boundaries(window, zone, start, end))
+    hours = queries.usage_hours(
+        store, scope, key, windows.hour_index(bounds[0][0]), windows.hour_index(bounds[-1][1]),
+    )
+    return windows.bucketise(hours, window, zone, start, end)
+
+
+class UsageController(Controller):
+    path = "/"
+    tags = ["usage"]  # noqa: RUF012 - Litestar's class attribute
+
+    @post(
+        "/models/{model_id:uuid}/usage",
+        operation_id="recordUsage",
+        summary="Record one prediction request (idempotent on request_id)",
+        guards=[requires(SCOPE_MODELS, SCOPE_USAGE_WRITE)],
+        status_code=201,
+        responses={
+            200: ResponseSpec(UsageAck, description="Already recorded: not counted again"),
+            **problem_responses(400, 401, 403, 404, 422),
+        },
+    )
+    async def record(self, request: ApiRequest, model_id: FromPath[UUID], data: JSONBody[UsageIn]) -> Response[UsageAck]:
+        who = principal(request)
+        fresh = await committer(request).record(
+            _record(model_id, data), caller_id=who.user_id,
+            may_record_any=SCOPE_USAGE_WRITE in who.scopes,
+        )
+        return Response(UsageAck(data.request_id, not fresh), status_code=201 if fresh else 200)
+
+    @post(
+        "/usage/batch",
+        operation_id="recordUsageBatch",
+        summary="Record up to 10,000 prediction requests in one transaction",
+        guards=[requires(SCOPE_MODELS, SCOPE_USAGE_WRITE)],
+        status_code=200,
+        sync_to_thread=True,
+        request_max_body_size=32 * 1024 * 1024,
+        responses=problem_responses(400, 401, 403, 413, 422),
+    )
+    def record_batch(self, request: ApiRequest, data: JSONBody[UsageBatch]) -> UsageBatchResult:
+        who = principal(request)
+        result = container(request).ingest.record_batch(
+            [_record(r.model_id, r) for r in data.records], caller_id=who.user_id,
+            may_record_any=SCOPE_USAGE_WRITE in who.scopes,
+        )
+        return UsageBatchResult(
+            result.accepted, result.duplicates, [Rejection(i, e) for i, e in result.rejected]
+        )
+
+    @get(
+        "/models/{model_id:uuid}/usage",
+        operation_id="getModelUsage",
+        summary="A model's usage statistics per hour, day, week or month",
+        guards=[requires(SCOPE_MODELS)],
+        sync_to_thread=True,
+        responses=problem_responses(400, 401, 403, 404),
+    )
+    def model_usage(  # noqa: PLR0913 - one argument per query parameter
+        self,
+        request: ApiRequest,
+        model_id: FromPath[UUID],
+        window: WindowParam = "day",
+        from_: FromParam = None,
+        to: ToParam = None,
+        tz: TzParam = "UTC",
+    ) -> UsageSeries:
+        c = container(request)
+        c.models.get(principal(request).user_id, model_id)  # 404 unless the caller's model
+        start, end = _range(window, from_, to)
+        buckets = _series(c.store, "model", model_id, window, tz, start, end)
+        return UsageSeries(window, tz, [presenters.bucket(b) for b in buckets])
+
+    @get(
+        "/usage/summary",
+        operation_id="getUsageSummary",
+        summary="The caller's usage across all models: totals, per model, and per window",
+        guards=[requires(SCOPE_MODELS)],
+        sync_to_thread=True,
+        responses=problem_responses(400, 401, 403),
+    )
+    def summary(
+        self,
+        request: ApiRequest,
+        window: WindowParam = "day",
+        from_: FromParam = None,
+        to: ToParam = None,
+        tz: TzParam = "UTC",
+    ) -> UsageSummary:
+        c, owner_id = container(request), principal(request).user_id
+        start, end = _range(window, from_, to)
+        buckets = _series(c.store, "owner", owner_id, window, tz, start, end)
+        totals, per_model = queries.owner_usage(c.store, owner_id)
+        names = queries.model_names(c.store, owner_id)
+        return UsageSummary(
+            window=window,
+            tz=tz,
+            totals=presenters.totals(totals),
+            models=[ModelUsage(m, names.get(m), presenters.totals(s)) for m, s in per_model],
+            buckets=[presenters.bucket(b) for b in buckets],
+        )
+

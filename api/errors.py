@@ -1,0 +1,145 @@
+"""Every error becomes an RFC 9457 problem (``application/problem+json``), never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.types import ExceptionHandlersMap
+
+from api.schemas import InvalidParam, Problem
+from domain.errors import (
+    InvalidStatusTransitionError,
+    ModelDeletedError,
+    ModelLedgerError,
+    ModelNotFoundError,
+    NameTakenError,
+    ValidationError,
+    VersionConflictError,
+)
+from projections.windows import WindowError
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("modelledger.api")
+
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+
+
+class PreconditionFailedError(HTTPException):
+    status_code = 412
+
+
+class PayloadTooLargeError(HTTPException):
+    status_code = 413
+
+
+class InvalidParameterError(HTTPException):
+    """A parameter's value cannot be used; the problem names the parameter."""
+
+    status_code = 400
+
+    def __init__(self, parameter: str, message: str, status_code: int = 400) -> None:
+        super().__init__(detail=f"{parameter}: {message}", status_code=status_code)
+        self.parameter = parameter
+        self.message = message
+
+
+def problem(
+    status: int,
+    detail: str | None = None,
+    *,
+    invalid: list[InvalidParam] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response[Problem]:
+    body = Problem(
+        title=HTTPStatus(status).phrase, status=status, detail=detail, invalid_params=invalid
+    )
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers or {}))
+
+
+def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    if isinstance(exc, ValidationException):
+        return _validation_exception(exc)
+    if isinstance(exc, InvalidParameterError):
+        invalid = [InvalidParam(exc.parameter, exc.message)]
+        return problem(exc.status_code, exc.detail, invalid=invalid)
+    detail = exc.detail if exc.detail != HTTPStatus(exc.status_code).phrase else None
+    return problem(exc.status_code, detail, headers=exc.headers)
+
+
+def _validation_exception(exc: ValidationException) -> Response[Problem]:
+    """Litestar's parameter and body checks: 400, or 422 for a body field the schema lacks."""
+    invalid: list[InvalidParam] = []
+    status = 400
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if not isinstance(item, dict):
+            continue
+        message = str(item.get("message", "invalid value"))
+        name = str(item.get("key") or item.get("source") or "body")
+        if (match := _UNKNOWN_FIELD.search(message)) is not None:
+            status, name = 422, match.group(1)
+        invalid.append(InvalidParam(name=name, reason=message))
+    detail = "; ".join(f"{p.name}: {p.reason}" for p in invalid) or "invalid request"
+    return problem(status, detail, invalid=invalid or None)
+
+
+def _domain_error(_: Request[Any, Any, Any], exc: ModelLedgerError) -> Response[Problem]:
+    if isinstance(exc, ValidationError):
+        return problem(422, str(exc), invalid=[InvalidParam(exc.field, exc.message)])
+    if isinstance(exc, ModelNotFoundError):
+        return problem(404, "model not found")
+    if isinstance(exc, NameTakenError | ModelDeletedError | InvalidStatusTransitionError):
+        return problem(409, str(exc))
+    if isinstance(exc, VersionConflictError):
+        return problem(409, str(exc))
+    return _unexpected(_, exc)
+
+
+def _window_error(_: Request[Any, Any, Any], exc: WindowError) -> Response[Problem]:
+    return problem(400, str(exc), invalid=[InvalidParam(exc.parameter, exc.message)])
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    log.error(
+        "unhandled error on %s %s", request.method, request.url.path, exc_info=exc
+    )
+    return problem(500, "an unexpected error occurred; it has been logged")
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    HTTPException: _http_exception,
+    ModelLedgerError: _domain_error,
+    WindowError: _window_error,
+    Exception: _unexpected,
+}
+
+
+def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI documentation of the problem responses a route can give."""
+    descriptions = {
+        400: "Malformed request: bad JSON, parameter, cursor, time zone or range",
+        401: "Missing, malformed, expired or wrongly signed token (see WWW-Authenticate)",
+        403: "The token lacks the scope this route needs",
+        404: "No such model (another user's model answers the same)",
+        409: "The change conflicts with the model's state (name taken, deleted, transition)",
+        412: "If-Match names a version that is no longer current",
+        413: "The upload is larger than the configured maximum",
+        422: "A field breaks a rule (the problem names it)",
+        503: "The service is not ready",
+    }
+    return {
+        code: ResponseSpec(
+            data_container=Problem,
+            media_type=PROBLEM_JSON,
+            description=descriptions.get(code, HTTPStatus(code).phrase),
+            generate_examples=False,
+        )
+        for code in codes
+    }
+

@@ -1,0 +1,213 @@
+"""Request and response bodies: msgspec Structs whose field names are the API contract."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+
+MAX_BATCH = 10_000
+
+ModelStatusName = Literal["active", "inactive", "deleted"]
+
+
+class Endpoint(msgspec.Struct):
+    url: str
+    active: bool
+
+
+class Artifact(msgspec.Struct):
+    filename: str
+    size_bytes: int
+    sha256: str
+
+
+class UsageTotals(msgspec.Struct):
+    """All-time usage of a model (served requests; ``rejected`` counts refused traffic)."""
+
+    total_requests: int
+    successes: int
+    failures: int
+    rejected: int
+    success_rate: float | None
+    avg_response_ms: float | None
+    min_response_ms: float | None
+    max_response_ms: float | None
+    p50_response_ms: float | None
+    p95_response_ms: float | None
+    p99_response_ms: float | None
+    input_bytes: int
+    output_bytes: int
+    last_used_at: datetime | None
+
+
+class Model(msgspec.Struct):
+    id: UUID
+    name: str
+    description: str
+    framework: str
+    status: ModelStatusName
+    version: int
+    endpoint: Endpoint
+    artifact: Artifact | None
+    request_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ModelDetail(Model, kw_only=True):
+    """A model with its all-time usage summary."""
+
+    usage: UsageTotals
+
+
+class ModelCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    description: str = ""
+    framework: str = "unknown"
+
+
+class ModelUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """Fields left out (or null) keep their value."""
+
+    name: str | None = None
+    description: str | None = None
+    status: Literal["active", "inactive"] | None = None
+
+
+class ModelPage(msgspec.Struct):
+    items: list[Model]
+    next_cursor: str | None
+    total: int
+
+
+class HistoryEntry(msgspec.Struct):
+    type: str
+    at: datetime
+    actor: str
+    correlation_id: str
+    changes: dict[str, Any]
+    version: int
+
+
+class HistoryPage(msgspec.Struct):
+    items: list[HistoryEntry]
+    next_cursor: str | None
+    total: int
+
+
+class UsageIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One prediction request, as reported by the inference gateway."""
+
+    request_id: str
+    occurred_at: datetime | None = None
+    response_time_ms: float
+    input_bytes: int
+    output_bytes: int
+    success: bool
+    status_code: int | None = None
+    error: str | None = None
+    user_agent: str | None = None
+    ip: str | None = None
+
+
+class UsageBatchRecord(UsageIn, forbid_unknown_fields=True, kw_only=True):
+    model_id: UUID
+
+
+class UsageBatch(msgspec.Struct, forbid_unknown_fields=True):
+    records: Annotated[list[UsageBatchRecord], msgspec.Meta(max_length=MAX_BATCH)]
+
+
+class Rejection(msgspec.Struct):
+    index: int
+    error: str
+
+
+class UsageBatchResult(msgspec.Struct):
+    accepted: int
+    duplicates: int
+    rejected: list[Rejection]
+
+
+class UsageAck(msgspec.Struct):
+    """A recorded request; ``duplicate`` when it had been recorded before (not counted twice)."""
+
+    request_id: str
+    duplicate: bool
+
+
+class UsageBucket(msgspec.Struct):
+    start: datetime
+    end: datetime
+    requests: int
+    successes: int
+    failures: int
+    rejected: int
+    success_rate: float | None
+    avg_response_ms: float | None
+    min_response_ms: float | None
+    max_response_ms: float | None
+    p50_response_ms: float | None
+    p95_response_ms: float | None
+    p99_response_ms: float | None
+    input_bytes: int
+    output_bytes: int
+
+
+class UsageSeries(msgspec.Struct):
+    window: str
+    tz: str
+    buckets: list[UsageBucket]
+
+
+class ModelUsage(msgspec.Struct):
+    model_id: UUID
+    name: str | None
+    usage: UsageTotals
+
+
+class UsageSummary(msgspec.Struct):
+    """The caller's usage across all models: totals, per-model breakdown and a window series."""
+
+    window: str
+    tz: str
+    totals: UsageTotals
+    models: list[ModelUsage]
+    buckets: list[UsageBucket]
+
+
+class ProjectionState(msgspec.Struct):
+    name: str
+    source: str
+    position: int
+    head: int
+    lag: int
+
+
+class Liveness(msgspec.Struct):
+    status: str
+
+
+class Readiness(msgspec.Struct):
+    status: str
+    database: str
+    projections: list[ProjectionState]
+
+
+class InvalidParam(msgspec.Struct):
+    name: str
+    reason: str
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """RFC 9457 problem details."""
+
+    title: str
+    status: int
+    type: str = "about:blank"
+    detail: str | None = None
+    instance: str | None = None
+    invalid_params: list[InvalidParam] | None = None

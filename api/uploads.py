@@ -1,0 +1,177 @@
+"""The body of ``POST /api/models``: JSON, or multipart/form-data streamed to the artifact store."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from litestar import Request
+from litestar.openapi.spec import (
+    Operation,
+    OpenAPIMediaType,
+    OpenAPIType,
+    RequestBody,
+    Schema,
+)
+from multipart import (  # type: ignore[import-untyped]
+    MultipartSegment,
+    ParserError,
+    ParserLimitReached,
+    PushMultipartParser,
+    parse_options_header,
+)
+
+from api.errors import InvalidParameterError, PayloadTooLargeError
+from api.schemas import ModelCreate
+from modelledger.artifacts import ArtifactStore, ArtifactTooLargeError, Upload
+
+MAX_JSON_BYTES = 1 << 20
+MAX_FIELD_BYTES = 64 * 1024
+FORM_FIELDS = ("name", "description", "framework")
+_JSON_PATH = re.compile(r"at `\$\.?([^`\[]*)")
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+
+
+@dataclass
+class Registration:
+    data: ModelCreate
+    upload: Upload | None = None
+    filename: str | None = None
+
+
+def decode_json(body: bytes, kind: type[Any]) -> Any:
+    """Decode a JSON body: malformed JSON is a 400, a field the schema lacks a 422 naming it."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as error:
+        message = str(error)
+        if (unknown := _UNKNOWN_FIELD.search(message)) is not None:
+            raise InvalidParameterError(unknown.group(1), "is not a field of this request", 422) from None
+        path = _JSON_PATH.search(message)
+        raise InvalidParameterError((path and path.group(1)) or "body", message) from None
+    except msgspec.DecodeError as error:
+        raise InvalidParameterError("body", f"malformed JSON: {error}") from None
+
+
+async def read_registration(request: Request[Any, Any, Any], artifacts: ArtifactStore) -> Registration:
+    media_type, options = parse_options_header(request.headers.get("content-type", ""))
+    if media_type == "multipart/form-data":
+        boundary = options.get("boundary")
+        if not boundary:
+            raise InvalidParameterError("Content-Type", "multipart/form-data needs a boundary")
+        return await _read_multipart(request, boundary, artifacts)
+    if media_type not in {"application/json", ""}:
+        raise InvalidParameterError(
+            "Content-Type", "use application/json or multipart/form-data", 415
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_JSON_BYTES:
+            raise PayloadTooLargeError(detail=f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
+    return Registration(decode_json(bytes(body), ModelCreate))
+
+
+async def _read_multipart(
+    request: Request[Any, Any, Any], boundary: str, artifacts: ArtifactStore
+) -> Registration:
+    fields: dict[str, str] = {}
+    upload: Upload | None = None
+    filename: str | None = None
+    segment: MultipartSegment | None = None
+    text = bytearray()
+    try:
+        with PushMultipartParser(boundary, max_segment_count=16) as parser:
+            async for chunk in _with_eof(request):
+                for part in parser.parse(chunk):
+                    if isinstance(part, MultipartSegment):
+                        segment, text = part, bytearray()
+                        if segment.name == "file":
+                            if upload is not None:
+                                raise InvalidParameterError("file", "give one file", 422)
+                            upload, filename = artifacts.begin(), segment.filename or "artifact"
+                        elif segment.name not in FORM_FIELDS:
+                            raise InvalidParameterError(
+                                segment.name, "is not a field of this request", 422
+                            )
+                    elif part:
+                        if segment is not None and segment.name == "file" and upload is not None:
+                            upload.write(part)
+                        else:
+                            text.extend(part)
+                            if len(text) > MAX_FIELD_BYTES:
+                                raise PayloadTooLargeError(detail="form field too large")
+                    elif segment is not None and segment.name != "file":
+                        fields[segment.name] = _text(segment.name, text)
+        if "name" not in fields:
+            raise InvalidParameterError("name", "is required", 422)
+        data = ModelCreate(**fields)  # type: ignore[arg-type]
+    except ArtifactTooLargeError as error:
+        _discard(upload)
+        raise PayloadTooLargeError(detail=str(error)) from None
+    except (ParserError, ParserLimitReached) as error:
+        _discard(upload)
+        raise InvalidParameterError("body", f"malformed multipart/form-data: {error}") from None
+    except BaseException:
+        _discard(upload)
+        raise
+    return Registration(data, upload, filename)
+
+
+async def _with_eof(request: Request[Any, Any, Any]) -> Any:
+    async for chunk in request.stream():
+        if chunk:
+            yield chunk
+    yield b""  # tells the parser the body ended
+
+
+def _text(name: str, raw: bytearray) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidParameterError(name, "must be UTF-8 text") from None
+
+
+def _discard(upload: Upload | None) -> None:
+    if upload is not None:
+        upload.discard()
+
+
+def _string(description: str, **extra: Any) -> Schema:
+    return Schema(type=OpenAPIType.STRING, description=description, **extra)
+
+
+_FIELDS = {
+    "name": _string("1 to 200 characters, unique among the owner's models"),
+    "description": _string("at most 5,000 characters"),
+    "framework": _string("1 to 64 characters, e.g. pytorch"),
+}
+
+
+@dataclass
+class RegisterOperation(Operation):
+    """Documents the two request bodies the handler reads itself."""
+
+    request_body: Any = field(default=None)
+
+    def __post_init__(self) -> None:
+        json_schema = Schema(
+            type=OpenAPIType.OBJECT, properties=dict(_FIELDS), required=["name"],
+            additional_properties=False,
+        )
+        form_schema = Schema(
+            type=OpenAPIType.OBJECT,
+            properties={**_FIELDS, "file": _string("the model artifact", format="binary")},  # type: ignore[arg-type]
+            required=["name"],
+            additional_properties=False,
+        )
+        self.request_body = RequestBody(
+            required=True,
+            description="JSON, or multipart/form-data with the artifact as `file`.",
+            content={
+                "application/json": OpenAPIMediaType(schema=json_schema),
+                "multipart/form-data": OpenAPIMediaType(schema=form_schema),
+            },
+        )
