@@ -114,7 +114,7 @@ class ModelController(Controller):
         return ModelPage([presenters.model(r) for r in rows], next_cursor, total)
 
     @get(
-        "/{model_id:uuid}",
+        "/{model_id:str}",
         operation_id="getModel",
         summary="A model with its usage summary; as it was at a version or time if asked",
         sync_to_thread=True,
@@ -143,7 +143,7 @@ class ModelController(Controller):
         return _with_etag(presenters.historical(state, row))
 
     @put(
-        "/{model_id:uuid}",
+        "/{model_id:str}",
         operation_id="updateModel",
         summary="Change name, description or status (active/inactive)",
         sync_to_thread=True,
@@ -172,7 +172,7 @@ class ModelController(Controller):
         return _with_etag(presenters.detail(row))
 
     @delete(
-        "/{model_id:uuid}",
+        "/{model_id:str}",
         operation_id="deleteModel",
         summary="Soft delete: status deleted, endpoint off, artifact file removed",
         sync_to_thread=True,
@@ -187,7 +187,7 @@ class ModelController(Controller):
                             correlation_id=who.correlation_id)
 
     @get(
-        "/{model_id:uuid}/history",
+        "/{model_id:str}/history",
         operation_id="getModelHistory",
         summary="The model's audit trail, oldest first",
         sync_to_thread=True,

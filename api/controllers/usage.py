@@ -83,7 +83,7 @@ class UsageController(Controller):
     tags = ["usage"]  # noqa: RUF012 - Litestar's class attribute
 
     @post(
-        "/models/{model_id:uuid}/usage",
+        "/models/{model_id:str}/usage",
         operation_id="recordUsage",
         summary="Record one prediction request (idempotent on request_id)",
         guards=[requires(SCOPE_MODELS, SCOPE_USAGE_WRITE)],
@@ -122,7 +122,7 @@ class UsageController(Controller):
         )
 
     @get(
-        "/models/{model_id:uuid}/usage",
+        "/models/{model_id:str}/usage",
         operation_id="getModelUsage",
         summary="A model's usage statistics per hour, day, week or month",
         guards=[requires(SCOPE_MODELS)],

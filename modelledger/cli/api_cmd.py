@@ -1,0 +1,135 @@
+"""``modelledger serve`` (the HTTP API, plus the embedded worker) and ``modelledger token``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import click
+
+from modelledger.bootstrap import Container
+from modelledger.cli.common import container
+from modelledger.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("modelledger.serve")
+_TTL = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(serve)
+    cli.add_command(token)
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _start_embedded(c: Container, stop: threading.Event) -> list[threading.Thread]:
+    """The projection worker and the scheduler, inside this process."""
+    threads = c.start_worker(stop)
+    # --- HOOK(scheduler): the periodic jobs run here in embedded mode. -------------------
+    try:
+        from scheduler import start_in_process  # noqa: PLC0415 - optional part of the service
+    except ImportError:
+        log.warning("scheduler not available; periodic jobs do not run in this process")
+    else:
+        threads.append(start_in_process(c, stop))
+    # -------------------------------------------------------------------------------------
+    return threads
+
+
+@click.command(help="Run the HTTP API (and, unless API-only, the projection worker and scheduler).")
+@click.option("--host", help="Address to listen on [MODELLEDGER_HOST].")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port [MODELLEDGER_PORT].")
+@click.option("--workers", type=click.IntRange(1, 64), help="API processes [MODELLEDGER_WORKERS].")
+@click.option("--api-only", is_flag=True,
+              help="Serve the API only; run `modelledger worker` elsewhere "
+              "[MODELLEDGER_EMBEDDED_WORKER=false].")
+@click.option("--access-log/--no-access-log", default=False, help="Log every request.")
+def serve(host: str | None, port: int | None, workers: int | None, api_only: bool,
+          access_log: bool) -> None:
+    import uvicorn  # noqa: PLC0415 - only this command needs it
+
+    from api.auth import resolve_secret  # noqa: PLC0415
+
+    settings = _settings(host=host, port=port, workers=workers)
+    try:
+        resolve_secret(settings)  # generated once, before any worker process starts
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from None
+    if settings.workers > 1:
+        # Each worker process writes its samples here; /metrics combines them.
+        metrics_dir = Path(settings.data_dir) / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    embedded = settings.embedded_worker and not api_only
+    stop = threading.Event()
+    with container() if embedded else contextlib.nullcontext() as c:
+        threads = _start_embedded(c, stop) if c is not None else []
+        click.echo(
+            f"serving on http://{settings.host}:{settings.port} ({settings.backend}, "
+            f"{settings.workers} worker(s), embedded worker {'on' if embedded else 'off'})",
+            err=True,
+        )
+        try:
+            uvicorn.run(
+                "api.app:create_app_from_env",
+                factory=True,
+                host=settings.host,
+                port=settings.port,
+                workers=settings.workers,
+                access_log=access_log,
+                log_level=settings.log_level.lower(),
+                loop="uvloop" if _has("uvloop") else "auto",
+                http="httptools" if _has("httptools") else "auto",
+            )
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=10)
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _ttl(value: str) -> timedelta:
+    match = _TTL.match(value.strip())
+    if match is None:
+        raise click.BadParameter("use a number and s, m, h or d, e.g. 1h or 30d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+@click.command(help="Print a bearer token (HS256, signed with the configured secret).")
+@click.option("--sub", "subject", required=True, help="The user id (the token's `sub`).")
+@click.option("--scope", "scope", default="models", show_default=True,
+              help='Space-separated scopes: models, usage:write, admin (e.g. "models usage:write").')
+@click.option("--ttl", default="1h", show_default=True, help="Lifetime: 30m, 1h, 7d, ...")
+def token(subject: str, scope: str, ttl: str) -> None:
+    from api.auth import SCOPES, issue_token, resolve_secret  # noqa: PLC0415
+
+    scopes = scope.split()
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise click.BadParameter(f"unknown scope(s) {unknown}; known: {', '.join(SCOPES)}",
+                                 param_hint="--scope")
+    try:
+        secret = resolve_secret(_settings())
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(issue_token(secret, subject, scopes, _ttl(ttl)))
