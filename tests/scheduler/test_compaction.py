@@ -1,0 +1,236 @@
+"""Usage compaction, on SQLite and PostgreSQL: lossless, exactly once, idempotent, bounded."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from domain.usage_rollup import UsageRollup
+from modelledger.bootstrap import Container
+from projections.store import NEXT
+from scheduler import archive
+from scheduler.compaction import RAW_TOPIC, compact_usage
+from tests.scheduler.usage_fixtures import (
+    NOW,
+    old_usage,
+    register_models,
+    usage,
+    usage_tables,
+)
+
+RETENTION = timedelta(days=30)
+ROLLUP_TOPIC = "domain.usage_rollup:UsageRollup.Recorded"
+
+
+def _topics(container: Container) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for n in container.usage_ledger.recorder.select_notifications(1, 10**9):
+        counts[n.topic] = counts.get(n.topic, 0) + 1
+    return counts
+
+
+@pytest.fixture
+def models(container: Container) -> list:
+    return register_models(container, 4)
+
+
+def test_statistics_are_equal_before_after_compaction_and_after_a_rebuild(container, models):
+    container.usage_ledger.record(old_usage(models, 3_000, days_ago=(70, 31)))
+    container.usage_ledger.record(old_usage(models, 400, days_ago=(3, 0), prefix="new"))
+    container.projector.catch_up_all()
+    before = usage_tables(container)
+
+    summary = compact_usage(container, older_than=RETENTION, chunk_size=1_000)
+    container.projector.catch_up_all()
+    after = usage_tables(container)
+    container.projector.rebuild("usage")
+
+    assert summary.events == 3_000
+    assert summary.chunks >= 3
+    assert after == before
+    assert usage_tables(container) == before
+
+
+def test_only_usage_older_than_the_retention_is_replaced_by_one_rollup_per_model_hour(
+    container, models
+):
+    container.usage_ledger.record(old_usage(models, 500, days_ago=(40, 31)))
+    container.usage_ledger.record(old_usage(models, 200, days_ago=(29, 0), prefix="new"))
+    container.projector.catch_up_all()
+
+    summary = compact_usage(container, older_than=RETENTION)
+
+    topics = _topics(container)
+    assert topics[RAW_TOPIC] == 200
+    assert topics[ROLLUP_TOPIC] == len(summary.hours) == summary.rollups_written
+    assert summary.models == {m for m, _ in models}
+
+
+def test_late_usage_for_a_compacted_hour_is_counted_once_and_merged_into_its_rollup(
+    container, models
+):
+    rng = random.Random(7)
+    hour_start = (NOW - timedelta(days=45)).replace(minute=0, second=0)
+    container.usage_ledger.record([usage(models[0], f"a{i}", hour_start, rng) for i in range(20)])
+    container.projector.catch_up_all()
+    compact_usage(container, older_than=RETENTION)
+    late = [usage(models[0], f"late{i}", hour_start + timedelta(minutes=30), rng,
+                  recorded_at=NOW - timedelta(days=31)) for i in range(5)]
+    assert len(container.usage_ledger.record(late)) == 5
+    container.projector.catch_up_all()
+    counted = usage_tables(container)
+
+    second = compact_usage(container, older_than=RETENTION)
+    container.projector.catch_up_all()
+
+    assert second.events == 5
+    assert second.rollups_merged == 1
+    assert _topics(container) == {ROLLUP_TOPIC: 1}
+    assert usage_tables(container) == counted
+    container.projector.rebuild("usage")
+    assert usage_tables(container) == counted
+    rows = counted["usage_model_totals"]
+    assert sum(row[2] + row[5] for row in rows) == 25  # requests + rejected
+
+
+def test_a_retried_request_of_compacted_usage_is_still_a_duplicate(container, models):
+    events = old_usage(models, 50, days_ago=(40, 35))
+    container.usage_ledger.record(events)
+    container.projector.catch_up_all()
+    compact_usage(container, older_than=RETENTION)
+
+    assert container.usage_ledger.record(events[:10]) == set()
+    assert RAW_TOPIC not in _topics(container)
+
+
+def test_only_events_every_usage_projection_has_processed_are_compacted(container, models):
+    container.usage_ledger.record(old_usage(models, 300, days_ago=(40, 35)))
+    container.projector.catch_up("models")
+    container.projector.batch_size = 100
+    with container.store.write("usage") as cur:
+        container.projector.process_batch(cur, container.projector.projections["usage"])
+
+    first = compact_usage(container, older_than=RETENTION)
+    assert first.events == 100
+    assert first.through == 100 + 0  # nothing beyond the projection's position
+
+    with container.store.write("usage" + NEXT) as cur:  # a rebuild has just started
+        container.store.create_tables(cur, "usage", NEXT)
+        container.store.set_position(cur, "usage" + NEXT, 0)
+    container.projector.catch_up("usage")
+    assert compact_usage(container, older_than=RETENTION).events == 0
+
+
+def test_compacting_the_newest_event_keeps_the_log_head_so_new_events_are_not_skipped(
+    container, models
+):
+    container.usage_ledger.record(old_usage(models, 30, days_ago=(40, 35)))
+    container.projector.catch_up_all()
+    head = container.usage_ledger.recorder.max_notification_id()
+
+    compact_usage(container, older_than=RETENTION)
+    assert container.usage_ledger.recorder.max_notification_id() == head
+    container.usage_ledger.record(old_usage(models, 1, days_ago=(1, 0), prefix="fresh"))
+    container.projector.catch_up_all()
+
+    totals = usage_tables(container)["usage_owner_totals"]
+    assert sum(row[1] + row[4] for row in totals) == 31  # requests + rejected
+
+
+def test_a_dry_run_changes_nothing_and_reports_what_a_run_would_compact(container, models):
+    container.usage_ledger.record(old_usage(models, 200, days_ago=(40, 35)))
+    container.projector.catch_up_all()
+    topics = _topics(container)
+
+    dry = compact_usage(container, older_than=RETENTION, dry_run=True)
+
+    assert _topics(container) == topics
+    assert not archive.days(archive.archive_dir(container.settings.data_dir))
+    real = compact_usage(container, older_than=RETENTION)
+    assert (dry.events, dry.models, dry.hours) == (real.events, real.models, real.hours)
+    assert dry.bytes_reclaimed == real.bytes_reclaimed > 0
+
+
+def test_a_second_run_in_a_row_finds_nothing_to_do(container, models):
+    container.usage_ledger.record(old_usage(models, 200, days_ago=(40, 35)))
+    container.projector.catch_up_all()
+    compact_usage(container, older_than=RETENTION)
+    before = _topics(container)
+
+    again = compact_usage(container, older_than=RETENTION)
+
+    assert (again.events, again.rollups_written) == (0, 0)
+    assert _topics(container) == before
+
+
+def test_the_archive_holds_every_compacted_event_once(container, models):
+    events = old_usage(models, 300, days_ago=(40, 35))
+    container.usage_ledger.record(events)
+    container.projector.catch_up_all()
+
+    compact_usage(container, older_than=RETENTION, chunk_size=100)
+
+    records = list(archive.read_archive(archive.archive_dir(container.settings.data_dir)))
+    assert sorted(r["request_id"] for r in records) == sorted(e.request_id for e in events)
+    one = next(r for r in records if r["request_id"] == events[0].request_id)
+    assert one["model_id"] == str(events[0].model_id)
+    assert one["response_time_ms"] == events[0].response_time_ms
+
+
+def test_archiving_can_be_turned_off(container, models):
+    container.usage_ledger.record(old_usage(models, 20, days_ago=(40, 35)))
+    container.projector.catch_up_all()
+    compact_usage(container, older_than=RETENTION, archive_enabled=False)
+    assert not archive.days(archive.archive_dir(container.settings.data_dir))
+
+
+def test_ingest_waits_at_most_about_one_chunk_while_compaction_runs(container, models):
+    container.usage_ledger.record(old_usage(models, 8_000, days_ago=(60, 31)))
+    container.projector.catch_up_all()
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def ingest() -> None:
+        rng = random.Random(3)
+        batch = 0
+        while not done.is_set():
+            events = [usage(models[0], f"live{batch}-{i}", NOW, rng) for i in range(20)]
+            started = time.monotonic()
+            assert len(container.usage_ledger.record(events)) == 20
+            latencies.append(time.monotonic() - started)
+            batch += 1
+
+    thread = threading.Thread(target=ingest)
+    thread.start()
+    try:
+        summary = compact_usage(container, older_than=RETENTION, chunk_size=500)
+    finally:
+        done.set()
+        thread.join()
+
+    assert summary.events == 8_000
+    assert summary.chunks >= 16
+    assert len(latencies) >= 10
+    # Ingest waits only for one chunk's delete-and-insert transaction, never for the run.
+    assert max(latencies) < summary.longest_lock_s + 0.5
+    container.projector.catch_up_all()
+    totals = usage_tables(container)["usage_owner_totals"]
+    assert sum(row[1] + row[4] for row in totals) == 8_000 + 20 * len(latencies)
+
+
+def test_rollups_carry_the_model_hour_and_the_raw_event_count(container, models):
+    rng = random.Random(5)
+    hour_start = (NOW - timedelta(days=50)).replace(minute=0, second=0)
+    container.usage_ledger.record([usage(models[1], f"h{i}", hour_start, rng) for i in range(12)])
+    container.projector.catch_up_all()
+    compact_usage(container, older_than=RETENTION)
+
+    (n,) = container.usage_ledger.recorder.select_notifications(1, 10)
+    rollup = container.usage_ledger.mapper.to_domain_event(n)
+    assert isinstance(rollup, UsageRollup.Recorded)
+    assert (rollup.model_id, rollup.raw_events) == (models[1][0], 12)
+    assert rollup.hour * 3600 == int(hour_start.timestamp())
