@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import uuid
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ _DDL = (
 )
 _INDEX = "CREATE INDEX IF NOT EXISTS ix_job_runs_started ON job_runs (started_at)"
 _TS = "%Y-%m-%dT%H:%M:%S.%f+00:00"  # fixed width: text order is time order
-_ready: set[int] = set()
+_ready: weakref.WeakSet[ReadStore] = weakref.WeakSet()  # stores whose table exists
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,12 @@ def _text(moment: datetime) -> str:
 
 
 def ensure_table(store: ReadStore) -> None:
-    if id(store) in _ready:
+    if store in _ready:
         return
     with store.write("job_runs") as cur:
         cur.execute(_DDL)
         cur.execute(_INDEX)
-    _ready.add(id(store))
+    _ready.add(store)
 
 
 def started(store: ReadStore, job: str, at: datetime) -> str:

@@ -92,12 +92,14 @@ def build_scheduler(container: Container, *, first_run_delay: float = 10.0) -> B
     return scheduler
 
 
-def start_in_process(container: Container, stop: threading.Event) -> threading.Thread:
+def start_in_process(
+    container: Container, stop: threading.Event, *, first_run_delay: float = 10.0
+) -> threading.Thread:
     """Run the jobs in background threads of this process until ``stop`` is set.
 
     Returns the thread that shuts the scheduler down (waiting for a running job) on ``stop``.
     """
-    scheduler = build_scheduler(container)
+    scheduler = build_scheduler(container, first_run_delay=first_run_delay)
     scheduler.start()
     log.info("scheduler started", extra={"jobs": sorted(JOBS)})
 
