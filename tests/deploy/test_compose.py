@@ -1,0 +1,127 @@
+"""docker-compose.yml and the Dockerfile, checked statically (no Docker engine runs here)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs
+
+from modelledger.cli import cli
+from modelledger.settings import PREFIX, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+APP_SERVICES = [name for name, spec in SERVICES.items()
+                if spec.get("image", "").startswith("modelledger")]
+LONG_RUNNING = [name for name in APP_SERVICES if SERVICES[name].get("restart") != "no"]
+_VARIABLE = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
+
+
+def interpolate(value: str) -> str:
+    """Compose's ``${VAR:-default}`` with an empty environment; ``${VAR:?msg}`` gets a stand-in."""
+    return _VARIABLE.sub(lambda m: "x" if "?" in m.group(0) else (m.group(2) or ""), value)
+
+
+def parse_cli(args: list[str]) -> click.Command:
+    """Resolve ``args`` to a command of ``modelledger`` and parse its options (no invocation)."""
+    ctx = cli.make_context("modelledger", list(args), resilient_parsing=False)
+    command: click.Command = cli
+    while isinstance(command, click.Group):
+        rest = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        if not rest:
+            break
+        name, sub, rest = command.resolve_command(ctx, rest)
+        assert sub is not None, f"no command {name!r} in {args}"
+        ctx = sub.make_context(name, rest, parent=ctx, resilient_parsing=False)
+        command = sub
+    return command
+
+
+def test_topology_has_database_api_worker_and_scheduler() -> None:
+    assert {"db", "api", "worker", "scheduler"} <= SERVICES.keys()
+    assert {"api", "worker", "scheduler"} <= set(LONG_RUNNING)
+
+
+def test_postgres_has_a_pg_isready_healthcheck_and_a_named_volume() -> None:
+    db = SERVICES["db"]
+    assert db["image"].startswith("postgres:")
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+    volume = next(v.split(":")[0] for v in db["volumes"] if v.endswith("/var/lib/postgresql/data"))
+    assert volume in COMPOSE["volumes"]
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_every_service_waits_for_a_healthy_database(name: str) -> None:
+    assert SERVICES[name]["depends_on"]["db"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("name", LONG_RUNNING)
+def test_every_long_running_service_has_its_own_healthcheck(name: str) -> None:
+    check = SERVICES[name]["healthcheck"]
+    assert not check.get("disable")
+    assert check["test"][0] in {"CMD", "CMD-SHELL"}
+    assert SERVICES[name]["restart"] in {"always", "unless-stopped", "on-failure"}
+    if check["test"][1] == "modelledger":
+        parse_cli(check["test"][2:])
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_every_command_exists_in_the_cli(name: str) -> None:
+    command = SERVICES[name]["command"]
+    parse_cli(command if isinstance(command, list) else shlex.split(command))
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_every_variable_set_is_a_setting_and_the_settings_load(name: str) -> None:
+    environment = {key: interpolate(str(value))
+                   for key, value in SERVICES[name]["environment"].items()}
+    known = {PREFIX + f.name.upper() for f in fields(Settings)}
+    ours = {key for key in environment if key.startswith(PREFIX)}
+    assert ours <= known, f"not settings: {sorted(ours - known)}"
+    settings = load_settings(environment)
+    assert settings.backend == "postgres"
+    assert settings.postgres_params()["host"] == "db"
+    assert settings.jwt_secret, "replicas must share one JWT secret"
+
+
+def test_api_runs_several_workers_api_only() -> None:
+    api = SERVICES["api"]
+    command = api["command"]
+    assert "--api-only" in command
+    assert int(command[command.index("--workers") + 1]) > 1
+    environment = {key: interpolate(str(value)) for key, value in api["environment"].items()}
+    assert load_settings(environment).embedded_worker is False
+    port = command[command.index("--port") + 1]
+    assert f"127.0.0.1:{port}/health/" in " ".join(api["healthcheck"]["test"])
+    assert any(p.endswith(f":{port}") for p in api["ports"])
+
+
+def test_worker_healthcheck_reads_the_heartbeat_the_worker_writes() -> None:
+    worker = SERVICES["worker"]
+    heartbeat = worker["command"][worker["command"].index("--heartbeat-file") + 1]
+    assert heartbeat in " ".join(worker["healthcheck"]["test"])
+
+
+def test_services_share_the_data_directory_volume() -> None:
+    for name in APP_SERVICES:
+        volume = next(v.split(":")[0] for v in SERVICES[name]["volumes"]
+                      if v.endswith(":/var/lib/modelledger"))
+        assert volume in COMPOSE["volumes"]
+
+
+def test_dockerfile_installs_every_package_and_runs_the_cli() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for package in project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]:
+        assert re.search(rf"^COPY {package} ", dockerfile, re.MULTILINE), package
+    assert 'ENTRYPOINT ["modelledger"]' in dockerfile
+    assert "MODELLEDGER_DATA_DIR=/var/lib/modelledger" in dockerfile
+    assert re.search(r"^USER (?!root)", dockerfile, re.MULTILINE)
