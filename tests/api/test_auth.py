@@ -1,0 +1,131 @@
+"""Bearer tokens: what is refused (401 with WWW-Authenticate), scopes (403), the token command."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from litestar.exceptions import NotAuthorizedException
+from litestar.testing import TestClient
+
+from api.app import create_app
+from api.auth import TokenVerifier, resolve_secret
+from modelledger.bootstrap import build
+from modelledger.cli import cli
+from modelledger.settings import load_settings
+from tests.api.conftest import SECRET, assert_problem, bearer
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _claims(**extra: Any) -> dict[str, Any]:
+    return {"sub": "mallory", "scope": "models admin",
+            "exp": datetime.now(UTC) + timedelta(hours=1), **extra}
+
+
+REFUSED = {
+    "missing": None,
+    "not bearer": "Basic dXNlcjpwdw==",
+    "malformed": "Bearer not-a-jwt",
+    "expired": "Bearer " + jwt.encode(_claims(exp=datetime.now(UTC) - timedelta(minutes=5)),
+                                      SECRET, algorithm="HS256"),
+    "wrong signature": "Bearer " + jwt.encode(_claims(), "another-secret-another-secret-xx",
+                                              algorithm="HS256"),
+    "alg none": "Bearer " + _b64({"alg": "none", "typ": "JWT"}) + "."
+                + _b64({"sub": "mallory", "scope": "admin", "exp": 4102444800}) + ".",
+    "no exp": "Bearer " + jwt.encode({"sub": "mallory"}, SECRET, algorithm="HS256"),
+    "HS384": "Bearer " + jwt.encode(_claims(), SECRET, algorithm="HS384"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+@pytest.mark.parametrize("url", ["/api/models", "/api/projections"])
+def test_refused_tokens_answer_401_with_www_authenticate(client, case: str, url: str) -> None:
+    header = REFUSED[case]
+    response = client.get(url, headers={} if header is None else {"Authorization": header})
+    assert_problem(response, 401)
+    assert response.headers["www-authenticate"].startswith('Bearer realm="modelledger"')
+
+
+def test_missing_scope_answers_403(client) -> None:
+    assert_problem(client.get("/api/projections", headers=bearer("u", "models")), 403)
+    assert_problem(client.get("/api/models", headers=bearer("gw", "usage:write")), 403)
+
+
+def test_admin_sees_projection_lag(client) -> None:
+    states = client.get("/api/projections", headers=bearer("ops", "admin")).json()
+    assert {s["name"] for s in states} == {"models", "usage"}
+    assert all(s["lag"] == s["head"] - s["position"] for s in states)
+
+
+def test_health_metrics_and_schema_need_no_token(client) -> None:
+    assert client.get("/health/live").json() == {"status": "ok"}
+    assert client.get("/health/ready").json()["status"] == "ready"
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert "modelledger_projection_lag_events" in metrics.text
+    assert client.get("/schema/openapi.json").status_code == 200
+
+
+def test_rs256_tokens_are_accepted_with_a_public_key() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    verifier = TokenVerifier(SECRET, public)
+    token = jwt.encode(_claims(), key, algorithm="RS256")
+    assert verifier.verify(token).scopes == {"models", "admin"}
+    # Algorithm confusion: HS256 signed with the public key as HMAC secret is refused.
+    claims = _claims(exp=int(_claims()["exp"].timestamp()))
+    signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT'})}.{_b64(claims)}"
+    mac = hmac.new(public.encode(), signing_input.encode(), hashlib.sha256).digest()
+    forged = f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    with pytest.raises(NotAuthorizedException):
+        verifier.verify(forged)
+
+
+@pytest.fixture
+def sqlite_env(tmp_path, monkeypatch) -> Iterator[None]:
+    for name in ("MODELLEDGER_JWT_SECRET", "MODELLEDGER_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MODELLEDGER_DATA_DIR", str(tmp_path))
+    yield
+
+
+def test_token_command_prints_a_token_the_api_accepts(sqlite_env, tmp_path) -> None:
+    result = CliRunner().invoke(cli, ["token", "--sub", "carol", "--scope", "models usage:write",
+                                      "--ttl", "2h"])
+    assert result.exit_code == 0, result.output
+    token = result.output.strip()
+    assert "\n" not in token
+    secret_file = tmp_path / "jwt-secret"
+    assert secret_file.exists()
+    settings = load_settings({}, data_dir=tmp_path)
+    assert resolve_secret(settings) == secret_file.read_text().strip()  # generated once, reused
+    claims = jwt.decode(token, resolve_secret(settings), algorithms=["HS256"])
+    assert claims["scope"] == "models usage:write"
+    assert 7000 < claims["exp"] - claims["iat"] <= 7200
+    container = build(settings)
+    try:
+        with TestClient(create_app(container)) as client:
+            response = client.get("/api/models", headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 200
+    finally:
+        container.close()
+
+
+def test_token_command_rejects_unknown_scopes(sqlite_env) -> None:
+    result = CliRunner().invoke(cli, ["token", "--sub", "x", "--scope", "root"])
+    assert result.exit_code != 0
