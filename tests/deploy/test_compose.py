@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -125,3 +127,13 @@ def test_dockerfile_installs_every_package_and_runs_the_cli() -> None:
     assert 'ENTRYPOINT ["modelledger"]' in dockerfile
     assert "MODELLEDGER_DATA_DIR=/var/lib/modelledger" in dockerfile
     assert re.search(r"^USER (?!root)", dockerfile, re.MULTILINE)
+
+
+def test_configuration_reference_is_generated_from_settings() -> None:
+    script = ROOT / "scripts" / "gen_config_doc.py"
+    result = subprocess.run([sys.executable, str(script), "--check"],  # noqa: S603 - our script
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    for f in fields(Settings):
+        assert f"`{PREFIX}{f.name.upper()}`" in doc
