@@ -10,6 +10,7 @@ one roll-up per model-hour.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -50,31 +51,37 @@ _TOPIC = get_topic(UsageRollup)
 
 
 def roll_up(
-    *, model_id: UUID, owner_id: UUID, hour: int, stats: UsageStats, raw_events: int,
+    *,
+    model_id: UUID,
+    owner_id: UUID,
+    hour: int,
+    stats: UsageStats,
+    raw_events: int,
     now: datetime | None = None,
 ) -> UsageRollup.Recorded:
     """The roll-up event of a model-hour holding ``stats``."""
-    return UsageRollup.Recorded(
-        originator_id=rollup_id(model_id, hour),
-        originator_version=1,
-        timestamp=now or datetime.now(UTC),
-        originator_topic=_TOPIC,
-        model_id=model_id,
-        owner_id=owner_id,
-        hour=hour,
-        raw_events=raw_events,
-        requests=stats.requests,
-        successes=stats.successes,
-        failures=stats.failures,
-        rejected=stats.rejected,
-        total_us=stats.total_us,
-        min_us=stats.min_us,
-        max_us=stats.max_us,
-        input_bytes=stats.input_bytes,
-        output_bytes=stats.output_bytes,
-        histogram=dict(stats.histogram),
-        last_at=stats.last_at,
-    )
+    fields: dict[str, Any] = {  # the library's event classes are not typed dataclasses
+        "originator_id": rollup_id(model_id, hour),
+        "originator_version": 1,
+        "timestamp": now or datetime.now(UTC),
+        "originator_topic": _TOPIC,
+        "model_id": model_id,
+        "owner_id": owner_id,
+        "hour": hour,
+        "raw_events": raw_events,
+        "requests": stats.requests,
+        "successes": stats.successes,
+        "failures": stats.failures,
+        "rejected": stats.rejected,
+        "total_us": stats.total_us,
+        "min_us": stats.min_us,
+        "max_us": stats.max_us,
+        "input_bytes": stats.input_bytes,
+        "output_bytes": stats.output_bytes,
+        "histogram": dict(stats.histogram),
+        "last_at": stats.last_at,
+    }
+    return UsageRollup.Recorded(**fields)
 
 
 def stats_of(e: UsageRollup.Recorded) -> UsageStats:

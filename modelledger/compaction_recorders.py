@@ -10,15 +10,17 @@ it means the newest row's ``rowid`` is never freed (SQLite would hand it out aga
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder, Notification, StoredEvent
 from psycopg.sql import SQL, Identifier
 
 from modelledger.recorders import COMPACTED_IDS_TABLE, PostgresUsageRecorder, SQLiteUsageRecorder
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 _SQLITE_MAX_PARAMS = 500
 
@@ -33,7 +35,9 @@ class Replacement:
 
 
 class CompactionRecorder(Protocol):
-    def select_raw(self, after: int, through: int, limit: int, topic: str) -> Sequence[Notification]:
+    def select_raw(
+        self, after: int, through: int, limit: int, topic: str
+    ) -> Sequence[Notification]:
         """Events of ``topic`` with ``after < id <= through`` in id order."""
         ...  # pragma: no cover
 
@@ -59,9 +63,13 @@ class PostgresCompaction:
         self.table = Identifier(recorder.events_table_name)
         self.compacted = Identifier(COMPACTED_IDS_TABLE)
 
-    def select_raw(self, after: int, through: int, limit: int, topic: str) -> Sequence[Notification]:
-        return self.recorder.select_notifications(
-            after, limit, stop=through, topics=[topic], inclusive_of_start=False
+    def select_raw(
+        self, after: int, through: int, limit: int, topic: str
+    ) -> Sequence[Notification]:
+        return list(
+            self.recorder.select_notifications(
+                after, limit, stop=through, topics=[topic], inclusive_of_start=False
+            )
         )
 
     def select_by_originator(self, originator_ids: Sequence[UUID]) -> Sequence[Notification]:
@@ -93,8 +101,9 @@ class PostgresCompaction:
         ):
             self.recorder._lock_table(curs)  # noqa: SLF001 - the insert path's own lock
             curs.execute(
-                SQL("DELETE FROM {schema}.{table} WHERE notification_id = ANY(%s::bigint[])")
-                .format(**f),
+                SQL(
+                    "DELETE FROM {schema}.{table} WHERE notification_id = ANY(%s::bigint[])"
+                ).format(**f),
                 (list(change.delete_ids),),
             )
             if change.rollups:
@@ -148,9 +157,13 @@ class SQLiteCompaction:
         self.recorder = recorder
         self.table = recorder.events_table_name
 
-    def select_raw(self, after: int, through: int, limit: int, topic: str) -> Sequence[Notification]:
-        return self.recorder.select_notifications(
-            after, limit, stop=through, topics=[topic], inclusive_of_start=False
+    def select_raw(
+        self, after: int, through: int, limit: int, topic: str
+    ) -> Sequence[Notification]:
+        return list(
+            self.recorder.select_notifications(
+                after, limit, stop=through, topics=[topic], inclusive_of_start=False
+            )
         )
 
     def select_by_originator(self, originator_ids: Sequence[UUID]) -> Sequence[Notification]:
@@ -159,7 +172,7 @@ class SQLiteCompaction:
             for start in range(0, len(originator_ids), _SQLITE_MAX_PARAMS):
                 chunk = [i.hex for i in originator_ids[start : start + _SQLITE_MAX_PARAMS]]
                 c.execute(
-                    f"SELECT rowid, * FROM {self.table} "  # noqa: S608
+                    f"SELECT rowid, * FROM {self.table} "
                     f"WHERE originator_id IN ({', '.join('?' * len(chunk))})",
                     chunk,
                 )
@@ -181,26 +194,30 @@ class SQLiteCompaction:
             for start in range(0, len(change.delete_ids), _SQLITE_MAX_PARAMS):
                 chunk = list(change.delete_ids[start : start + _SQLITE_MAX_PARAMS])
                 c.execute(
-                    f"DELETE FROM {self.table} "  # noqa: S608
-                    f"WHERE rowid IN ({', '.join('?' * len(chunk))})",
+                    f"DELETE FROM {self.table} WHERE rowid IN ({', '.join('?' * len(chunk))})",
                     chunk,
                 )
             for notification_id, e in change.rollups:
                 c.execute(
-                    f"INSERT INTO {self.table} "  # noqa: S608
+                    f"INSERT INTO {self.table} "
                     "(rowid, originator_id, originator_version, topic, state) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (notification_id, _hex(e.originator_id), e.originator_version, e.topic,
-                     e.state),
+                    (
+                        notification_id,
+                        _hex(e.originator_id),
+                        e.originator_version,
+                        e.topic,
+                        e.state,
+                    ),
                 )
             c.sqlite_cursor.executemany(
-                f"INSERT OR IGNORE INTO {COMPACTED_IDS_TABLE} VALUES (?)",  # noqa: S608
+                f"INSERT OR IGNORE INTO {COMPACTED_IDS_TABLE} VALUES (?)",
                 [(i.hex,) for i in change.compacted_usage_ids],
             )
 
     def compacted_count(self) -> int:
         with self.recorder.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT count(*) AS n FROM {COMPACTED_IDS_TABLE}")  # noqa: S608
+            c.execute(f"SELECT count(*) AS n FROM {COMPACTED_IDS_TABLE}")
             return int(c.fetchone()["n"])
 
     def live_bytes(self) -> int | None:

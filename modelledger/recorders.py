@@ -12,14 +12,17 @@ event is gone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL, Identifier
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from eventsourcing.persistence import StoredEvent
 
 COMPACTED_IDS_TABLE = "usage_compacted_ids"
 
@@ -74,14 +77,16 @@ class SQLiteUsageRecorder(SQLiteApplicationRecorder):
     def construct_create_table_statements(self) -> list[str]:
         return [
             *super().construct_create_table_statements(),
-            f"CREATE TABLE IF NOT EXISTS {COMPACTED_IDS_TABLE} "
-            "(originator_id TEXT PRIMARY KEY) WITHOUT ROWID",
+            (
+                f"CREATE TABLE IF NOT EXISTS {COMPACTED_IDS_TABLE} "
+                "(originator_id TEXT PRIMARY KEY) WITHOUT ROWID"
+            ),
         ]
 
     def insert_new_events(self, stored_events: Sequence[StoredEvent]) -> set[UUID]:
         inserted: set[UUID] = set()
         statement = (
-            f"INSERT OR IGNORE INTO {self.events_table_name} SELECT ?,?,?,? "  # noqa: S608
+            f"INSERT OR IGNORE INTO {self.events_table_name} SELECT ?,?,?,? "
             f"WHERE NOT EXISTS (SELECT 1 FROM {COMPACTED_IDS_TABLE} WHERE originator_id = ?)"
         )
         with self.datastore.transaction(commit=True) as c:

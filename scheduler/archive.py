@@ -10,15 +10,17 @@ from __future__ import annotations
 import gzip
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
-from uuid import UUID
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from domain.usage import PredictionUsage
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from uuid import UUID
+
+    from domain.usage import PredictionUsage
 
 _PREFIX = "usage-"
 _SUFFIX = ".jsonl.gz"
@@ -39,7 +41,9 @@ def write(directory: Path, events: Iterable[tuple[int, PredictionUsage.Recorded]
     """Append the events to their days' files (synced to disk); returns bytes written."""
     by_day: dict[date, list[bytes]] = defaultdict(list)
     for notification_id, e in events:
-        by_day[e.occurred_at.astimezone(UTC).date()].append(_encoder.encode(_line(notification_id, e)))
+        by_day[e.occurred_at.astimezone(UTC).date()].append(
+            _encoder.encode(_line(notification_id, e))
+        )
     directory.mkdir(parents=True, exist_ok=True)
     written = 0
     for day, lines in sorted(by_day.items()):
@@ -73,7 +77,9 @@ def read_archive(directory: Path, *, model_id: UUID | None = None) -> Iterator[d
         with gzip.open(path, "rb") as file:
             for raw in file:
                 record = msgspec.json.decode(raw)
-                if record["id"] in seen or (model_id is not None and record["model_id"] != str(model_id)):
+                if record["id"] in seen or (
+                    model_id is not None and record["model_id"] != str(model_id)
+                ):
                     continue
                 seen.add(record["id"])
                 yield record

@@ -28,20 +28,24 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
-from uuid import UUID
+from typing import TYPE_CHECKING, Any, cast
 
-from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from domain.usage import PredictionUsage, hour_of
-from domain.usage_rollup import UsageRollup, rollup_id, roll_up
-from modelledger.bootstrap import Container
+from domain.usage_rollup import UsageRollup, roll_up, rollup_id
 from modelledger.compaction_recorders import Replacement, compaction_recorder
 from projections.postgres_store import LOCK_NAMESPACE
 from projections.store import NEXT
 from projections.usage_view import fold_usage_events
 from scheduler import archive
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from eventsourcing.persistence import Notification
+
+    from modelledger.bootstrap import Container
 
 log = logging.getLogger("modelledger.scheduler.compaction")
 
@@ -72,12 +76,20 @@ class CompactionSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "cutoff": self.cutoff.isoformat(), "dry_run": self.dry_run, "chunks": self.chunks,
-            "scanned": self.scanned, "events": self.events, "models": len(self.models),
-            "hours": len(self.hours), "rollups_written": self.rollups_written,
-            "rollups_merged": self.rollups_merged, "bytes_reclaimed": self.bytes_reclaimed,
-            "archived_bytes": self.archived_bytes, "through": self.through,
-            "deferred": self.deferred, "longest_lock_s": round(self.longest_lock_s, 4),
+            "cutoff": self.cutoff.isoformat(),
+            "dry_run": self.dry_run,
+            "chunks": self.chunks,
+            "scanned": self.scanned,
+            "events": self.events,
+            "models": len(self.models),
+            "hours": len(self.hours),
+            "rollups_written": self.rollups_written,
+            "rollups_merged": self.rollups_merged,
+            "bytes_reclaimed": self.bytes_reclaimed,
+            "archived_bytes": self.archived_bytes,
+            "through": self.through,
+            "deferred": self.deferred,
+            "longest_lock_s": round(self.longest_lock_s, 4),
             "seconds": round(self.seconds, 3),
         }
 
@@ -85,7 +97,7 @@ class CompactionSummary:
 Progress = Callable[[int, int], None]  # (last scanned id, bound)
 
 
-def compact_usage(  # noqa: C901, PLR0915 - one loop whose steps read best together
+def compact_usage(  # noqa: C901 - one loop whose steps read best together
     container: Container,
     *,
     older_than: timedelta,
@@ -143,8 +155,15 @@ def compact_usage(  # noqa: C901, PLR0915 - one loop whose steps read best toget
                     summary.longest_lock_s = max(summary.longest_lock_s, time.monotonic() - locked)
         if progress is not None:
             progress(after, summary.through)
-        log.info("compaction chunk", extra={"chunk": summary.chunks, "through_id": after,
-                                            "compacted": summary.events, "dry_run": dry_run})
+        log.info(
+            "compaction chunk",
+            extra={
+                "chunk": summary.chunks,
+                "through_id": after,
+                "compacted": summary.events,
+                "dry_run": dry_run,
+            },
+        )
         if reached_recent or len(batch) < chunk_size:
             break
     summary.seconds = time.monotonic() - started
@@ -196,8 +215,12 @@ def _plan(
         delta = fold_usage_events(folded)
         model_id, hour = key
         event = roll_up(
-            model_id=model_id, owner_id=delta.model_owner[model_id], hour=hour,
-            stats=delta.model_hourly[key], raw_events=raw_events, now=now,
+            model_id=model_id,
+            owner_id=delta.model_owner[model_id],
+            hour=hour,
+            stats=delta.model_hourly[key],
+            raw_events=raw_events,
+            now=now,
         )
         stored = mapper.to_stored_event(event)
         rollups.append((max(ids), stored))
@@ -218,7 +241,9 @@ def _usage_positions_locked(container: Container) -> Iterator[int]:
     with store.write(names[0]) as cur:
         if store.backend == "postgres":
             for name in names[1:]:
-                cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_NAMESPACE, name))
+                cur.execute(
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_NAMESPACE, name)
+                )
         cur.execute("SELECT name, position FROM projection_state")
         stored = {str(name): int(position) for name, position in cur.fetchall()}
         positions = [stored.get(name, 0) for name in live]

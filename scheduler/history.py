@@ -8,9 +8,10 @@ import uuid
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from projections.store import ReadStore
+if TYPE_CHECKING:
+    from projections.store import ReadStore
 
 _DDL = (
     "CREATE TABLE IF NOT EXISTS job_runs (id TEXT PRIMARY KEY, job TEXT NOT NULL, "
@@ -58,7 +59,9 @@ def started(store: ReadStore, job: str, at: datetime) -> str:
     return run_id
 
 
-def finished(store: ReadStore, run_id: str, at: datetime, outcome: str, summary: dict[str, Any]) -> None:
+def finished(
+    store: ReadStore, run_id: str, at: datetime, outcome: str, summary: dict[str, Any]
+) -> None:
     with store.write("job_runs") as cur:
         cur.execute(
             store.q("UPDATE job_runs SET finished_at = ?, outcome = ?, summary = ? WHERE id = ?"),
@@ -73,7 +76,7 @@ def recent(store: ReadStore, *, limit: int = 50, job: str | None = None) -> list
     with store.read() as cur:
         cur.execute(
             store.q(
-                "SELECT id, job, started_at, finished_at, outcome, summary, host FROM job_runs "  # noqa: S608
+                "SELECT id, job, started_at, finished_at, outcome, summary, host FROM job_runs "
                 f"{where}ORDER BY started_at DESC LIMIT ?"
             ),
             [*params, limit],
@@ -81,9 +84,13 @@ def recent(store: ReadStore, *, limit: int = 50, job: str | None = None) -> list
         rows = cur.fetchall()
     return [
         JobRun(
-            id=r[0], job=r[1], started_at=datetime.fromisoformat(r[2]),
+            id=r[0],
+            job=r[1],
+            started_at=datetime.fromisoformat(r[2]),
             finished_at=datetime.fromisoformat(r[3]) if r[3] else None,
-            outcome=r[4], summary=json.loads(r[5]), host=r[6],
+            outcome=r[4],
+            summary=json.loads(r[5]),
+            host=r[6],
         )
         for r in rows
     ]

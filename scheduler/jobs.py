@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
-from uuid import UUID
+from typing import TYPE_CHECKING, Any
 
-from modelledger.bootstrap import Container
 from scheduler import archive, history
 from scheduler.compaction import compact_usage
 from scheduler.watchdog import projection_watchdog
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from modelledger.bootstrap import Container
 
 log = logging.getLogger("modelledger.scheduler.jobs")
 
@@ -28,7 +31,7 @@ def compact_usage_job(container: Container) -> dict[str, Any]:
 def snapshot_models(
     container: Container, *, every: int = SNAPSHOT_EVERY, limit: int = SNAPSHOTS_PER_RUN
 ) -> dict[str, Any]:
-    """Snapshot models with ``every`` or more events since their last snapshot (at most ``limit``)."""
+    """Snapshot models with ``every`` events or more since their last snapshot (``limit`` max)."""
     registry = container.registry
     store = container.store
     checked = taken = 0
@@ -37,8 +40,10 @@ def snapshot_models(
         keyset, params = ("AND id > ? ", [store.to_db(after, "uuid")]) if after else ("", [])
         with store.read() as cur:
             cur.execute(
-                store.q(f"SELECT id, version FROM model_view WHERE version >= ? {keyset}"  # noqa: S608
-                        "ORDER BY id LIMIT 500"),
+                store.q(
+                    f"SELECT id, version FROM model_view WHERE version >= ? {keyset}"
+                    "ORDER BY id LIMIT 500"
+                ),
                 [every, *params],
             )
             rows = [(store.from_db(r[0], "uuid"), int(r[1])) for r in cur.fetchall()]
@@ -59,7 +64,8 @@ def snapshot_models(
 
 def _snapshot_version(container: Container, model_id: UUID) -> int:
     snapshots = container.registry.snapshots
-    assert snapshots is not None, "the registry snapshots models (snapshotting_intervals)"
+    if snapshots is None:
+        raise RuntimeError("the registry must snapshot models (snapshotting_intervals)")
     latest = next(iter(snapshots.get(model_id, desc=True, limit=1)), None)
     return 0 if latest is None else int(latest.originator_version)
 
@@ -72,8 +78,10 @@ def prune_history(container: Container, *, keep_days: int | None = None) -> dict
 
 def prune_archive(container: Container, *, keep_days: int | None = None) -> dict[str, Any]:
     """Delete archive files older than the archive retention (0, the default, keeps all)."""
-    days = keep_days if keep_days is not None else int(
-        getattr(container.settings, "archive_retention_days", 0)
+    days = (
+        keep_days
+        if keep_days is not None
+        else int(getattr(container.settings, "archive_retention_days", 0))
     )
     if days <= 0:
         return {"deleted": 0, "keep_days": None}

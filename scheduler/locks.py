@@ -6,15 +6,19 @@ released when the run ends or the process dies. SQLite: a file lock beside the d
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from filelock import FileLock, Timeout
 
-from modelledger.settings import Settings
 from projections.postgres_store import LOCK_NAMESPACE
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from modelledger.settings import Settings
 
 JOB_NAMESPACE = LOCK_NAMESPACE + 2  # +0 projections, +1 worker leadership
 

@@ -72,8 +72,15 @@ def run_job(container: Container, name: str, func: Job | None = None) -> RunResu
             outcome = "ok"
         history.finished(container.store, run_id, datetime.now(UTC), outcome, summary)
     seconds = time.monotonic() - started
-    log.info("job finished", extra={"job": name, "outcome": outcome, "seconds": round(seconds, 3),
-                                    **{f"summary_{k}": v for k, v in summary.items()}})
+    log.info(
+        "job finished",
+        extra={
+            "job": name,
+            "outcome": outcome,
+            "seconds": round(seconds, 3),
+            **{f"summary_{k}": v for k, v in summary.items()},
+        },
+    )
     return RunResult(name, outcome, summary, seconds)
 
 
@@ -86,8 +93,13 @@ def build_scheduler(container: Container, *, first_run_delay: float = 10.0) -> B
     first = datetime.now(UTC) + timedelta(seconds=first_run_delay)
     for spec in JOBS.values():
         scheduler.add_job(
-            run_job, "interval", args=[container, spec.name], id=spec.name, name=spec.name,
-            seconds=spec.every.total_seconds(), next_run_time=first,
+            run_job,
+            "interval",
+            args=[container, spec.name],
+            id=spec.name,
+            name=spec.name,
+            seconds=spec.every.total_seconds(),
+            next_run_time=first,
         )
     return scheduler
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from modelledger.bootstrap import Container
+if TYPE_CHECKING:
+    from modelledger.bootstrap import Container
 
 log = logging.getLogger("modelledger.scheduler.watchdog")
 STALL_AFTER = timedelta(minutes=2)
@@ -28,7 +29,9 @@ class ProjectionHealth:
     stalled: bool
 
 
-def check(container: Container, *, after: timedelta = STALL_AFTER, now: datetime | None = None) -> list[ProjectionHealth]:
+def check(
+    container: Container, *, after: timedelta = STALL_AFTER, now: datetime | None = None
+) -> list[ProjectionHealth]:
     """Lag and progress of every projection."""
     now = now or datetime.now(UTC)
     positions = container.store.positions()
@@ -38,14 +41,20 @@ def check(container: Container, *, after: timedelta = STALL_AFTER, now: datetime
         idle = (now - datetime.fromisoformat(updated)).total_seconds() if updated else float("inf")
         report.append(
             ProjectionHealth(
-                name=status.name, position=status.position, head=status.head, lag=status.lag,
-                idle_seconds=idle, stalled=status.lag > 0 and idle >= after.total_seconds(),
+                name=status.name,
+                position=status.position,
+                head=status.head,
+                lag=status.lag,
+                idle_seconds=idle,
+                stalled=status.lag > 0 and idle >= after.total_seconds(),
             )
         )
     return report
 
 
-def stalled(container: Container, *, after: timedelta = STALL_AFTER, now: datetime | None = None) -> list[str]:
+def stalled(
+    container: Container, *, after: timedelta = STALL_AFTER, now: datetime | None = None
+) -> list[str]:
     """Names of projections with lag that have made no progress for ``after``."""
     return [p.name for p in check(container, after=after, now=now) if p.stalled]
 
@@ -56,6 +65,8 @@ def projection_watchdog(container: Container) -> dict[str, Any]:
     names = [p.name for p in report if p.stalled]
     for p in report:
         if p.stalled:
-            log.warning("projection stalled", extra={"projection": p.name, "lag": p.lag,
-                                                     "idle_seconds": round(p.idle_seconds)})
+            log.warning(
+                "projection stalled",
+                extra={"projection": p.name, "lag": p.lag, "idle_seconds": round(p.idle_seconds)},
+            )
     return {"stalled": names, "lags": {p.name: p.lag for p in report}}

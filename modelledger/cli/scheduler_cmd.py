@@ -40,32 +40,48 @@ def _duration(value: str | None, default_days: int) -> timedelta:
 
 
 @click.command(help="Replace raw usage events older than the retention by hourly roll-ups.")
-@click.option("--older-than", help="Age of the usage to compact, e.g. 30d or 12h "
-              "(default: MODELLEDGER_USAGE_RETENTION_DAYS).")
+@click.option(
+    "--older-than",
+    help="Age of the usage to compact, e.g. 30d or 12h "
+    "(default: MODELLEDGER_USAGE_RETENTION_DAYS).",
+)
 @click.option("--dry-run", is_flag=True, help="Only print what would be compacted.")
-@click.option("--chunk-size", type=click.IntRange(min=100), default=20_000, show_default=True,
-              help="Events per transaction (ingest waits for at most one).")
-def compact(older_than: str | None, dry_run: bool, chunk_size: int) -> None:
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=100),
+    default=20_000,
+    show_default=True,
+    help="Events per transaction (ingest waits for at most one).",
+)
+def compact(*, older_than: str | None, dry_run: bool, chunk_size: int) -> None:
     with container() as c:
         age = _duration(older_than, c.settings.usage_retention_days)
         with job_lock(c.settings, "compact-usage") as held:
             if not held and not dry_run:
                 raise click.ClickException("a compaction is running elsewhere; try again later")
-            with Progress("[progress.description]{task.description}", BarColumn(),
-                          "{task.completed}/{task.total} ids", TimeElapsedColumn(),
-                          console=Console(stderr=True)) as bar:
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                "{task.completed}/{task.total} ids",
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+            ) as bar:
                 task = bar.add_task("dry run" if dry_run else "compacting", total=None)
 
                 def progress(position: int, bound: int) -> None:
                     bar.update(task, completed=position, total=max(bound, position))
 
-                summary = compact_usage(c, older_than=age, chunk_size=chunk_size,
-                                        dry_run=dry_run, progress=progress)
+                summary = compact_usage(
+                    c, older_than=age, chunk_size=chunk_size, dry_run=dry_run, progress=progress
+                )
         table = Table("", "would compact" if dry_run else "compacted")
         for label, value in (
-            ("events", summary.events), ("models", len(summary.models)),
-            ("hours", len(summary.hours)), ("roll-ups", summary.rollups_written),
-            ("bytes reclaimed", summary.bytes_reclaimed), ("cutoff", summary.cutoff.isoformat()),
+            ("events", summary.events),
+            ("models", len(summary.models)),
+            ("hours", len(summary.hours)),
+            ("roll-ups", summary.rollups_written),
+            ("bytes reclaimed", summary.bytes_reclaimed),
+            ("cutoff", summary.cutoff.isoformat()),
         ):
             table.add_row(label, str(value))
         Console().print(table)
@@ -84,12 +100,14 @@ def scheduler_command() -> None:
         thread.join(timeout=600)
 
 
-@click.group(invoke_without_command=True, help="The job run history (newest first); "
-             "`jobs run NAME` runs a job now.")
+@click.group(
+    invoke_without_command=True,
+    help="The job run history (newest first); `jobs run NAME` runs a job now.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 @click.pass_context
-def jobs(ctx: click.Context, limit: int, as_json: bool) -> None:
+def jobs(ctx: click.Context, *, limit: int, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     with container() as c:
@@ -101,9 +119,14 @@ def jobs(ctx: click.Context, limit: int, as_json: bool) -> None:
     table = Table("job", "started", "seconds", "outcome", "summary", "host")
     for run in runs:
         seconds = (run.finished_at - run.started_at).total_seconds() if run.finished_at else None
-        table.add_row(run.job, run.started_at.isoformat(timespec="seconds"),
-                      "" if seconds is None else f"{seconds:.2f}", run.outcome,
-                      json.dumps(run.summary, sort_keys=True), run.host)
+        table.add_row(
+            run.job,
+            run.started_at.isoformat(timespec="seconds"),
+            "" if seconds is None else f"{seconds:.2f}",
+            run.outcome,
+            json.dumps(run.summary, sort_keys=True),
+            run.host,
+        )
     Console(width=200).print(table)
 
 

@@ -21,7 +21,7 @@ from scheduler import archive, compaction
 
 
 def park(reason: str) -> None:
-    print(reason, flush=True)  # noqa: T201
+    print(reason, flush=True)  # noqa: T201 - the parent test reads this line
     time.sleep(600)
 
 
@@ -62,9 +62,10 @@ def main() -> None:
         if point == "between-chunks":
             park("parked")
 
-    compaction.compact_usage(container, older_than=timedelta(days=30), chunk_size=200,
-                             progress=progress)
-    print("finished", flush=True)  # noqa: T201
+    compaction.compact_usage(
+        container, older_than=timedelta(days=30), chunk_size=200, progress=progress
+    )
+    print("finished", flush=True)  # noqa: T201 - the parent test reads this line
 
 
 class _Parking(list):  # type: ignore[type-arg]

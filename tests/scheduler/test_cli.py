@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +12,9 @@ from modelledger.bootstrap import build
 from modelledger.cli import cli
 from modelledger.settings import load_settings
 from tests.scheduler.usage_fixtures import old_usage, register_models
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @pytest.fixture
@@ -27,8 +30,9 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 def _invoke(data_dir: Path, *args: str) -> str:
-    result = CliRunner().invoke(cli, list(args), env={"MODELLEDGER_DATA_DIR": str(data_dir)},
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli, list(args), env={"MODELLEDGER_DATA_DIR": str(data_dir)}, catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -38,7 +42,9 @@ def _row(output: str, label: str) -> str:
     return line.split("│")[2].strip()
 
 
-def test_compact_dry_run_prints_events_models_hours_and_bytes_without_compacting(data_dir):
+def test_compact_dry_run_prints_events_models_hours_and_bytes_without_compacting(
+    data_dir: Path,
+) -> None:
     dry = _invoke(data_dir, "compact", "--dry-run")
     assert "would compact" in dry
     assert (_row(dry, "events"), _row(dry, "models")) == ("120", "2")
@@ -50,14 +56,15 @@ def test_compact_dry_run_prints_events_models_hours_and_bytes_without_compacting
     assert _row(_invoke(data_dir, "compact"), "events") == "0"
 
 
-def test_compact_rejects_an_unreadable_age(data_dir):
-    result = CliRunner().invoke(cli, ["compact", "--older-than", "a month"],
-                                env={"MODELLEDGER_DATA_DIR": str(data_dir)})
+def test_compact_rejects_an_unreadable_age(data_dir: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["compact", "--older-than", "a month"], env={"MODELLEDGER_DATA_DIR": str(data_dir)}
+    )
     assert result.exit_code != 0
     assert "30d" in result.output
 
 
-def test_jobs_run_runs_a_job_now_and_jobs_prints_the_history(data_dir):
+def test_jobs_run_runs_a_job_now_and_jobs_prints_the_history(data_dir: Path) -> None:
     ran = json.loads(_invoke(data_dir, "jobs", "run", "compact-usage"))
     assert (ran["outcome"], ran["events"]) == ("ok", 120)
 

@@ -6,21 +6,25 @@ import random
 import threading
 import time
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import pytest
 
 from domain.usage_rollup import UsageRollup
-from modelledger.bootstrap import Container
 from projections.store import NEXT
 from scheduler import archive
 from scheduler.compaction import RAW_TOPIC, compact_usage
 from tests.scheduler.usage_fixtures import (
     NOW,
+    Models,
     old_usage,
     register_models,
     usage,
     usage_tables,
 )
+
+if TYPE_CHECKING:
+    from modelledger.bootstrap import Container
 
 RETENTION = timedelta(days=30)
 ROLLUP_TOPIC = "domain.usage_rollup:UsageRollup.Recorded"
@@ -34,11 +38,13 @@ def _topics(container: Container) -> dict[str, int]:
 
 
 @pytest.fixture
-def models(container: Container) -> list:
+def models(container: Container) -> Models:
     return register_models(container, 4)
 
 
-def test_statistics_are_equal_before_after_compaction_and_after_a_rebuild(container, models):
+def test_statistics_are_equal_before_after_compaction_and_after_a_rebuild(
+    container: Container, models: Models
+) -> None:
     container.usage_ledger.record(old_usage(models, 3_000, days_ago=(70, 31)))
     container.usage_ledger.record(old_usage(models, 400, days_ago=(3, 0), prefix="new"))
     container.projector.catch_up_all()
@@ -56,8 +62,8 @@ def test_statistics_are_equal_before_after_compaction_and_after_a_rebuild(contai
 
 
 def test_only_usage_older_than_the_retention_is_replaced_by_one_rollup_per_model_hour(
-    container, models
-):
+    container: Container, models: Models
+) -> None:
     container.usage_ledger.record(old_usage(models, 500, days_ago=(40, 31)))
     container.usage_ledger.record(old_usage(models, 200, days_ago=(29, 0), prefix="new"))
     container.projector.catch_up_all()
@@ -71,15 +77,23 @@ def test_only_usage_older_than_the_retention_is_replaced_by_one_rollup_per_model
 
 
 def test_late_usage_for_a_compacted_hour_is_counted_once_and_merged_into_its_rollup(
-    container, models
-):
+    container: Container, models: Models
+) -> None:
     rng = random.Random(7)
     hour_start = (NOW - timedelta(days=45)).replace(minute=0, second=0)
     container.usage_ledger.record([usage(models[0], f"a{i}", hour_start, rng) for i in range(20)])
     container.projector.catch_up_all()
     compact_usage(container, older_than=RETENTION)
-    late = [usage(models[0], f"late{i}", hour_start + timedelta(minutes=30), rng,
-                  recorded_at=NOW - timedelta(days=31)) for i in range(5)]
+    late = [
+        usage(
+            models[0],
+            f"late{i}",
+            hour_start + timedelta(minutes=30),
+            rng,
+            recorded_at=NOW - timedelta(days=31),
+        )
+        for i in range(5)
+    ]
     assert len(container.usage_ledger.record(late)) == 5
     container.projector.catch_up_all()
     counted = usage_tables(container)
@@ -97,7 +111,9 @@ def test_late_usage_for_a_compacted_hour_is_counted_once_and_merged_into_its_rol
     assert sum(row[2] + row[5] for row in rows) == 25  # requests + rejected
 
 
-def test_a_retried_request_of_compacted_usage_is_still_a_duplicate(container, models):
+def test_a_retried_request_of_compacted_usage_is_still_a_duplicate(
+    container: Container, models: Models
+) -> None:
     events = old_usage(models, 50, days_ago=(40, 35))
     container.usage_ledger.record(events)
     container.projector.catch_up_all()
@@ -107,7 +123,9 @@ def test_a_retried_request_of_compacted_usage_is_still_a_duplicate(container, mo
     assert RAW_TOPIC not in _topics(container)
 
 
-def test_only_events_every_usage_projection_has_processed_are_compacted(container, models):
+def test_only_events_every_usage_projection_has_processed_are_compacted(
+    container: Container, models: Models
+) -> None:
     container.usage_ledger.record(old_usage(models, 300, days_ago=(40, 35)))
     container.projector.catch_up("models")
     container.projector.batch_size = 100
@@ -126,8 +144,8 @@ def test_only_events_every_usage_projection_has_processed_are_compacted(containe
 
 
 def test_compacting_the_newest_event_keeps_the_log_head_so_new_events_are_not_skipped(
-    container, models
-):
+    container: Container, models: Models
+) -> None:
     container.usage_ledger.record(old_usage(models, 30, days_ago=(40, 35)))
     container.projector.catch_up_all()
     head = container.usage_ledger.recorder.max_notification_id()
@@ -141,7 +159,9 @@ def test_compacting_the_newest_event_keeps_the_log_head_so_new_events_are_not_sk
     assert sum(row[1] + row[4] for row in totals) == 31  # requests + rejected
 
 
-def test_a_dry_run_changes_nothing_and_reports_what_a_run_would_compact(container, models):
+def test_a_dry_run_changes_nothing_and_reports_what_a_run_would_compact(
+    container: Container, models: Models
+) -> None:
     container.usage_ledger.record(old_usage(models, 200, days_ago=(40, 35)))
     container.projector.catch_up_all()
     topics = _topics(container)
@@ -155,7 +175,7 @@ def test_a_dry_run_changes_nothing_and_reports_what_a_run_would_compact(containe
     assert dry.bytes_reclaimed == real.bytes_reclaimed > 0
 
 
-def test_a_second_run_in_a_row_finds_nothing_to_do(container, models):
+def test_a_second_run_in_a_row_finds_nothing_to_do(container: Container, models: Models) -> None:
     container.usage_ledger.record(old_usage(models, 200, days_ago=(40, 35)))
     container.projector.catch_up_all()
     compact_usage(container, older_than=RETENTION)
@@ -167,7 +187,7 @@ def test_a_second_run_in_a_row_finds_nothing_to_do(container, models):
     assert _topics(container) == before
 
 
-def test_the_archive_holds_every_compacted_event_once(container, models):
+def test_the_archive_holds_every_compacted_event_once(container: Container, models: Models) -> None:
     events = old_usage(models, 300, days_ago=(40, 35))
     container.usage_ledger.record(events)
     container.projector.catch_up_all()
@@ -181,14 +201,16 @@ def test_the_archive_holds_every_compacted_event_once(container, models):
     assert one["response_time_ms"] == events[0].response_time_ms
 
 
-def test_archiving_can_be_turned_off(container, models):
+def test_archiving_can_be_turned_off(container: Container, models: Models) -> None:
     container.usage_ledger.record(old_usage(models, 20, days_ago=(40, 35)))
     container.projector.catch_up_all()
     compact_usage(container, older_than=RETENTION, archive_enabled=False)
     assert not archive.days(archive.archive_dir(container.settings.data_dir))
 
 
-def test_ingest_waits_at_most_about_one_chunk_while_compaction_runs(container, models):
+def test_ingest_waits_at_most_about_one_chunk_while_compaction_runs(
+    container: Container, models: Models
+) -> None:
     container.usage_ledger.record(old_usage(models, 8_000, days_ago=(60, 31)))
     container.projector.catch_up_all()
     latencies: list[float] = []
@@ -222,7 +244,9 @@ def test_ingest_waits_at_most_about_one_chunk_while_compaction_runs(container, m
     assert sum(row[1] + row[4] for row in totals) == 8_000 + 20 * len(latencies)
 
 
-def test_rollups_carry_the_model_hour_and_the_raw_event_count(container, models):
+def test_rollups_carry_the_model_hour_and_the_raw_event_count(
+    container: Container, models: Models
+) -> None:
     rng = random.Random(5)
     hour_start = (NOW - timedelta(days=50)).replace(minute=0, second=0)
     container.usage_ledger.record([usage(models[1], f"h{i}", hour_start, rng) for i in range(12)])

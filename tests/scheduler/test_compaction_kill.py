@@ -7,14 +7,17 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from modelledger.bootstrap import Container
 from scheduler import archive
 from scheduler.compaction import RAW_TOPIC, compact_usage
 from tests.scheduler.test_compaction import RETENTION, _topics
 from tests.scheduler.usage_fixtures import old_usage, register_models, usage_tables
+
+if TYPE_CHECKING:
+    from modelledger.bootstrap import Container
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,9 +27,11 @@ def _run_until_parked(container: Container, point: str) -> None:
     args = [str(settings.data_dir)]
     if settings.backend == "postgres":
         args += [settings.database_url, settings.pg_schema]
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "tests.scheduler.kill_compaction", point, *args],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None
@@ -37,7 +42,9 @@ def _run_until_parked(container: Container, point: str) -> None:
 
 
 @pytest.mark.parametrize("point", ["between-chunks", "archived", "in-transaction"])
-def test_killed_compaction_loses_and_double_counts_nothing(container, point):
+def test_killed_compaction_loses_and_double_counts_nothing(
+    container: Container, point: str
+) -> None:
     models = register_models(container, 3)
     events = old_usage(models, 1_000, days_ago=(50, 31))
     container.usage_ledger.record(events)

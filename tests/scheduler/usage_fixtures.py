@@ -5,19 +5,24 @@ from __future__ import annotations
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from domain.usage import PredictionUsage, record_usage
-from modelledger.bootstrap import Container
 from modelledger.services import Actor
 from projections.tables import PROJECTION_TABLES
 
+if TYPE_CHECKING:
+    from modelledger.bootstrap import Container
+
 NOW = datetime.now(UTC).replace(microsecond=0)
+Models = list[tuple[uuid.UUID, uuid.UUID]]  # (model id, owner id)
 
 
-def register_models(container: Container, count: int, owners: int = 2) -> list[tuple[uuid.UUID, uuid.UUID]]:
+def register_models(
+    container: Container, count: int, owners: int = 2
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
     """``count`` models spread over ``owners`` owners: [(model id, owner id)]."""
     owner_ids = [uuid.uuid4() for _ in range(owners)]
     models = []
@@ -29,30 +34,46 @@ def register_models(container: Container, count: int, owners: int = 2) -> list[t
 
 
 def usage(
-    model: tuple[uuid.UUID, uuid.UUID], request_id: str, occurred_at: datetime,
-    rng: random.Random, *, recorded_at: datetime | None = None,
+    model: tuple[uuid.UUID, uuid.UUID],
+    request_id: str,
+    occurred_at: datetime,
+    rng: random.Random,
+    *,
+    recorded_at: datetime | None = None,
 ) -> PredictionUsage.Recorded:
     """A usage event recorded at ``recorded_at`` (default: shortly after it occurred)."""
     return record_usage(
-        model_id=model[0], owner_id=model[1], request_id=request_id, occurred_at=occurred_at,
+        model_id=model[0],
+        owner_id=model[1],
+        request_id=request_id,
+        occurred_at=occurred_at,
         response_time_ms=rng.choice([0.0, 0.5, 3.25, rng.uniform(1, 900)]),
-        input_bytes=rng.randint(0, 10_000), output_bytes=rng.randint(0, 10_000),
-        success=rng.random() < 0.9, status_code=200, rejected=rng.random() < 0.05,
+        input_bytes=rng.randint(0, 10_000),
+        output_bytes=rng.randint(0, 10_000),
+        success=rng.random() < 0.9,
+        status_code=200,
+        rejected=rng.random() < 0.05,
         now=recorded_at or occurred_at + timedelta(seconds=rng.randint(0, 120)),
     )
 
 
 def old_usage(
-    models: list[tuple[uuid.UUID, uuid.UUID]], count: int, *, days_ago: tuple[int, int],
-    seed: int = 1, prefix: str = "r",
+    models: list[tuple[uuid.UUID, uuid.UUID]],
+    count: int,
+    *,
+    days_ago: tuple[int, int],
+    seed: int = 1,
+    prefix: str = "r",
 ) -> list[PredictionUsage.Recorded]:
     """``count`` usage events spread between ``days_ago`` (older, newer) days before NOW."""
     rng = random.Random(seed)
     span = (days_ago[0] - days_ago[1]) * 86_400
     return [
         usage(
-            rng.choice(models), f"{prefix}{i}",
-            NOW - timedelta(days=days_ago[0]) + timedelta(seconds=rng.randint(0, span)), rng,
+            rng.choice(models),
+            f"{prefix}{i}",
+            NOW - timedelta(days=days_ago[0]) + timedelta(seconds=rng.randint(0, span)),
+            rng,
         )
         for i in range(count)
     ]
