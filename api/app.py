@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Response, Router
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -24,6 +25,19 @@ from modelledger.bootstrap import Container, build
 from modelledger.settings import load_settings
 
 GROUP_COMMIT_ENV = "MODELLEDGER_GROUP_COMMIT"  # "false": one transaction per request (benchmark baseline)
+
+
+def _allow_every_method(request: Request[Any, Any, Any]) -> Response[None] | None:
+    """Answer OPTIONS with every method of the path.
+
+    Litestar 2.25's automatic OPTIONS handler lists only the methods of the path's first
+    handler group when a controller declares the path in several handlers.
+    """
+    if request.method != "OPTIONS":
+        return None
+    paths = request.scope["route_handler"].paths
+    methods = {m for r in request.app.routes if r.path in paths for m in getattr(r, "methods", ())}
+    return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
 
 
 def create_app(
@@ -69,6 +83,7 @@ def create_app(
             render_plugins=[SwaggerRenderPlugin()],
         ),
         on_shutdown=[shutdown],
+        before_request=_allow_every_method,
     )
 
 

@@ -122,7 +122,8 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
     """Authenticates every request of the router it is attached to."""
 
     def __init__(self, app: ASGIApp, verifier: TokenVerifier) -> None:
-        super().__init__(app, scopes={ScopeType.HTTP})
+        # OPTIONS too: every /api request needs a token (no CORS pre-flight is served).
+        super().__init__(app, scopes={ScopeType.HTTP}, exclude_http_methods=[])
         self.verifier = verifier
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
