@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+import msgspec.structs
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import JSONTranscoder, Mapper, MapperDeserialisationError, StoredEvent
 from eventsourcing.utils import get_topic, resolve_topic
@@ -83,7 +84,7 @@ class MsgspecMapper(Mapper[UUID]):
                 f"{stored_event.originator_id} v{stored_event.originator_version}: {error}"
             )
             raise MapperDeserialisationError(msg) from error
-        state = {name: getattr(decoded, name) for name in codec.names}
+        state = msgspec.structs.asdict(decoded)
         originator_id = stored_event.originator_id
         state["originator_id"] = (
             originator_id if isinstance(originator_id, UUID) else UUID(originator_id)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
+import msgspec
 from psycopg_pool import ConnectionPool
 
 from domain.usage_stats import UsageStats
@@ -32,6 +34,7 @@ class PostgresStore(ReadStore):
     }
 
     def __init__(self, conninfo: str, *, schema: str = "public", pool_size: int = 8) -> None:
+        super().__init__()
         self.pool = ConnectionPool(
             conninfo,
             min_size=1,
@@ -70,7 +73,7 @@ class PostgresStore(ReadStore):
         self, cur: Cursor, table: Table, keys: Sequence[tuple[Any, ...]]
     ) -> dict[tuple[Any, ...], UsageStats]:
         kinds = dict(table.columns)
-        key_arrays = ", ".join(f"%s::{_ARRAY_TYPES[kinds[name]]}" for name in table.key)
+        key_arrays = ", ".join(f"%b::{_ARRAY_TYPES[kinds[name]]}" for name in table.key)
         key_names = ", ".join(table.key)
         cur.execute(
             f"SELECT {key_names}, {', '.join(STATS_NAMES)} FROM {table.name} "  # noqa: S608
@@ -84,15 +87,32 @@ class PostgresStore(ReadStore):
         }
 
     def upsert(self, cur: Cursor, table: Table, rows: Sequence[Sequence[Any]]) -> None:
+        # One JSON document per batch: msgspec encodes it in C (bytes as base64) and
+        # PostgreSQL's json_to_recordset parses it in C: several times faster than arrays.
         names = table.column_names
-        arrays = ", ".join(f"%s::{_ARRAY_TYPES[kind]}" for _, kind in table.columns)
+        kinds = dict(table.columns)
+        struct = _row_struct(table)
+        record = ", ".join(
+            f"{n} {'text' if kinds[n] == 'bytes' else self.type_names[kinds[n]]}" for n in names
+        )
+        values = ", ".join(
+            f"decode(r.{n}, 'base64')" if kinds[n] == "bytes" else f"r.{n}" for n in names
+        )
         updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in table.key)
         cur.execute(
             f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608
-            f"SELECT * FROM unnest({arrays}) "
+            f"SELECT {values} FROM json_to_recordset(%s::json) AS r({record}) "
             f"ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET {updates}",
-            [list(column) for column in zip(*rows, strict=True)],
+            (_json.encode([struct(*row) for row in rows]).decode(),),
         )
+
+
+_json = msgspec.json.Encoder()
+
+
+@cache
+def _row_struct(table: Table) -> type[msgspec.Struct]:
+    return msgspec.defstruct(f"{table.name}_row", [(n, Any) for n in table.column_names])
 
 
 def _bytes_last(values: Sequence[Any]) -> list[Any]:

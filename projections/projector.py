@@ -8,6 +8,9 @@ processors of one projection serialise on the lock, so no event is ever applied 
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,19 +44,31 @@ class Projection:
     name: str
     source: str
     fold: Callable[[Iterable[object]], Any]
-    write: Callable[[ReadStore, Cursor, Any, str], None]
+    write: Callable[[ReadStore, Cursor, Any, str, int, int], None]
 
 
 PROJECTIONS: tuple[Projection, ...] = (
     Projection(
         "models", "registry", fold_model_events,
-        lambda store, cur, changes, suffix: store.write_model_patches(cur, changes, suffix),
+        lambda store, cur, changes, suffix, _before, _after: store.write_model_patches(
+            cur, changes, suffix
+        ),
     ),
     Projection(
         "usage", "usage", fold_usage_events,
-        lambda store, cur, changes, suffix: store.merge_usage(cur, changes, suffix),
+        lambda store, cur, changes, suffix, before, after: store.merge_usage(
+            cur, changes, suffix, before, after
+        ),
     ),
 )
+
+
+@dataclass(frozen=True)
+class _Batch:
+    before: int
+    after: int
+    count: int
+    changes: Any
 
 
 @dataclass(frozen=True)
@@ -94,24 +109,93 @@ class Projector:
             return 0
         to_domain_event = source.mapper.to_domain_event
         changes = projection.fold([to_domain_event(n) for n in notifications])
-        projection.write(self.store, cur, changes, suffix)
-        self.store.set_position(cur, tracking, notifications[-1].id)
+        last = notifications[-1].id
+        projection.write(self.store, cur, changes, suffix, position, last)
+        self.store.set_position(cur, tracking, last)
         return len(notifications)
 
     def catch_up(self, name: str, *, progress: Progress | None = None) -> int:
         """Process batches until the projection reaches the head seen at the start."""
         projection = self.projections[name]
         head = self.sources[projection.source].head()
+        return self._pipeline(projection, "", name, head, progress)
+
+    def _pipeline(
+        self,
+        projection: Projection,
+        suffix: str,
+        lock_name: str,
+        head: int,
+        progress: Progress | None,
+    ) -> int:
+        """Fold batches in a reader thread while this thread writes the previous one.
+
+        The fold is pure, so reading ahead is safe; each write transaction still checks under
+        the lock that the tracking position is where the batch starts, and stops the pipeline
+        when another processor moved it (the caller's next call continues from there). Folding
+        (Python) and writing (mostly the database) then overlap on the two cores.
+        """
+        tracking = projection.name + suffix
+        with self.store.read() as cur:
+            start = self.store.position(cur, tracking)
+        if start >= head:
+            return 0
+        if head - start <= self.batch_size:  # one batch: no read-ahead thread needed
+            with self.store.write(lock_name) as cur:
+                return self.process_batch(cur, projection, suffix)
+        batches: queue.Queue[_Batch | BaseException | None] = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        reader = threading.Thread(
+            target=self._read_ahead, args=(projection, start, head, batches, stop),
+            name=f"read-ahead-{tracking}", daemon=True,
+        )
+        reader.start()
         total = 0
-        while True:
-            with self.store.write(name) as cur:
-                processed = self.process_batch(cur, projection)
-                position = self.store.position(cur, name)
-            total += processed
-            if progress is not None:
-                progress(position, head)
-            if processed < self.batch_size or position >= head:
-                return total
+        try:
+            while (batch := batches.get()) is not None:
+                if isinstance(batch, BaseException):
+                    raise batch
+                with self.store.write(lock_name) as cur:
+                    if self.store.position(cur, tracking) != batch.before:
+                        break  # another processor advanced it: nothing here is applied twice
+                    projection.write(self.store, cur, batch.changes, suffix, batch.before, batch.after)
+                    self.store.set_position(cur, tracking, batch.after)
+                total += batch.count
+                if progress is not None:
+                    progress(batch.after, head)
+        finally:
+            stop.set()
+            while reader.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    batches.get(timeout=0.05)
+        return total
+
+    def _read_ahead(
+        self,
+        projection: Projection,
+        start: int,
+        head: int,
+        batches: queue.Queue[_Batch | BaseException | None],
+        stop: threading.Event,
+    ) -> None:
+        source = self.sources[projection.source]
+        to_domain_event = source.mapper.to_domain_event
+        position = start
+        try:
+            while not stop.is_set() and position < head:
+                notifications = source.recorder.select_notifications(
+                    position + 1, self.batch_size, stop=head
+                )
+                if not notifications:
+                    break
+                changes = projection.fold([to_domain_event(n) for n in notifications])
+                after = notifications[-1].id
+                batches.put(_Batch(position, after, len(notifications), changes))
+                position = after
+        except BaseException as error:  # noqa: BLE001 - handed to the writing thread
+            batches.put(error)
+            return
+        batches.put(None)
 
     def catch_up_all(self) -> int:
         return sum(self.catch_up(name) for name in self.projections)
@@ -140,16 +224,7 @@ class Projector:
         with self.store.write(name + NEXT) as cur:
             self.store.drop_tables(cur, name, NEXT)
             self.store.create_tables(cur, name, NEXT)
-        total = 0
-        while True:
-            with self.store.write(name + NEXT) as cur:
-                processed = self.process_batch(cur, projection, NEXT)
-                position = self.store.position(cur, name + NEXT)
-            total += processed
-            if progress is not None:
-                progress(position, head)
-            if processed < self.batch_size:
-                break
+        total = self._pipeline(projection, NEXT, name + NEXT, head, progress)
         with self.store.write(name) as cur:
             while (processed := self.process_batch(cur, projection, NEXT)) > 0:
                 total += processed

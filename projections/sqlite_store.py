@@ -30,6 +30,7 @@ class SQLiteStore(ReadStore):
     }
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()

@@ -54,6 +54,10 @@ class ReadStore(ABC):
 
     backend: str
     type_names: Mapping[str, str]
+    _stats_caches: dict[str, _StatsCache]
+
+    def __init__(self) -> None:
+        self._stats_caches = {}
 
     # -- connections, supplied by each backend ---------------------------------------------
 
@@ -216,22 +220,38 @@ class ReadStore(ABC):
                     + [self.to_db(model_id, "uuid")],
                 )
 
-    def merge_usage(self, cur: Cursor, delta: UsageDelta, suffix: str = "") -> None:
-        """Merge a batch's statistics into the four usage tables."""
-        self._merge_stats(cur, _suffixed(USAGE_MODEL_HOURLY, suffix), delta.model_hourly, ())
-        self._merge_stats(cur, _suffixed(USAGE_OWNER_HOURLY, suffix), delta.owner_hourly, ())
-        self._merge_stats(
-            cur,
-            _suffixed(USAGE_MODEL_TOTALS, suffix),
-            {(model_id,): stats for model_id, stats in delta.model_totals.items()},
-            delta.model_owner,
-        )
-        self._merge_stats(
-            cur,
-            _suffixed(USAGE_OWNER_TOTALS, suffix),
-            {(owner_id,): stats for owner_id, stats in delta.owner_totals.items()},
-            (),
-        )
+    def merge_usage(
+        self, cur: Cursor, delta: UsageDelta, suffix: str, before: int, after: int
+    ) -> None:
+        """Merge a batch's statistics (log positions ``before`` -> ``after``) into the usage tables.
+
+        Rows this process wrote last are kept in memory and reused while the tracking
+        position proves nobody else wrote since (``before`` equals the cached position), so
+        a follower that keeps up reads back almost nothing.
+        """
+        cache = self._stats_caches.setdefault("usage" + suffix, _StatsCache())
+        cache.begin(before)
+        try:
+            self._merge_stats(cur, _suffixed(USAGE_MODEL_HOURLY, suffix), delta.model_hourly, (), cache)
+            self._merge_stats(cur, _suffixed(USAGE_OWNER_HOURLY, suffix), delta.owner_hourly, (), cache)
+            self._merge_stats(
+                cur,
+                _suffixed(USAGE_MODEL_TOTALS, suffix),
+                {(model_id,): stats for model_id, stats in delta.model_totals.items()},
+                delta.model_owner,
+                cache,
+            )
+            self._merge_stats(
+                cur,
+                _suffixed(USAGE_OWNER_TOTALS, suffix),
+                {(owner_id,): stats for owner_id, stats in delta.owner_totals.items()},
+                (),
+                cache,
+            )
+        except BaseException:
+            cache.clear()
+            raise
+        cache.end(after)
 
     def _merge_stats(
         self,
@@ -239,20 +259,46 @@ class ReadStore(ABC):
         table: Table,
         delta: Mapping[tuple[Any, ...], UsageStats],
         extra: Mapping[UUID, UUID] | tuple[()],
+        cache: _StatsCache,
     ) -> None:
         if not delta:
             return
-        existing = self.fetch_stats(cur, table, list(delta))
+        known = cache.rows.setdefault(table.name, {})
+        missing = [key for key in delta if key not in known]
+        if missing:
+            known.update(self.fetch_stats(cur, table, missing))
         rows = []
         for key, stats in delta.items():
-            merged = existing.get(key)
+            merged = known.get(key)
             if merged is None:
-                merged = stats
+                merged = known[key] = stats
             else:
                 merged.merge(stats)
             prefix = (*key, extra[key[0]]) if extra else key
             rows.append((*prefix, *stats_values(merged)))
         self.upsert(cur, table, rows)
+
+
+class _StatsCache:
+    """Statistics rows as last written, valid while ``position`` is the tracking position."""
+
+    LIMIT = 200_000  # rows kept at most; past it the cache starts again empty
+
+    def __init__(self) -> None:
+        self.position: int | None = None
+        self.rows: dict[str, dict[tuple[Any, ...], UsageStats]] = {}
+
+    def clear(self) -> None:
+        self.position = None
+        self.rows = {}
+
+    def begin(self, position: int) -> None:
+        if self.position != position or sum(map(len, self.rows.values())) > self.LIMIT:
+            self.rows = {}
+        self.position = None  # until the batch is written, the rows are in flux
+
+    def end(self, position: int) -> None:
+        self.position = position
 
 
 def stats_values(stats: UsageStats) -> tuple[Any, ...]:
