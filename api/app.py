@@ -13,7 +13,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig
 
-from api.auth import SECURITY_SCHEME, BearerAuthMiddleware, TokenVerifier, resolve_secret, security_components
+from api.auth import (
+    SECURITY_SCHEME,
+    BearerAuthMiddleware,
+    TokenVerifier,
+    resolve_secret,
+    security_components,
+)
 from api.controllers.admin import AdminController
 from api.controllers.health import HealthController, MetricsController
 from api.controllers.models import ModelController
@@ -24,7 +30,8 @@ from modelledger.artifacts import ArtifactStore
 from modelledger.bootstrap import Container, build
 from modelledger.settings import load_settings
 
-GROUP_COMMIT_ENV = "MODELLEDGER_GROUP_COMMIT"  # "false": one transaction per request (benchmark baseline)
+# "false": one transaction per request (the baseline the benchmark compares against)
+GROUP_COMMIT_ENV = "MODELLEDGER_GROUP_COMMIT"
 
 
 def _allow_every_method(request: Request[Any, Any, Any]) -> Response[None] | None:
@@ -63,7 +70,9 @@ def create_app(
         route_handlers=[api, HealthController, MetricsController],
         state=State({
             "container": container,
-            "artifacts": ArtifactStore(Path(settings.data_dir) / "artifacts", settings.max_upload_bytes),
+            "artifacts": ArtifactStore(
+                Path(settings.data_dir) / "artifacts", settings.max_upload_bytes
+            ),
             "group_commit": committer,
         }),
         exception_handlers=EXCEPTION_HANDLERS,

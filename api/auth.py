@@ -8,25 +8,28 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
-from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
-from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware.authentication import (
     AbstractAuthenticationMiddleware,
     AuthenticationResult,
 )
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp
 
-from modelledger.settings import Settings
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from litestar.connection import ASGIConnection
+    from litestar.handlers.base import BaseRouteHandler
+    from litestar.types import ASGIApp
+
+    from modelledger.settings import Settings
 
 SCOPE_MODELS = "models"
 SCOPE_USAGE_WRITE = "usage:write"
@@ -34,7 +37,7 @@ SCOPE_ADMIN = "admin"
 SCOPES = (SCOPE_MODELS, SCOPE_USAGE_WRITE, SCOPE_ADMIN)
 SECURITY_SCHEME = "BearerToken"
 REALM = 'Bearer realm="modelledger"'
-SECRET_FILE = "jwt-secret"
+SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
 _USER_NAMESPACE = uuid.UUID("5f0c3a52-1b8e-4f6e-9a55-6d1f0f2b7c11")
 
 
@@ -93,7 +96,7 @@ class TokenVerifier:
         except jwt.PyJWTError:
             raise _unauthorized("malformed token") from None
         key = self.keys.get(algorithm) if isinstance(algorithm, str) else None
-        if key is None:
+        if key is None or not isinstance(algorithm, str):
             raise _unauthorized(f"algorithm {algorithm!r} is not accepted")
         try:
             claims = jwt.decode(
@@ -126,7 +129,9 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         super().__init__(app, scopes={ScopeType.HTTP}, exclude_http_methods=[])
         self.verifier = verifier
 
-    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
         header = connection.headers.get("authorization")
         if not header:
             raise NotAuthorizedException(
@@ -142,11 +147,15 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     user = connection.scope.get("user")
     if not isinstance(user, Principal):  # pragma: no cover - the middleware guarantees it
-        raise NotAuthorizedException(detail="not authenticated", headers={"WWW-Authenticate": REALM})
+        raise NotAuthorizedException(
+            detail="not authenticated", headers={"WWW-Authenticate": REALM}
+        )
     return user
 
 
-def requires(*any_of: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+def requires(
+    *any_of: str,
+) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
     """A guard admitting tokens holding at least one of the scopes."""
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

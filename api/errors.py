@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.types import ExceptionHandlersMap
 
 from api.schemas import InvalidParam, Problem
 from domain.errors import (
@@ -24,6 +22,11 @@ from domain.errors import (
     VersionConflictError,
 )
 from projections.windows import WindowError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from litestar.types import ExceptionHandlersMap
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("modelledger.api")

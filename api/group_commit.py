@@ -13,15 +13,19 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from uuid import UUID
+from typing import TYPE_CHECKING
 
 from litestar.concurrency import sync_to_thread
 
 from domain.errors import ModelNotFoundError, ValidationError
 from domain.model import ModelStatus
 from domain.usage import PredictionUsage, record_usage
-from modelledger.ingest import UsageIngest, UsageRecord
 from projections import queries
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from modelledger.ingest import UsageIngest, UsageRecord
 
 
 @dataclass
@@ -29,11 +33,15 @@ class _Pending:
     record: UsageRecord
     caller_id: UUID
     may_record_any: bool
-    done: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class GroupCommitter:
-    def __init__(self, ingest: UsageIngest, *, max_batch: int = 5_000, enabled: bool = True) -> None:
+    def __init__(
+        self, ingest: UsageIngest, *, max_batch: int = 5_000, enabled: bool = True
+    ) -> None:
         self.ingest = ingest
         self.max_batch = max_batch
         self.enabled = enabled
@@ -48,31 +56,33 @@ class GroupCommitter:
         """
         if not self.enabled:
             return await sync_to_thread(self._record_alone, record, caller_id, may_record_any)
-        self._ensure_running()
+        wakeup = self._ensure_running()
         pending = _Pending(record, caller_id, may_record_any)
         self._queue.append(pending)
-        assert self._wakeup is not None
-        self._wakeup.set()
+        wakeup.set()
         return await pending.done
 
-    def _record_alone(self, record: UsageRecord, caller_id: UUID, may_record_any: bool) -> bool:
+    def _record_alone(
+        self, record: UsageRecord, caller_id: UUID, may_record_any: bool  # noqa: FBT001
+    ) -> bool:
         """One transaction per request: the baseline the benchmark compares against."""
         [(event, error)] = _prepare(self.ingest, [record], [(caller_id, may_record_any)])
-        if error is not None:
-            raise error
-        assert event is not None
+        if error is not None or event is None:
+            raise error or AssertionError("no event")
         return event.originator_id in self.ingest.commit([event])
 
-    def _ensure_running(self) -> None:
-        if self._task is None or self._task.done():
+    def _ensure_running(self) -> asyncio.Event:
+        if self._wakeup is None or self._task is None or self._task.done():
             self._wakeup = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(self._wakeup), name="group-commit"
+            )
+        return self._wakeup
 
-    async def _run(self) -> None:
-        assert self._wakeup is not None
+    async def _run(self, wakeup: asyncio.Event) -> None:
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
+            await wakeup.wait()
+            wakeup.clear()
             while self._queue:
                 group, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
                 try:
@@ -99,10 +109,9 @@ class GroupCommitter:
         answered: set[UUID] = set()
         outcomes: list[bool | Exception] = []
         for event, error in prepared:
-            if error is not None:
-                outcomes.append(error)
+            if error is not None or event is None:
+                outcomes.append(error or AssertionError("no event"))
                 continue
-            assert event is not None
             fresh = event.originator_id in inserted and event.originator_id not in answered
             answered.add(event.originator_id)
             outcomes.append(fresh)

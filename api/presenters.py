@@ -5,16 +5,18 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import msgspec
 
 from api import schemas
 from api.errors import InvalidParameterError
-from domain.usage_stats import UsageStats
-from projections.queries import ModelRow
-from projections.windows import Bucket
+
+if TYPE_CHECKING:
+    from domain.usage_stats import UsageStats
+    from projections.queries import ModelRow
+    from projections.windows import Bucket
 
 
 def totals(stats: UsageStats) -> schemas.UsageTotals:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime  # noqa: TC003 - needed at run time by msgspec/Litestar
 from typing import Annotated, Any, Literal
-from uuid import UUID
+from uuid import UUID  # noqa: TC003 - needed at run time by msgspec/Litestar
 
 import msgspec
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from litestar import Request
 from litestar.openapi.spec import (
-    Operation,
     OpenAPIMediaType,
     OpenAPIType,
+    Operation,
     RequestBody,
     Schema,
 )
@@ -26,6 +25,9 @@ from multipart import (  # type: ignore[import-untyped]
 from api.errors import InvalidParameterError, PayloadTooLargeError
 from api.schemas import ModelCreate
 from modelledger.artifacts import ArtifactStore, ArtifactTooLargeError, Upload
+
+if TYPE_CHECKING:
+    from litestar import Request
 
 MAX_JSON_BYTES = 1 << 20
 MAX_FIELD_BYTES = 64 * 1024
@@ -48,14 +50,17 @@ def decode_json(body: bytes, kind: type[Any]) -> Any:
     except msgspec.ValidationError as error:
         message = str(error)
         if (unknown := _UNKNOWN_FIELD.search(message)) is not None:
-            raise InvalidParameterError(unknown.group(1), "is not a field of this request", 422) from None
+            name = unknown.group(1)
+            raise InvalidParameterError(name, "is not a field of this request", 422) from None
         path = _JSON_PATH.search(message)
         raise InvalidParameterError((path and path.group(1)) or "body", message) from None
     except msgspec.DecodeError as error:
         raise InvalidParameterError("body", f"malformed JSON: {error}") from None
 
 
-async def read_registration(request: Request[Any, Any, Any], artifacts: ArtifactStore) -> Registration:
+async def read_registration(
+    request: Request[Any, Any, Any], artifacts: ArtifactStore
+) -> Registration:
     media_type, options = parse_options_header(request.headers.get("content-type", ""))
     if media_type == "multipart/form-data":
         boundary = options.get("boundary")
@@ -74,50 +79,67 @@ async def read_registration(request: Request[Any, Any, Any], artifacts: Artifact
     return Registration(decode_json(bytes(body), ModelCreate))
 
 
+class _FormReader:
+    """Feeds multipart parts: text fields into memory, the ``file`` part into the store."""
+
+    def __init__(self, artifacts: ArtifactStore) -> None:
+        self.artifacts = artifacts
+        self.fields: dict[str, str] = {}
+        self.upload: Upload | None = None
+        self.filename: str | None = None
+        self.segment: MultipartSegment | None = None
+        self.text = bytearray()
+
+    def feed(self, part: MultipartSegment | bytes | None) -> None:
+        if isinstance(part, MultipartSegment):
+            self._start(part)
+        elif part:
+            self._data(part)
+        elif self.segment is not None and self.segment.name != "file":
+            self.fields[self.segment.name] = _text(self.segment.name, self.text)
+
+    def _start(self, segment: MultipartSegment) -> None:
+        self.segment, self.text = segment, bytearray()
+        if segment.name == "file":
+            if self.upload is not None:
+                raise InvalidParameterError("file", "give one file", 422)
+            self.upload, self.filename = self.artifacts.begin(), segment.filename or "artifact"
+        elif segment.name not in FORM_FIELDS:
+            raise InvalidParameterError(segment.name, "is not a field of this request", 422)
+
+    def _data(self, chunk: bytes) -> None:
+        if self.segment is not None and self.segment.name == "file" and self.upload is not None:
+            self.upload.write(chunk)
+            return
+        self.text.extend(chunk)
+        if len(self.text) > MAX_FIELD_BYTES:
+            raise PayloadTooLargeError(detail="form field too large")
+
+    def registration(self) -> Registration:
+        if "name" not in self.fields:
+            raise InvalidParameterError("name", "is required", 422)
+        return Registration(ModelCreate(**self.fields), self.upload, self.filename)
+
+
 async def _read_multipart(
     request: Request[Any, Any, Any], boundary: str, artifacts: ArtifactStore
 ) -> Registration:
-    fields: dict[str, str] = {}
-    upload: Upload | None = None
-    filename: str | None = None
-    segment: MultipartSegment | None = None
-    text = bytearray()
+    reader = _FormReader(artifacts)
     try:
         with PushMultipartParser(boundary, max_segment_count=16) as parser:
             async for chunk in _with_eof(request):
                 for part in parser.parse(chunk):
-                    if isinstance(part, MultipartSegment):
-                        segment, text = part, bytearray()
-                        if segment.name == "file":
-                            if upload is not None:
-                                raise InvalidParameterError("file", "give one file", 422)
-                            upload, filename = artifacts.begin(), segment.filename or "artifact"
-                        elif segment.name not in FORM_FIELDS:
-                            raise InvalidParameterError(
-                                segment.name, "is not a field of this request", 422
-                            )
-                    elif part:
-                        if segment is not None and segment.name == "file" and upload is not None:
-                            upload.write(part)
-                        else:
-                            text.extend(part)
-                            if len(text) > MAX_FIELD_BYTES:
-                                raise PayloadTooLargeError(detail="form field too large")
-                    elif segment is not None and segment.name != "file":
-                        fields[segment.name] = _text(segment.name, text)
-        if "name" not in fields:
-            raise InvalidParameterError("name", "is required", 422)
-        data = ModelCreate(**fields)  # type: ignore[arg-type]
+                    reader.feed(part)
+        return reader.registration()
     except ArtifactTooLargeError as error:
-        _discard(upload)
+        _discard(reader.upload)
         raise PayloadTooLargeError(detail=str(error)) from None
     except (ParserError, ParserLimitReached) as error:
-        _discard(upload)
+        _discard(reader.upload)
         raise InvalidParameterError("body", f"malformed multipart/form-data: {error}") from None
     except BaseException:
-        _discard(upload)
+        _discard(reader.upload)
         raise
-    return Registration(data, upload, filename)
 
 
 async def _with_eof(request: Request[Any, Any, Any]) -> Any:
@@ -163,7 +185,7 @@ class RegisterOperation(Operation):
         )
         form_schema = Schema(
             type=OpenAPIType.OBJECT,
-            properties={**_FIELDS, "file": _string("the model artifact", format="binary")},  # type: ignore[arg-type]
+            properties={**_FIELDS, "file": _string("the model artifact", format="binary")},
             required=["name"],
             additional_properties=False,
         )

@@ -8,6 +8,7 @@ leaves the model in ``artifacts_pending_removal`` for the next sweep.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -16,13 +17,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
-from uuid import UUID
+from typing import IO, TYPE_CHECKING
 
-from domain.errors import ModelNotFoundError
-from modelledger.registry import ModelRegistry
 from projections import queries
-from projections.store import ReadStore
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from modelledger.registry import ModelRegistry
+    from projections.store import ReadStore
 
 log = logging.getLogger("modelledger.artifacts")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -96,7 +99,9 @@ class ArtifactStore:
         path.unlink(missing_ok=True)
         _rmdir_quietly(path.parent)
 
-    def remove_file(self, model_id: UUID, filename: str, *, attempts: int = 3, delay: float = 0.2) -> bool:
+    def remove_file(
+        self, model_id: UUID, filename: str, *, attempts: int = 3, delay: float = 0.2
+    ) -> bool:
         """Delete the file (absent counts as deleted), retrying; returns whether it is gone."""
         path = self.path_of(model_id, filename)
         for attempt in range(1, attempts + 1):
@@ -114,10 +119,8 @@ class ArtifactStore:
 
 
 def _rmdir_quietly(directory: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # not empty or already gone
         directory.rmdir()
-    except OSError:
-        pass  # not empty or already gone
 
 
 def remove_artifact(
@@ -131,10 +134,7 @@ def remove_artifact(
     """Remove a deleted model's file and record when it happened; False leaves it pending."""
     if not artifacts.remove_file(model_id, filename):
         return False
-    try:
-        registry.record_artifact_removed(model_id, actor=SYSTEM_ACTOR, correlation_id=correlation_id)
-    except ModelNotFoundError:
-        return True
+    registry.record_artifact_removed(model_id, actor=SYSTEM_ACTOR, correlation_id=correlation_id)
     return True
 
 
@@ -144,7 +144,7 @@ def remove_pending(
     """The sweep (a scheduler job): retry every removal still pending; returns a summary."""
     removed = failed = 0
     for model_id, filename in queries.artifacts_pending_removal(store, limit):
-        if remove_artifact(artifacts, registry, model_id, filename, correlation_id="artifact-sweep"):
+        if remove_artifact(artifacts, registry, model_id, filename, correlation_id="sweep"):
             removed += 1
         else:
             failed += 1

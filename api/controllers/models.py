@@ -24,6 +24,7 @@ from projections import queries
 
 Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"]
 ModelId = FromPath[UUID]
+MAX_TAG_DIGITS = 18  # versions fit in a signed 64-bit integer
 
 
 def _with_etag(body: ModelDetail, status_code: int = 200, **headers: str) -> Response[ModelDetail]:
@@ -34,7 +35,7 @@ def _expected_version(if_match: str | None) -> int | None:
     if if_match is None or if_match.strip() == "*":
         return None
     tag = if_match.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit() or len(tag) > 18:
+    if not tag.isdigit() or len(tag) > MAX_TAG_DIGITS:
         raise InvalidParameterError("If-Match", 'must be an ETag of this API, e.g. "3"')
     return int(tag)
 
@@ -86,9 +87,10 @@ class ModelController(Controller):
         sync_to_thread=True,
         responses=problem_responses(400, 401, 403),
     )
-    def list_models(  # noqa: PLR0913 - one argument per query parameter
+    def list_models(
         self,
         request: ApiRequest,
+        *,
         limit: Annotated[int, QueryParameter(ge=1, le=100, description="Page size")] = 20,
         cursor: Annotated[str | None, QueryParameter(max_length=500)] = None,
         status: Annotated[
@@ -221,7 +223,8 @@ def _after(cursor: str, sort: str) -> tuple[Any, UUID]:
     if len(parts) != 3 or parts[0] != sort:  # noqa: PLR2004
         raise InvalidParameterError("cursor", "belongs to another listing or sort order")
     try:
-        value: Any = parts[1] if sort.removeprefix("-") == "name" else datetime.fromisoformat(parts[1])
+        name_sort = sort.removeprefix("-") == "name"
+        value: Any = parts[1] if name_sort else datetime.fromisoformat(parts[1])
         return value, UUID(parts[2])
     except (TypeError, ValueError):
         raise InvalidParameterError("cursor", "not a cursor this API issued") from None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
-from uuid import UUID
+from typing import TYPE_CHECKING, Annotated, Literal
+from uuid import UUID  # noqa: TC003 - needed at run time by msgspec/Litestar
 
 import msgspec
 from litestar import Controller, Response, get, post
@@ -27,7 +27,9 @@ from api.schemas import (
 )
 from modelledger.ingest import UsageRecord
 from projections import queries, windows
-from projections.store import ReadStore
+
+if TYPE_CHECKING:
+    from projections.store import ReadStore
 
 Window = Literal["hour", "day", "week", "month"]
 DEFAULT_SPAN = {
@@ -68,7 +70,8 @@ def _aware(moment: datetime, name: str) -> datetime:
 
 
 def _series(
-    store: ReadStore, scope: str, key: UUID, window: str, tz: str, start: datetime, end: datetime
+    store: ReadStore, scope: str, key: UUID, *, window: str, tz: str, start: datetime,
+    end: datetime,
 ) -> list[windows.Bucket]:
     zone = windows.zone(tz)
     bounds = list(windows.boundaries(window, zone, start, end))
@@ -93,7 +96,9 @@ class UsageController(Controller):
             **problem_responses(400, 401, 403, 404, 422),
         },
     )
-    async def record(self, request: ApiRequest, model_id: FromPath[UUID], data: JSONBody[UsageIn]) -> Response[UsageAck]:
+    async def record(
+        self, request: ApiRequest, model_id: FromPath[UUID], data: JSONBody[UsageIn]
+    ) -> Response[UsageAck]:
         who = principal(request)
         fresh = await committer(request).record(
             _record(model_id, data), caller_id=who.user_id,
@@ -129,9 +134,10 @@ class UsageController(Controller):
         sync_to_thread=True,
         responses=problem_responses(400, 401, 403, 404),
     )
-    def model_usage(  # noqa: PLR0913 - one argument per query parameter
+    def model_usage(
         self,
         request: ApiRequest,
+        *,
         model_id: FromPath[UUID],
         window: WindowParam = "day",
         from_: FromParam = None,
@@ -141,7 +147,7 @@ class UsageController(Controller):
         c = container(request)
         c.models.get(principal(request).user_id, model_id)  # 404 unless the caller's model
         start, end = _range(window, from_, to)
-        buckets = _series(c.store, "model", model_id, window, tz, start, end)
+        buckets = _series(c.store, "model", model_id, window=window, tz=tz, start=start, end=end)
         return UsageSeries(window, tz, [presenters.bucket(b) for b in buckets])
 
     @get(
@@ -155,6 +161,7 @@ class UsageController(Controller):
     def summary(
         self,
         request: ApiRequest,
+        *,
         window: WindowParam = "day",
         from_: FromParam = None,
         to: ToParam = None,
@@ -162,7 +169,7 @@ class UsageController(Controller):
     ) -> UsageSummary:
         c, owner_id = container(request), principal(request).user_id
         start, end = _range(window, from_, to)
-        buckets = _series(c.store, "owner", owner_id, window, tz, start, end)
+        buckets = _series(c.store, "owner", owner_id, window=window, tz=tz, start=start, end=end)
         totals, per_model = queries.owner_usage(c.store, owner_id)
         names = queries.model_names(c.store, owner_id)
         return UsageSummary(

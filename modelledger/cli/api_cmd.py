@@ -10,12 +10,15 @@ import shutil
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from modelledger.bootstrap import Container
 from modelledger.cli.common import container
 from modelledger.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from modelledger.bootstrap import Container
 
 log = logging.getLogger("modelledger.serve")
 _TTL = re.compile(r"^(\d+)([smhd])$")
@@ -29,7 +32,7 @@ def register(cli: click.Group) -> None:
 
 def _settings(**overrides: object) -> Settings:
     try:
-        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+        return load_settings(None, **{k: v for k, v in overrides.items() if v is not None})
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
 
@@ -51,12 +54,13 @@ def _start_embedded(c: Container, stop: threading.Event) -> list[threading.Threa
 @click.command(help="Run the HTTP API (and, unless API-only, the projection worker and scheduler).")
 @click.option("--host", help="Address to listen on [MODELLEDGER_HOST].")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port [MODELLEDGER_PORT].")
-@click.option("--workers", type=click.IntRange(1, 64), help="API processes [MODELLEDGER_WORKERS].")
+@click.option("--workers", type=click.IntRange(1, 64),
+              help="API processes [MODELLEDGER_WORKERS].")
 @click.option("--api-only", is_flag=True,
               help="Serve the API only; run `modelledger worker` elsewhere "
               "[MODELLEDGER_EMBEDDED_WORKER=false].")
 @click.option("--access-log/--no-access-log", default=False, help="Log every request.")
-def serve(host: str | None, port: int | None, workers: int | None, api_only: bool,
+def serve(*, host: str | None, port: int | None, workers: int | None, api_only: bool,
           access_log: bool) -> None:
     import uvicorn  # noqa: PLC0415 - only this command needs it
 
@@ -118,16 +122,17 @@ def _ttl(value: str) -> timedelta:
 @click.command(help="Print a bearer token (HS256, signed with the configured secret).")
 @click.option("--sub", "subject", required=True, help="The user id (the token's `sub`).")
 @click.option("--scope", "scope", default="models", show_default=True,
-              help='Space-separated scopes: models, usage:write, admin (e.g. "models usage:write").')
+              help='Space-separated: models, usage:write, admin (e.g. "models usage:write").')
 @click.option("--ttl", default="1h", show_default=True, help="Lifetime: 30m, 1h, 7d, ...")
-def token(subject: str, scope: str, ttl: str) -> None:
+def token(*, subject: str, scope: str, ttl: str) -> None:
     from api.auth import SCOPES, issue_token, resolve_secret  # noqa: PLC0415
 
     scopes = scope.split()
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown or not scopes:
-        raise click.BadParameter(f"unknown scope(s) {unknown}; known: {', '.join(SCOPES)}",
-                                 param_hint="--scope")
+        known = ", ".join(SCOPES)
+        message = f"unknown scope(s) {unknown}; known: {known}"
+        raise click.BadParameter(message, param_hint="--scope")
     try:
         secret = resolve_secret(_settings())
     except RuntimeError as error:

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import schemathesis
-from schemathesis import checks
 from hypothesis import HealthCheck, settings
+from schemathesis import checks
 
 from api.app import create_app
 from modelledger.bootstrap import build
