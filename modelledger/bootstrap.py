@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from eventsourcing.utils import get_topic
 
 from modelledger.ingest import UsageIngest
@@ -16,7 +19,7 @@ from modelledger.registry import ModelRegistry
 from modelledger.services import ModelService
 from modelledger.settings import Settings
 from modelledger.usage_ledger import UsageLedger
-from projections.postgres_store import PostgresStore
+from projections.postgres_store import LOCK_NAMESPACE, PostgresStore
 from projections.projector import EventSource, Projector
 from projections.sqlite_store import SQLiteStore
 from projections.store import ReadStore
@@ -95,6 +98,24 @@ def eventsourcing_env(settings: Settings, role: str) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def schema_lock(settings: Settings) -> Iterator[None]:
+    """Serialise start-up DDL across processes on PostgreSQL.
+
+    The library runs ``CREATE TABLE IF NOT EXISTS`` and ``CREATE OR REPLACE FUNCTION`` at every
+    start; two processes doing it at once fail with "tuple concurrently updated".
+    """
+    if settings.backend != "postgres":
+        yield
+        return
+    with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s, hashtext('schema'))", (LOCK_NAMESPACE,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s, hashtext('schema'))", (LOCK_NAMESPACE,))
+
+
 def build_store(settings: Settings) -> ReadStore:
     if settings.backend == "sqlite":
         return SQLiteStore(settings.sqlite_file("projections"))
@@ -117,10 +138,11 @@ def build(settings: Settings) -> Container:
     """Wire the whole service for ``settings``."""
     tune_gc()
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    registry = ModelRegistry(env=eventsourcing_env(settings, "registry"))
-    usage_ledger = UsageLedger(env=eventsourcing_env(settings, "usage"))
-    store = build_store(settings)
-    store.setup()
+    with schema_lock(settings):
+        registry = ModelRegistry(env=eventsourcing_env(settings, "registry"))
+        usage_ledger = UsageLedger(env=eventsourcing_env(settings, "usage"))
+        store = build_store(settings)
+        store.setup()
     projector = Projector(
         store,
         {
