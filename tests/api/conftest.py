@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
 from api.auth import issue_token
-from modelledger.bootstrap import Container
-from modelledger.settings import Settings
 from tests.conftest import make_settings
 
-SECRET = "test-secret-long-enough-for-every-hmac-algorithm-0123456789abcdef"
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    from modelledger.bootstrap import Container
+    from modelledger.settings import Settings
+
+SECRET = "test-secret-long-enough-for-every-hmac-algorithm-0123456789abcdef"  # noqa: S105 - a test secret
 MAX_UPLOAD = 64 * 1024
 
 

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -97,11 +96,10 @@ def test_rs256_tokens_are_accepted_with_a_public_key() -> None:
 
 
 @pytest.fixture
-def sqlite_env(tmp_path, monkeypatch) -> Iterator[None]:
+def sqlite_env(tmp_path, monkeypatch) -> None:
     for name in ("MODELLEDGER_JWT_SECRET", "MODELLEDGER_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MODELLEDGER_DATA_DIR", str(tmp_path))
-    yield
 
 
 def test_token_command_prints_a_token_the_api_accepts(sqlite_env, tmp_path) -> None:

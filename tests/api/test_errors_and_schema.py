@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from modelledger.bootstrap import Container
 from tests.api.conftest import assert_problem
 
+if TYPE_CHECKING:
+    from modelledger.bootstrap import Container
 
-def test_unexpected_errors_answer_500_without_internals(client, alice, register, container: Container,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_unexpected_errors_answer_500_without_internals(
+    client, alice, register, container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = register(alice)
 
     def broken(*_: Any, **__: Any) -> None:

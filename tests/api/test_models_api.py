@@ -6,12 +6,14 @@ import hashlib
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from litestar.testing import TestClient
-
-from modelledger.bootstrap import Container
 from tests.api.conftest import MAX_UPLOAD, Headers, assert_problem
+
+if TYPE_CHECKING:
+    from litestar.testing import TestClient
+
+    from modelledger.bootstrap import Container
 
 
 class TestRegister:
@@ -131,11 +133,14 @@ class TestReadAndUpdate:
     def test_stale_if_match_answers_412(self, client, alice, register) -> None:
         model = register(alice)
         url = f"/api/models/{model['id']}"
-        assert client.put(url, json={"description": "x"}, headers={**alice, "If-Match": '"1"'}).status_code == 200
+        fresh = client.put(url, json={"description": "x"}, headers={**alice, "If-Match": '"1"'})
+        assert fresh.status_code == 200
         assert_problem(client.put(url, json={"description": "y"},
                                   headers={**alice, "If-Match": '"1"'}), 412)
 
-    def test_fields_other_than_name_description_status_answer_422(self, client, alice, register) -> None:
+    def test_fields_other_than_name_description_status_answer_422(
+        self, client, alice, register
+    ) -> None:
         model = register(alice)
         response = client.put(f"/api/models/{model['id']}", json={"framework": "tf"}, headers=alice)
         assert_problem(response, 422, "framework")
@@ -163,7 +168,8 @@ class TestReadAndUpdate:
         assert (old.json()["name"], old.headers["etag"]) == ("v1-name", '"1"')
         assert client.get(url, params={"as_of": moment}, headers=alice).json()["name"] == "v1-name"
         assert_problem(client.get(url, params={"version": 99}, headers=alice), 404)
-        assert_problem(client.get(url, params={"as_of": "2000-01-01T00:00:00Z"}, headers=alice), 404)
+        before = {"as_of": "2000-01-01T00:00:00Z"}
+        assert_problem(client.get(url, params=before, headers=alice), 404)
 
     def test_bad_uuid_answers_400_naming_model_id(self, client, alice) -> None:
         assert_problem(client.get("/api/models/not-a-uuid", headers=alice), 400, "model_id")
@@ -212,6 +218,8 @@ class TestDeleteAndHistory:
         assert entries[1]["actor"] == entries[0]["actor"]
 
 
-def test_ownership_is_checked_before_history(client: TestClient[Any], alice: Headers, bob: Headers, register) -> None:
+def test_ownership_is_checked_before_history(
+    client: TestClient[Any], alice: Headers, bob: Headers, register
+) -> None:
     model = register(alice)
     assert_problem(client.get(f"/api/models/{model['id']}/history", headers=bob), 404)

@@ -25,7 +25,9 @@ def alices_model(alice, register) -> str:
         ("GET", "/usage", None),
     ],
 )
-def test_another_users_model_answers_404(client, bob, alices_model, method, suffix, body) -> None:
+def test_another_users_model_answers_404(  # noqa: PLR0917 - fixtures and parameters
+    client, bob, alices_model, method, suffix, body
+) -> None:
     url = f"/api/models/{alices_model}{suffix}"
     response = client.request(method, url, json=body, headers=bob)
     missing = client.request(method, f"/api/models/{uuid.uuid4()}{suffix}", json=body, headers=bob)

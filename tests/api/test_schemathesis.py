@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import schemathesis
@@ -22,6 +21,9 @@ from api.app import create_app
 from modelledger.bootstrap import build
 from modelledger.settings import load_settings
 from tests.api.conftest import SECRET, bearer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 HEADERS = bearer("schemathesis", "models", "usage:write", "admin")
 _DATA_DIR = Path(tempfile.mkdtemp(prefix="modelledger-schemathesis-"))
