@@ -24,13 +24,16 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import jwt
 import psycopg
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 SECRET = secrets.token_urlsafe(48)
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +93,7 @@ async def load(
                 start = time.perf_counter()
                 status = await make(client, worker * 10_000_000 + n)
                 latencies.append((time.perf_counter() - start) * 1000)
-                errors += status >= 400  # noqa: PLR2004
+                errors += status >= 400
                 n += 1
         began = time.perf_counter()
         await asyncio.gather(*(loop(i) for i in range(clients)))
@@ -166,7 +169,9 @@ async def wait_for_projections(url: str) -> None:
             await asyncio.sleep(1)
 
 
-async def single_ingest(url: str, args: argparse.Namespace, models: list[str]) -> tuple[float, list[float], int]:
+async def single_ingest(
+    url: str, args: argparse.Namespace, models: list[str]
+) -> tuple[float, list[float], int]:
     gateway = token("gateway", "usage:write")
     run = uuid.uuid4().hex[:8]
 
@@ -194,7 +199,8 @@ async def main(args: argparse.Namespace) -> None:
         began = time.perf_counter()
         owned = await register_models(server.url, users, args.models // len(users))
         models = [m for ids in owned.values() for m in ids]
-        print(f"{'setup: registered models':<44} {len(models):>9} in {time.perf_counter() - began:.0f} s")
+        took = time.perf_counter() - began
+        print(f"{'setup: registered models':<44} {len(models):>9} in {took:.0f} s")
         rate = await batch_ingest(server.url, models, args.events)
         print(f"{'batch ingest (10,000 per call, 4 clients)':<44} {rate:>9.0f} events/s")
         await wait_for_projections(server.url)
@@ -211,7 +217,8 @@ async def main(args: argparse.Namespace) -> None:
             return (await client.get("/api/models", headers=headers)).status_code
 
         async def get_model(client: httpx.AsyncClient, i: int) -> int:
-            return (await client.get(f"/api/models/{ids[i % len(ids)]}", headers=headers)).status_code
+            url = f"/api/models/{ids[i % len(ids)]}"
+            return (await client.get(url, headers=headers)).status_code
 
         async def series(client: httpx.AsyncClient, i: int) -> int:
             return (await client.get(f"/api/models/{ids[i % len(ids)]}/usage", headers=headers,
