@@ -225,6 +225,7 @@ def test_ingest_waits_at_most_about_one_chunk_while_compaction_runs(
             assert len(container.usage_ledger.record(events)) == 20
             latencies.append(time.monotonic() - started)
             batch += 1
+            done.wait(0.01)  # a gateway flushing every 10 ms
 
     thread = threading.Thread(target=ingest)
     thread.start()
