@@ -81,7 +81,7 @@ def test_batch_over_10000_records_answers_400(client, alice) -> None:
 
 def test_daily_series_in_a_time_zone(client, alice, register, container: Container) -> None:
     model = register(alice)
-    now = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
+    now = datetime.now(UTC) - timedelta(minutes=1)
     records = [{**usage(f"d{i}", occurred_at=(now - timedelta(days=i)).isoformat(),
                         response_time_ms=10.0 * (i + 1), success=i != 1), "model_id": model["id"]}
                for i in range(3)]
