@@ -115,7 +115,7 @@ def compact_usage(  # noqa: C901 - one loop whose steps read best together
     recorder = compaction_recorder(container.usage_ledger.recorder)
     mapper = container.usage_ledger.mapper
     if archive_enabled is None:
-        archive_enabled = bool(getattr(container.settings, "archive_enabled", True))
+        archive_enabled = container.settings.archive_enabled
     archive_to = archive.archive_dir(container.settings.data_dir)
     after = 0
     while max_chunks is None or summary.chunks < max_chunks:

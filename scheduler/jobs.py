@@ -24,7 +24,7 @@ HISTORY_KEEP_DAYS = 90
 
 def compact_usage_job(container: Container) -> dict[str, Any]:
     """Compact usage older than the retention into hourly roll-ups."""
-    days = int(getattr(container.settings, "usage_retention_days", 30))
+    days = container.settings.usage_retention_days
     return compact_usage(container, older_than=timedelta(days=days)).as_dict()
 
 
@@ -72,7 +72,7 @@ def _snapshot_version(container: Container, model_id: UUID) -> int:
 
 def prune_history(container: Container, *, keep_days: int | None = None) -> dict[str, Any]:
     """Delete job runs older than the history retention."""
-    days = keep_days or int(getattr(container.settings, "job_history_days", HISTORY_KEEP_DAYS))
+    days = keep_days or container.settings.job_history_days
     return {"deleted": history.prune(container.store, keep_days=days), "keep_days": days}
 
 
@@ -81,7 +81,7 @@ def prune_archive(container: Container, *, keep_days: int | None = None) -> dict
     days = (
         keep_days
         if keep_days is not None
-        else int(getattr(container.settings, "archive_retention_days", 0))
+        else container.settings.archive_retention_days
     )
     if days <= 0:
         return {"deleted": 0, "keep_days": None}
