@@ -35,6 +35,7 @@ class Settings:
     poll_interval: float = field(default=1.0, metadata={"doc": "Seconds between polls of the event log when no notification arrives."})
     usage_retention_days: int = field(default=30, metadata={"doc": "Raw usage events older than this are compacted into hourly roll-ups."})
     archive_enabled: bool = field(default=True, metadata={"doc": "Archive raw usage to DATA_DIR/archive before compaction deletes it."})
+    group_commit: bool = field(default=True, metadata={"doc": "Share one transaction among concurrent single-record usage requests (off: one per request, for comparison)."})
     archive_retention_days: int = field(default=0, metadata={"doc": "Delete usage archive files older than this many days (0 keeps them forever)."})
     job_history_days: int = field(default=90, metadata={"doc": "Keep the scheduler's job run history this many days."})
     log_level: str = field(default="INFO", metadata={"doc": "Log level of the JSON logs."})
@@ -102,7 +103,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
              "pg_pool_size": int, "workers": int, "max_upload_bytes": int,
              "projection_batch_size": int, "usage_retention_days": int,
              "archive_retention_days": int, "job_history_days": int,
-             "embedded_worker": bool, "archive_enabled": bool, "poll_interval": float}
+             "embedded_worker": bool, "archive_enabled": bool, "group_commit": bool, "poll_interval": float}
     values: dict[str, object] = {}
     for f in fields(Settings):
         raw = environ.get(PREFIX + f.name.upper())
