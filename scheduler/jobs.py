@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from modelledger.artifacts import ArtifactStore, remove_pending
 from scheduler import archive, history
 from scheduler.compaction import compact_usage
 from scheduler.watchdog import projection_watchdog
@@ -89,10 +90,19 @@ def prune_archive(container: Container, *, keep_days: int | None = None) -> dict
     return {"deleted": len(removed), "keep_days": days}
 
 
+def sweep_artifacts(container: Container) -> dict[str, Any]:
+    """Retry removing the artifact files of deleted models whose removal failed or is pending."""
+    store = ArtifactStore(container.settings.data_dir / "artifacts", container.settings.max_upload_bytes)
+    summary = remove_pending(store, container.registry, container.store)
+    container.projector.catch_up("models")  # the next sweep must not see these as pending
+    return summary
+
+
 __all__ = [
     "compact_usage_job",
     "projection_watchdog",
     "prune_archive",
     "prune_history",
     "snapshot_models",
+    "sweep_artifacts",
 ]

@@ -42,6 +42,7 @@ JOBS: dict[str, JobSpec] = {
         JobSpec("prune-archive", jobs.prune_archive, timedelta(days=1)),
         JobSpec("prune-history", jobs.prune_history, timedelta(days=1)),
         JobSpec("projection-watchdog", jobs.projection_watchdog, timedelta(minutes=1)),
+        JobSpec("sweep-artifacts", jobs.sweep_artifacts, timedelta(minutes=5)),
     )
 }
 

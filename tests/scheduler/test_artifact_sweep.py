@@ -1,0 +1,36 @@
+"""The artifact sweep retries removing files of deleted models until it succeeds."""
+
+from __future__ import annotations
+
+import uuid
+
+from domain.model import Model
+from modelledger.bootstrap import Container
+from modelledger.services import Actor
+from scheduler import run_job
+
+
+def test_a_failed_artifact_removal_is_retried_and_recorded_once(container: Container) -> None:
+    owner = uuid.uuid4()
+    actor = Actor(owner, "c")
+    row = container.models.register(actor, name="m", artifact=("model.bin", 3, "ab" * 32))
+    model_id = row["id"]
+    path = container.settings.data_dir / "artifacts" / str(model_id) / "model.bin"
+    path.mkdir(parents=True)  # a non-empty directory where the file should be: unlink fails
+    (path / "blocker").write_text("x")
+    container.models.delete(actor, model_id)
+
+    run_job(container, "sweep-artifacts")
+    assert container.models.get(owner, model_id)["artifact_removed_at"] is None
+
+    (path / "blocker").unlink()
+    path.rmdir()
+    path.write_bytes(b"abc")
+    run_job(container, "sweep-artifacts")
+    run_job(container, "sweep-artifacts")
+
+    assert not path.exists()
+    assert container.models.get(owner, model_id)["artifact_removed_at"] is not None
+    removed = [e for e in container.registry.get_model_events(model_id)
+               if isinstance(e, Model.ArtifactRemoved)]
+    assert len(removed) == 1
