@@ -92,7 +92,8 @@ def prune_archive(container: Container, *, keep_days: int | None = None) -> dict
 
 def sweep_artifacts(container: Container) -> dict[str, Any]:
     """Retry removing the artifact files of deleted models whose removal failed or is pending."""
-    store = ArtifactStore(container.settings.data_dir / "artifacts", container.settings.max_upload_bytes)
+    settings = container.settings
+    store = ArtifactStore(settings.data_dir / "artifacts", settings.max_upload_bytes)
     summary = remove_pending(store, container.registry, container.store)
     container.projector.catch_up("models")  # the next sweep must not see these as pending
     return summary
