@@ -1,0 +1,86 @@
+"""`modelledger projections` and `modelledger audit` through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from click.testing import CliRunner
+
+from modelledger.bootstrap import Container
+from modelledger.cli import cli
+from modelledger.services import Actor
+from tests.helpers import usage_records
+
+
+@pytest.fixture
+def run(container: Container, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    settings = container.settings
+    monkeypatch.setenv("MODELLEDGER_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("MODELLEDGER_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("MODELLEDGER_PG_SCHEMA", settings.pg_schema)
+
+    def invoke(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+        return result.exit_code, result.output
+
+    return invoke
+
+
+def test_status_shows_position_head_and_lag(container: Container, run) -> None:  # type: ignore[no-untyped-def]
+    owner = uuid.uuid4()
+    model_id = container.models.register(Actor(owner, "c"), name="m")["id"]
+    container.ingest.record_batch(usage_records(model_id, 7), caller_id=owner, may_record_any=False)
+    code, output = run("projections", "status")
+    assert code == 0
+    usage_line = next(line for line in output.splitlines() if "usage" in line and "│" in line)
+    assert [cell.strip() for cell in usage_line.split("│")[1:-1]] == ["usage", "usage", "0", "7", "7"]
+
+
+def test_rebuild_replays_the_log_and_reports_the_count(container: Container, run) -> None:  # type: ignore[no-untyped-def]
+    owner = uuid.uuid4()
+    model_id = container.models.register(Actor(owner, "c"), name="m")["id"]
+    container.ingest.record_batch(usage_records(model_id, 9), caller_id=owner, may_record_any=False)
+    code, output = run("projections", "rebuild", "usage")
+    assert code == 0
+    assert "9 events" in output
+    assert container.models.get(owner, model_id).usage.requests == 9
+    assert container.models.get(owner, model_id).usage.failures == 1
+
+
+def test_rebuild_of_an_unknown_projection_fails_naming_it(run) -> None:  # type: ignore[no-untyped-def]
+    code, output = run("projections", "rebuild", "nope")
+    assert code != 0
+    assert "nope" in output
+
+
+def test_audit_replays_who_did_what_and_the_state_at_a_version(container: Container, run) -> None:  # type: ignore[no-untyped-def]
+    owner = uuid.uuid4()
+    actor = Actor(owner, "req-42")
+    model_id = container.models.register(actor, name="first")["id"]
+    time.sleep(0.01)
+    between = datetime.now(UTC)
+    time.sleep(0.01)
+    container.models.update(actor, model_id, name="second")
+    code, output = run("audit", str(model_id), "--json")
+    assert code == 0
+    trail = json.loads(output)
+    assert [e["type"] for e in trail["events"]] == ["Registered", "MetadataUpdated"]
+    assert trail["events"][1]["changes"] == {"name": {"old": "first", "new": "second"}}
+    assert trail["events"][1]["actor"] == str(owner)
+    assert trail["events"][1]["correlation_id"] == "req-42"
+    assert trail["state"]["name"] == "second"
+    _, at_version = run("audit", str(model_id), "--version", "1", "--json")
+    assert json.loads(at_version)["state"]["name"] == "first"
+    _, as_of = run("audit", str(model_id), "--as-of", between.isoformat(), "--json")
+    assert json.loads(as_of)["state"]["name"] == "first"
+    assert len(json.loads(as_of)["events"]) == 1
+
+
+def test_audit_of_an_unknown_model_fails_with_a_clear_message(run) -> None:  # type: ignore[no-untyped-def]
+    code, output = run("audit", str(uuid.uuid4()))
+    assert code == 1
+    assert "no model" in output
