@@ -13,7 +13,10 @@
    compacts the first ``extra`` events; only batches finishing inside the compaction count.
    The fresh events are deleted again afterwards (they lie beyond the compacted range).
 4. Compacts the remaining ``events`` raw events alone (chunks of 20,000, archive on): events/s.
-5. Sizes again: after compaction, after VACUUM, after VACUUM FULL.
+5. Repeats 3-4 ``--repeat`` times on the same data (restored from a copy of the generated
+   table between runs) and prints the medians; client CPU time is ``time.process_time`` of
+   this process (less noisy than wall time on a shared machine).
+6. Sizes again: after compaction, after VACUUM, after VACUUM FULL.
 """
 
 from __future__ import annotations
@@ -22,14 +25,16 @@ import argparse
 import json
 import random
 import secrets
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -41,6 +46,9 @@ from modelledger.compaction_recorders import compaction_recorder
 from modelledger.services import Actor
 from modelledger.settings import load_settings
 from scheduler.compaction import CompactionSummary, compact_usage
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BATCH = 20_000
@@ -127,8 +135,8 @@ def _ingest_rate(schema: str, data_dir: str, meanwhile: Callable[[], None]) -> f
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert process.stdout is not None
-    assert process.stdout.readline().strip() == "ready"
+    if process.stdout is None or process.stdout.readline().strip() != "ready":
+        raise RuntimeError("the ingest worker did not start")
     time.sleep(1.0)  # warm up: connections, prepared statements
     start = time.monotonic()
     meanwhile()
@@ -144,11 +152,84 @@ def _sizes(container: Container, events: int, label: str) -> None:
     print(f"  {label:<34} {size / 2**20:9.1f} MiB  {size / events:7.1f} B/usage event")
 
 
+def _restore(schema: str, data_dir: str) -> None:
+    """Put the generated raw events back (from ``_raw_copy``); empty compacted ids, archive."""
+    events = f'"{schema}".usageledger_events'
+    with psycopg.connect(URL, autocommit=True) as conn:
+        conn.execute(f'TRUNCATE {events}, "{schema}".usage_compacted_ids')
+        conn.execute(f'INSERT INTO {events} SELECT * FROM "{schema}"._raw_copy')
+        conn.execute(f'VACUUM ANALYZE "{schema}".usageledger_events')
+        conn.execute("CHECKPOINT")
+    shutil.rmtree(Path(data_dir) / "archive", ignore_errors=True)
+
+
+def _compact(container: Container, **kwargs: Any) -> tuple[CompactionSummary, float]:
+    """A compaction run and its client CPU time (this process) in seconds."""
+    cpu = time.process_time()
+    summary = compact_usage(container, older_than=timedelta(days=30), **kwargs)
+    return summary, time.process_time() - cpu
+
+
+def _run(
+    container: Container, schema: str, data_dir: str, head: int, args: Any
+) -> dict[str, float]:
+    """One measurement: ingest alone, ingest during compaction of ``extra``, compaction alone."""
+    baseline = _ingest_rate(schema, data_dir, lambda: time.sleep(args.window))
+    runs: list[tuple[CompactionSummary, float]] = []
+    during = _ingest_rate(
+        schema,
+        data_dir,
+        lambda: runs.append(_compact(container, max_chunks=args.extra // BATCH)),
+    )
+    first, first_cpu = runs[0]
+    print(
+        f"  compaction during ingest: {first.events:,} events in {first.seconds:.2f} s = "
+        f"{first.events / first.seconds:,.0f} events/s, client CPU "
+        f"{first_cpu / first.events * 1e6:.1f} us/event, longest insert-lock hold "
+        f"{first.longest_lock_s * 1000:.0f} ms"
+    )
+    print(
+        f"  ingest (separate process, 1,000-event batches): alone {baseline:,.0f} events/s, "
+        f"during compaction {during:,.0f} events/s = {during / baseline:.0%}"
+    )
+    # Drop the fresh events again so that sizes describe the old usage only.
+    with psycopg.connect(URL, autocommit=True) as conn:
+        conn.execute(
+            f'DELETE FROM "{schema}".usageledger_events WHERE notification_id > %s', (head,)
+        )
+    summary, cpu = _compact(container)
+    print(
+        f"  compaction alone: {summary.events:,} events -> {summary.rollups_written:,} "
+        f"roll-ups ({summary.rollups_merged:,} merged with earlier ones) in "
+        f"{summary.seconds:.2f} s = {summary.events / summary.seconds:,.0f} events/s, client CPU "
+        f"{cpu / summary.events * 1e6:.1f} us/event ({summary.chunks} chunks, longest insert-lock "
+        f"hold {summary.longest_lock_s * 1000:.0f} ms, archive "
+        f"{summary.archived_bytes / 2**20:.1f} MiB)"
+    )
+    return {
+        "alone_rate": summary.events / summary.seconds,
+        "alone_cpu_us": cpu / summary.events * 1e6,
+        "during_rate": first.events / first.seconds,
+        "during_cpu_us": first_cpu / first.events * 1e6,
+        "ingest_ratio": during / baseline,
+        "ingest_alone": baseline,
+    }
+
+
+def _medians(results: list[dict[str, float]]) -> None:
+    print(f"medians of {len(results)} runs:")
+    for key in results[0]:
+        values = sorted(r[key] for r in results)
+        shown = ", ".join(f"{v:,.3g}" for v in values)
+        print(f"  {key:<14} {statistics.median(values):>12,.3f}   ({shown})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--extra", type=int, default=400_000)
     parser.add_argument("--window", type=float, default=8.0)
+    parser.add_argument("--repeat", type=int, default=3, help="measurements on the same data")
     parser.add_argument("--ingest-worker", nargs=3)
     args = parser.parse_args()
     if args.ingest_worker:
@@ -172,46 +253,22 @@ def main() -> None:
         head = container.usage_ledger.recorder.max_notification_id() or 0
         with container.store.write("usage") as cur:
             container.store.set_position(cur, "usage", head)
+        with psycopg.connect(URL, autocommit=True) as conn:
+            conn.execute(
+                f'CREATE TABLE "{schema}"._raw_copy AS SELECT * FROM "{schema}".usageledger_events'
+            )
         print("store size:")
         _sizes(container, total, "before compaction")
 
-        # Ingest alone, then during the compaction of the first ``extra`` events.
-        baseline = _ingest_rate(schema, data_dir, lambda: time.sleep(args.window))
-        runs: list[CompactionSummary] = []
-        during = _ingest_rate(
-            schema,
-            data_dir,
-            lambda: runs.append(
-                compact_usage(
-                    container, older_than=timedelta(days=30), max_chunks=args.extra // BATCH
-                )
-            ),
-        )
-        first = runs[0]
-        print(  # noqa: T201
-            f"compaction during ingest: {first.events:,} events in {first.seconds:.2f} s = "
-            f"{first.events / first.seconds:,.0f} events/s, longest insert-lock hold "
-            f"{first.longest_lock_s * 1000:.0f} ms"
-        )
-        print(  # noqa: T201
-            f"ingest (separate process, 1,000-event batches): alone {baseline:,.0f} events/s, "
-            f"during compaction {during:,.0f} events/s = {during / baseline:.0%}"
-        )
-        # Drop the fresh events again so that sizes describe the old usage only.
-        with psycopg.connect(URL, autocommit=True) as conn:
-            conn.execute(
-                f'DELETE FROM "{schema}".usageledger_events WHERE notification_id > %s', (head,)
-            )
+        results = []
+        for run in range(args.repeat):
+            if run:
+                _restore(schema, data_dir)
+            print(f"run {run + 1} of {args.repeat}:")
+            results.append(_run(container, schema, data_dir, head, args))
+        _medians(results)
 
-        summary = compact_usage(container, older_than=timedelta(days=30))
-        print(  # noqa: T201
-            f"compaction alone: {summary.events:,} events -> {summary.rollups_written:,} "
-            f"roll-ups ({summary.rollups_merged:,} merged with earlier ones) in "
-            f"{summary.seconds:.2f} s = {summary.events / summary.seconds:,.0f} events/s "
-            f"({summary.chunks} chunks, longest insert-lock hold "
-            f"{summary.longest_lock_s * 1000:.0f} ms, archive {summary.archived_bytes / 2**20:.1f} MiB)"
-        )
-        print("store size:")  # noqa: T201
+        print("store size (last run):")
         _sizes(container, total, "after compacting all")
         with psycopg.connect(URL, autocommit=True) as conn:
             conn.execute(f'VACUUM "{schema}".usageledger_events')
