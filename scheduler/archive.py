@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Mapping
     from uuid import UUID
 
     from domain.usage import PredictionUsage
@@ -44,10 +44,15 @@ def write(directory: Path, events: Iterable[tuple[int, PredictionUsage.Recorded]
         by_day[e.occurred_at.astimezone(UTC).date()].append(
             _encoder.encode(_line(notification_id, e))
         )
+    return write_lines(directory, {day: b"\n".join(lines) + b"\n" for day, lines in by_day.items()})
+
+
+def write_lines(directory: Path, by_day: Mapping[date, bytes]) -> int:
+    """Append each day's JSON Lines (already encoded, newline-terminated) to its file."""
     directory.mkdir(parents=True, exist_ok=True)
     written = 0
     for day, lines in sorted(by_day.items()):
-        payload = gzip.compress(b"\n".join(lines) + b"\n", compresslevel=1)
+        payload = gzip.compress(lines, compresslevel=1)
         with (directory / f"{_PREFIX}{day.isoformat()}{_SUFFIX}").open("ab") as file:
             file.write(payload)
             file.flush()

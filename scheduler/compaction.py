@@ -23,29 +23,39 @@ for an old hour is compacted once its recording is old too (it is counted meanwh
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, cast
+from uuid import UUID
 
+import msgspec
+import msgspec.structs
 from eventsourcing.utils import get_topic
 
-from domain.usage import PredictionUsage, hour_of
-from domain.usage_rollup import UsageRollup, roll_up, rollup_id
+from domain import latency
+from domain.usage import PredictionUsage
+from domain.usage_rollup import UsageRollup, roll_up, rollup_id, stats_of
+from domain.usage_stats import UsageStats, to_micros
 from modelledger.compaction_recorders import Replacement, compaction_recorder
+from modelledger.mapper import _codec_for_topic
 from projections.postgres_store import LOCK_NAMESPACE
 from projections.store import NEXT
-from projections.usage_view import fold_usage_events
 from scheduler import archive
 
 if TYPE_CHECKING:
-    from uuid import UUID
+    from pathlib import Path
 
-    from eventsourcing.persistence import Notification
+    from eventsourcing.persistence import Notification, StoredEvent
 
     from modelledger.bootstrap import Container
+    from modelledger.compaction_recorders import CompactionRecorder, RawRow
 
 log = logging.getLogger("modelledger.scheduler.compaction")
 
@@ -97,7 +107,7 @@ class CompactionSummary:
 Progress = Callable[[int, int], None]  # (last scanned id, bound)
 
 
-def compact_usage(  # noqa: C901 - one loop whose steps read best together
+def compact_usage(
     container: Container,
     *,
     older_than: timedelta,
@@ -113,46 +123,29 @@ def compact_usage(  # noqa: C901 - one loop whose steps read best together
     cutoff = (now or datetime.now(UTC)) - older_than
     summary = CompactionSummary(cutoff=cutoff, dry_run=dry_run)
     recorder = compaction_recorder(container.usage_ledger.recorder)
-    mapper = container.usage_ledger.mapper
     if archive_enabled is None:
         archive_enabled = container.settings.archive_enabled
-    archive_to = archive.archive_dir(container.settings.data_dir)
+    archive_to = archive.archive_dir(container.settings.data_dir) if archive_enabled else None
     after = 0
     while max_chunks is None or summary.chunks < max_chunks:
         with _usage_positions_locked(container) as through:
             summary.through = through
-            batch = recorder.select_raw(after, through, chunk_size, RAW_TOPIC)
-            if not batch:
+            rows = recorder.select_raw(after, through, chunk_size, RAW_TOPIC)
+            if not rows:
                 break
-            after = batch[-1].id
+            after = rows[-1][0]
             summary.chunks += 1
-            summary.scanned += len(batch)
-            old: list[tuple[Notification, PredictionUsage.Recorded]] = []
-            reached_recent = False
-            for n in batch:
-                e = cast("PredictionUsage.Recorded", mapper.to_domain_event(n))
-                if e.timestamp >= cutoff:
-                    reached_recent = True
-                elif e.occurred_at < cutoff:
-                    old.append((n, e))
-            if old:
-                change, planned = _plan(container, recorder, old, through)
-                summary.events += len(change.compacted_usage_ids)
-                summary.deferred += len(old) - len(change.compacted_usage_ids)
-                summary.rollups_written += len(change.rollups)
-                summary.rollups_merged += planned.merged
-                summary.models |= {m for m, _ in planned.hours}
-                summary.hours |= planned.hours
-                summary.bytes_reclaimed += planned.bytes_reclaimed
-                if not dry_run and change.compacted_usage_ids:
-                    kept = set(change.compacted_usage_ids)
-                    if archive_enabled:
-                        summary.archived_bytes += archive.write(
-                            archive_to, [(n.id, e) for n, e in old if e.originator_id in kept]
-                        )
-                    locked = time.monotonic()
-                    recorder.replace(change)
-                    summary.longest_lock_s = max(summary.longest_lock_s, time.monotonic() - locked)
+            summary.scanned += len(rows)
+            chunk = _Chunk(rows, cutoff)
+            if chunk.groups:
+                _compact_chunk(
+                    container,
+                    recorder,
+                    chunk,
+                    through=through,
+                    summary=summary,
+                    archive_to=archive_to,
+                )
         if progress is not None:
             progress(after, summary.through)
         log.info(
@@ -164,72 +157,203 @@ def compact_usage(  # noqa: C901 - one loop whose steps read best together
                 "dry_run": dry_run,
             },
         )
-        if reached_recent or len(batch) < chunk_size:
+        if chunk.reached_recent or len(rows) < chunk_size:
             break
     summary.seconds = time.monotonic() - started
     log.info("compaction finished", extra=summary.as_dict())
     return summary
 
 
-@dataclass
-class _Plan:
-    hours: set[tuple[UUID, int]]
-    merged: int
-    bytes_reclaimed: int
+class _Chunk:
+    """A chunk's raw events decoded, and its old ones grouped by model-hour (batch indexes)."""
+
+    def __init__(self, rows: Sequence[RawRow], cutoff: datetime) -> None:
+        self.rows = rows
+        decode = _raw_decoder().decode
+        self.events = events = [decode(state) for _, _, state in rows]
+        self.hours = hours = [0] * len(events)
+        self.kept = kept = bytearray(len(events))  # 1: compacted in this chunk
+        self.groups: dict[tuple[str, int], list[int]] = {}
+        self.reached_recent = False
+        groups = self.groups
+        floor = math.floor
+        for i, e in enumerate(events):
+            if e.timestamp >= cutoff:
+                self.reached_recent = True
+                continue
+            occurred = e.occurred_at
+            if occurred >= cutoff:
+                continue
+            hours[i] = hour = floor(occurred.timestamp() / 3600)  # ``hour_of``, inlined
+            kept[i] = 1
+            members = groups.get((e.model_id, hour))
+            if members is None:
+                groups[(e.model_id, hour)] = [i]
+            else:
+                members.append(i)
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """Notification-id ranges covering exactly the kept rows (rows hold one topic)."""
+        rows, kept = self.rows, self.kept
+        ranges = []
+        start = kept.find(1)
+        while start >= 0:
+            end = kept.find(0, start)
+            last = len(kept) if end < 0 else end
+            ranges.append((rows[start][0], rows[last - 1][0]))
+            start = -1 if end < 0 else kept.find(1, end)
+        return ranges
+
+    def archive_lines(self) -> dict[date, bytes]:
+        """The kept events as archive records, JSON Lines per UTC day, in id order."""
+        rows, events, hours, kept = self.rows, self.events, self.hours, self.kept
+        line, values = _line_struct()
+        by_day: dict[int, list[msgspec.Struct]] = {}
+        day = -1
+        lines: list[msgspec.Struct] = []
+        for i in _indexes(kept):
+            if hours[i] // 24 != day:
+                day = hours[i] // 24
+                lines = by_day.setdefault(day, [])
+            e = events[i]
+            lines.append(line(rows[i][1], rows[i][0], e.timestamp, *values(e)))
+        return {
+            _EPOCH_DAY + timedelta(days=d): _json.encode_lines(found) for d, found in by_day.items()
+        }
 
 
-def _plan(
+def _indexes(kept: bytearray) -> Iterator[int]:
+    if kept.find(0) < 0:
+        yield from range(len(kept))
+    else:
+        yield from (i for i, k in enumerate(kept) if k)
+
+
+def _compact_chunk(
     container: Container,
-    recorder: Any,
-    old: list[tuple[Notification, PredictionUsage.Recorded]],
+    recorder: CompactionRecorder,
+    chunk: _Chunk,
+    *,
     through: int,
-) -> tuple[Replacement, _Plan]:
-    """The chunk's replacement: one roll-up per model-hour, merged with an earlier one."""
+    summary: CompactionSummary,
+    archive_to: Path | None,
+) -> None:
+    """Plan one roll-up per model-hour (merged with an earlier one), archive, replace."""
     mapper = container.usage_ledger.mapper
-    groups: dict[tuple[UUID, int], list[tuple[Notification, PredictionUsage.Recorded]]] = {}
-    for n, e in old:
-        groups.setdefault((e.model_id, hour_of(e.occurred_at)), []).append((n, e))
+    rows, events, groups = chunk.rows, chunk.events, chunk.groups
+    keys = {key: (UUID(key[0]), key[1]) for key in groups}
     earlier: dict[tuple[UUID, int], tuple[Notification, UsageRollup.Recorded]] = {}
-    for n in recorder.select_by_originator([rollup_id(m, h) for m, h in groups]):
+    for n in recorder.select_by_originator([rollup_id(m, h) for m, h in keys.values()]):
         rollup = cast("UsageRollup.Recorded", mapper.to_domain_event(n))
         earlier[(rollup.model_id, rollup.hour)] = (n, rollup)
     delete_ids: list[int] = []
-    rollups = []
-    compacted: list[UUID] = []
-    reclaimed = 0
-    merged = 0
+    rollups: list[tuple[int, StoredEvent]] = []
+    compacted = reclaimed = 0
+    row_overhead = len(RAW_TOPIC) + _ROW_OVERHEAD
     now = datetime.now(UTC)
     for key, members in groups.items():
-        previous = earlier.get(key)
+        model_id, hour = keys[key]
+        previous = earlier.get((model_id, hour))
         if previous is not None and previous[0].id > through:
-            continue  # a rebuild has not read the earlier roll-up yet: merge it later
-        folded: list[object] = [e for _, e in members]
-        ids = [n.id for n, _ in members]
+            for i in members:  # a rebuild has not read the earlier roll-up yet: merge it later
+                chunk.kept[i] = 0
+            continue
+        folded = [events[i] for i in members]
+        stats = _stats(folded)
+        owner_id = folded[-1].owner_id
+        newest = rows[members[-1]][0]
         raw_events = len(members)
+        reclaimed += sum([len(rows[i][2]) for i in members]) + row_overhead * len(members)
         if previous is not None:
-            folded.append(previous[1])
-            ids.append(previous[0].id)
-            raw_events += previous[1].raw_events
-            reclaimed += len(previous[0].state) + len(previous[0].topic) + _ROW_OVERHEAD
-            merged += 1
-        delta = fold_usage_events(folded)
-        model_id, hour = key
+            n, rollup = previous
+            stats.merge(stats_of(rollup))
+            owner_id = str(rollup.owner_id)
+            newest = max(newest, n.id)
+            raw_events += rollup.raw_events
+            delete_ids.append(n.id)
+            reclaimed += len(n.state) + len(n.topic) + _ROW_OVERHEAD
+            summary.rollups_merged += 1
         event = roll_up(
             model_id=model_id,
-            owner_id=delta.model_owner[model_id],
+            owner_id=UUID(owner_id),
             hour=hour,
-            stats=delta.model_hourly[key],
+            stats=stats,
             raw_events=raw_events,
             now=now,
         )
         stored = mapper.to_stored_event(event)
-        rollups.append((max(ids), stored))
-        delete_ids += ids
-        compacted += [e.originator_id for _, e in members]
-        reclaimed += sum(len(n.state) + len(n.topic) + _ROW_OVERHEAD for n, _ in members)
+        rollups.append((newest, stored))
+        compacted += len(members)
         reclaimed -= len(stored.state) + len(stored.topic) + _ROW_OVERHEAD
-    change = Replacement(delete_ids=delete_ids, rollups=rollups, compacted_usage_ids=compacted)
-    return change, _Plan(set(groups), merged, reclaimed)
+    summary.events += compacted
+    summary.deferred += sum(len(members) for members in groups.values()) - compacted
+    summary.rollups_written += len(rollups)
+    summary.models |= {m for m, _ in keys.values()}
+    summary.hours |= set(keys.values())
+    summary.bytes_reclaimed += reclaimed
+    if summary.dry_run or not compacted:
+        return
+    if archive_to is not None:
+        summary.archived_bytes += archive.write_lines(archive_to, chunk.archive_lines())
+    change = Replacement(
+        raw_topic=RAW_TOPIC, raw_ranges=chunk.ranges(), delete_ids=delete_ids, rollups=rollups
+    )
+    summary.longest_lock_s = max(summary.longest_lock_s, recorder.replace(change))
+
+
+def _stats(events: list[Any]) -> UsageStats:
+    """``UsageStats.add_request`` over a model-hour's raw events, as whole-list operations."""
+    served = [e for e in events if not e.rejected]
+    micros = [to_micros(e.response_time_ms) for e in served]
+    requests = len(served)
+    successes = sum([e.success for e in served])
+    return UsageStats(
+        requests=requests,
+        successes=successes,
+        failures=requests - successes,
+        rejected=len(events) - requests,
+        total_us=sum(micros),
+        min_us=min(micros) if micros else None,
+        max_us=max(micros) if micros else None,
+        input_bytes=sum([e.input_bytes for e in served]),
+        output_bytes=sum([e.output_bytes for e in served]),
+        histogram=dict(Counter(map(latency.bucket_of, micros))),
+        last_at=max([e.occurred_at for e in events]),
+    )
+
+
+@cache
+def _raw_decoder() -> msgspec.msgpack.Decoder[Any]:
+    """The stored raw usage event as a struct, UUIDs kept as text (decoded and hashed in C)."""
+    fields: list[Any] = []
+    for f in msgspec.structs.fields(_codec_for_topic(RAW_TOPIC).struct):
+        kind = str if f.type is UUID else f.type
+        if f.default is not msgspec.NODEFAULT:
+            fields.append((f.name, kind, f.default))
+        elif f.default_factory is not msgspec.NODEFAULT:
+            fields.append((f.name, kind, msgspec.field(default_factory=f.default_factory)))
+        else:
+            fields.append((f.name, kind))
+    struct = msgspec.defstruct("RawUsage", fields, array_like=True, gc=False)
+    return msgspec.msgpack.Decoder(struct)
+
+
+@cache
+def _line_struct() -> tuple[type[msgspec.Struct], Callable[[Any], tuple[Any, ...]]]:
+    """The archive record (``archive._line``) as a struct, and a getter of its event fields."""
+    names = [
+        f.name
+        for f in msgspec.structs.fields(_raw_decoder().type)
+        if f.name not in _ARCHIVE_SKIPPED
+    ]
+    fields = [("id", str), ("position", int), ("recorded_at", datetime)]
+    line = msgspec.defstruct("ArchiveLine", [*fields, *((n, Any) for n in names)], gc=False)
+    return line, attrgetter(*names)
+
+
+_json = msgspec.json.Encoder()
+_EPOCH_DAY = date(1970, 1, 1)
+_ARCHIVE_SKIPPED = frozenset({"originator_topic", "timestamp"})
 
 
 @contextmanager

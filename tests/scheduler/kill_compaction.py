@@ -32,7 +32,7 @@ def main() -> None:
     chunks = 0
 
     if point == "archived":
-        original_write = archive.write
+        original_write = archive.write_lines
 
         def write_then_park(*args: Any, **kwargs: Any) -> int:
             written = original_write(*args, **kwargs)
@@ -40,19 +40,20 @@ def main() -> None:
                 park("parked")
             return written
 
-        compaction.archive.write = write_then_park  # type: ignore[attr-defined]
+        compaction.archive.write_lines = write_then_park  # type: ignore[attr-defined]
     elif point == "in-transaction":
         for cls in (compaction_recorders.PostgresCompaction, compaction_recorders.SQLiteCompaction):
             original_replace = cls.replace
 
-            def replace_then_park(self: Any, change: Any, original: Any = original_replace) -> None:
+            def replace_then_park(
+                self: Any, change: Any, original: Any = original_replace
+            ) -> float:
                 if chunks < 1:
-                    original(self, change)
-                    return
+                    return float(original(self, change))
                 # Make the chunk's transaction fail to finish: park inside it after its deletes.
                 rollups = change.rollups
                 object.__setattr__(change, "rollups", _Parking(rollups))
-                original(self, change)
+                return float(original(self, change))
 
             cls.replace = replace_then_park  # type: ignore[method-assign]
 
