@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import msgspec
 import pytest
 
 from domain.usage_rollup import UsageRollup
@@ -259,3 +260,50 @@ def test_rollups_carry_the_model_hour_and_the_raw_event_count(
     assert isinstance(rollup, UsageRollup.Recorded)
     assert (rollup.model_id, rollup.raw_events) == (models[1][0], 12)
     assert rollup.hour * 3600 == int(hour_start.timestamp())
+
+
+def test_usage_left_between_compacted_events_survives_and_a_later_run_compacts_it(
+    container: Container, models: Models
+) -> None:
+    """Compacted events need not be contiguous: what lies between them (raw or roll-up) stays."""
+    container.usage_ledger.record(old_usage(models, 600, days_ago=(60, 40)))
+    container.projector.catch_up_all()
+    before = usage_tables(container)
+
+    first = compact_usage(container, older_than=timedelta(days=50))
+    container.projector.catch_up_all()
+    assert 0 < first.events < 600
+    assert _topics(container)[RAW_TOPIC] == 600 - first.events
+    assert usage_tables(container) == before
+
+    second = compact_usage(container, older_than=RETENTION)
+    container.projector.catch_up_all()
+    assert first.events + second.events == 600
+    assert RAW_TOPIC not in _topics(container)
+    assert usage_tables(container) == before
+    container.projector.rebuild("usage")
+    assert usage_tables(container) == before
+
+
+def test_archive_records_hold_every_field_of_the_usage_event(
+    container: Container, models: Models
+) -> None:
+    events = old_usage(models, 50, days_ago=(40, 35))
+    container.usage_ledger.record(events)
+    container.projector.catch_up_all()
+    stored = {
+        n.originator_id: n.id
+        for n in container.usage_ledger.recorder.select_notifications(1, 10**9)
+    }
+
+    compact_usage(container, older_than=RETENTION)
+
+    records = archive.read_archive(archive.archive_dir(container.settings.data_dir))
+    found = {r["id"]: r for r in records}
+    expected = {
+        str(e.originator_id): msgspec.json.decode(
+            msgspec.json.encode(archive._line(stored[e.originator_id], e))
+        )
+        for e in events
+    }
+    assert found == expected
