@@ -9,7 +9,10 @@ Histograms merge by adding counts, which makes hourly buckets combine into any l
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 RELATIVE_ERROR = 0.01
 GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Any
-from uuid import UUID
+from uuid import UUID  # noqa: TC003 - MsgspecMapper resolves event annotations at runtime
 
 from eventsourcing.domain import Aggregate, event
 
@@ -90,15 +90,15 @@ class Model(Aggregate):
         filename: str
 
     @event(Registered)
-    def __init__(
+    def __init__(  # noqa: PLR0917 - @event makes the parameters the event's attributes
         self,
         owner_id: UUID,
         name: str,
         description: str,
         framework: str,
         endpoint_url: str,
-        actor: str,
-        correlation_id: str,
+        actor: str,  # noqa: ARG002 - event attribute
+        correlation_id: str,  # noqa: ARG002 - event attribute
     ) -> None:
         self.owner_id = owner_id
         self.name = name
@@ -224,36 +224,63 @@ class Model(Aggregate):
         )
 
     # Event appliers -----------------------------------------------------------
+    # @event makes an applier's parameters the attributes of its event, so parameters that
+    # change no state (who acted, the correlation id) are still needed.
 
     @event(MetadataUpdated)
     def _metadata_updated(
-        self, changes: dict[str, tuple[str, str]], actor: str, correlation_id: str
+        self,
+        changes: dict[str, tuple[str, str]],
+        actor: str,  # noqa: ARG002 - event attribute
+        correlation_id: str,  # noqa: ARG002 - event attribute
     ) -> None:
         for field, (_, new) in changes.items():
             setattr(self, field, new)
 
     @event(StatusChanged)
     def _status_changed(
-        self, old_status: str, new_status: str, actor: str, correlation_id: str
+        self,
+        old_status: str,  # noqa: ARG002 - event attribute
+        new_status: str,
+        actor: str,  # noqa: ARG002 - event attribute
+        correlation_id: str,  # noqa: ARG002 - event attribute
     ) -> None:
         self.status = ModelStatus(new_status)
         self.endpoint_active = self.status is ModelStatus.ACTIVE
 
     @event(ArtifactStored)
     def _artifact_stored(
-        self, filename: str, size_bytes: int, sha256: str, actor: str, correlation_id: str
+        self,
+        filename: str,
+        size_bytes: int,
+        sha256: str,
+        actor: str,  # noqa: ARG002 - event attribute
+        correlation_id: str,  # noqa: ARG002 - event attribute
     ) -> None:
         self.artifact = {"filename": filename, "size_bytes": size_bytes, "sha256": sha256}
         self.artifact_removed = False
 
     @event(Deleted)
-    def _deleted(self, actor: str, correlation_id: str) -> None:
+    def _deleted(
+        self,
+        actor: str,  # noqa: ARG002 - event attribute
+        correlation_id: str,  # noqa: ARG002 - event attribute
+    ) -> None:
         self.status = ModelStatus.DELETED
 
     @event(EndpointDeactivated)
-    def _endpoint_deactivated(self, actor: str, correlation_id: str) -> None:
+    def _endpoint_deactivated(
+        self,
+        actor: str,  # noqa: ARG002 - event attribute
+        correlation_id: str,  # noqa: ARG002 - event attribute
+    ) -> None:
         self.endpoint_active = False
 
     @event(ArtifactRemoved)
-    def _artifact_removed(self, filename: str, actor: str, correlation_id: str) -> None:
+    def _artifact_removed(
+        self,
+        filename: str,  # noqa: ARG002 - event attribute
+        actor: str,  # noqa: ARG002 - event attribute
+        correlation_id: str,  # noqa: ARG002 - event attribute
+    ) -> None:
         self.artifact_removed = True

@@ -63,5 +63,5 @@ class NameClaim(Aggregate):
         self.holder = model_id
 
     @event(Released)
-    def _released(self, model_id: UUID) -> None:
+    def _released(self, model_id: UUID) -> None:  # noqa: ARG002 - event attribute (@event)
         self.holder = None

@@ -7,9 +7,12 @@ folding: incremental projection, rebuild and compaction give identical rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from typing import TYPE_CHECKING
 
 from domain import latency
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 
 def to_micros(response_time_ms: float) -> int:
