@@ -5,10 +5,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from eventsourcing.utils import get_topic
@@ -17,13 +16,17 @@ from modelledger.ingest import UsageIngest
 from modelledger.recorders import PostgresUsageRecorder, SQLiteUsageRecorder
 from modelledger.registry import ModelRegistry
 from modelledger.services import ModelService
-from modelledger.settings import Settings
 from modelledger.usage_ledger import UsageLedger
 from projections.postgres_store import LOCK_NAMESPACE, PostgresStore
 from projections.projector import EventSource, Projector
 from projections.sqlite_store import SQLiteStore
-from projections.store import ReadStore
 from projections.worker import Leadership, Wakeups, Worker, listen
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from modelledger.settings import Settings
+    from projections.store import ReadStore
 
 
 @dataclass

@@ -6,17 +6,21 @@ A record is acknowledged only after the transaction holding it commits; the same
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from uuid import UUID
+from typing import TYPE_CHECKING
 
 from domain.errors import ValidationError
 from domain.model import ModelStatus
 from domain.usage import PredictionUsage, record_usage
-from modelledger.usage_ledger import UsageLedger
 from projections import queries
-from projections.store import ReadStore
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from uuid import UUID
+
+    from modelledger.usage_ledger import UsageLedger
+    from projections.store import ReadStore
 
 
 @dataclass(frozen=True)

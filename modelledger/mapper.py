@@ -18,9 +18,16 @@ from uuid import UUID
 
 import msgspec
 import msgspec.structs
-from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import JSONTranscoder, Mapper, MapperDeserialisationError, StoredEvent
+from eventsourcing.persistence import (
+    JSONTranscoder,
+    Mapper,
+    MapperDeserialisationError,
+    StoredEvent,
+)
 from eventsourcing.utils import get_topic, resolve_topic
+
+if typing.TYPE_CHECKING:
+    from eventsourcing.domain import DomainEventProtocol
 
 _ORIGINATOR_FIELDS = frozenset({"originator_id", "originator_version"})
 

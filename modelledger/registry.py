@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, Mapper
 
 from domain.errors import ModelNotFoundError, NameTakenError, VersionConflictError
 from domain.model import Model, ModelStatus
 from domain.name_claim import NameClaim, name_claim_id
 from modelledger.mapper import MsgspecMapper
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from datetime import datetime
+
+    from eventsourcing.domain import DomainEventProtocol, MutableOrImmutableAggregate
 
 T = TypeVar("T")
 _ATTEMPTS = 3  # an unconditional write retries this often after losing a race
@@ -31,7 +34,10 @@ class Saved:
 
 
 class ModelRegistry(Application[UUID]):
-    """Verb methods for commands, ``get_*`` for the audit trail; nothing returns a live aggregate."""
+    """Verb methods for commands, ``get_*`` for the audit trail.
+
+    Nothing returns a live aggregate.
+    """
 
     name = "ModelRegistry"
     snapshotting_intervals = {Model: 100}  # noqa: RUF012 - the library's class attribute
@@ -111,7 +117,9 @@ class ModelRegistry(Application[UUID]):
 
         return self._save_with_retry(model_id, attempt, retry=expected_version is None)
 
-    def delete_model(self, model_id: UUID, *, owner_id: UUID, actor: str, correlation_id: str) -> Saved:
+    def delete_model(
+        self, model_id: UUID, *, owner_id: UUID, actor: str, correlation_id: str
+    ) -> Saved:
         """Soft delete: deleted status, endpoint deactivated, name released. Idempotent."""
 
         def attempt() -> list[Any]:
@@ -152,18 +160,23 @@ class ModelRegistry(Application[UUID]):
         """The model's attributes at a version or moment, as plain values."""
         events = self.get_model_events(model_id, until_version=version)
         if as_of is not None:
-            events = [e for e in events if e.timestamp <= as_of]
+            # Every event of a model is a ``Model.Event``, which carries its timestamp.
+            model_events = cast("Sequence[Model.Event]", events)
+            events = [e for e in model_events if e.timestamp <= as_of]
             if not events:
                 raise ModelNotFoundError(str(model_id))
         model: Model | None = None
         for domain_event in events:
             model = domain_event.mutate(model)  # type: ignore[attr-defined]
-        assert model is not None
+        if model is None:  # pragma: no cover
+            raise AssertionError("unreachable: get_model_events returns at least one event")
         return model_state(model)
 
     # Internals ------------------------------------------------------------------
 
-    def _save_with_retry(self, model_id: UUID, attempt: Callable[[], list[Any]], *, retry: bool) -> Saved:
+    def _save_with_retry(
+        self, model_id: UUID, attempt: Callable[[], list[Any]], *, retry: bool
+    ) -> Saved:
         for remaining in range(_ATTEMPTS - 1, -1, -1):
             changed = attempt()
             model = changed[0]
@@ -189,11 +202,13 @@ class ModelRegistry(Application[UUID]):
             current_model = self._get_model(model.id)
         except ModelNotFoundError:
             return NameTakenError(f"name {model.name!r} is already used by another model")
-        return VersionConflictError(model.version - len(model.pending_events), current_model.version)
+        return VersionConflictError(
+            model.version - len(model.pending_events), current_model.version
+        )
 
     def _get_model(self, model_id: UUID) -> Model:
         try:
-            model = self.repository.get(model_id)
+            model: MutableOrImmutableAggregate[UUID] = self.repository.get(model_id)
         except AggregateNotFoundError:
             raise ModelNotFoundError(str(model_id)) from None
         if not isinstance(model, Model):
@@ -209,10 +224,12 @@ class ModelRegistry(Application[UUID]):
 
     def _get_claim(self, owner_id: UUID, name: str) -> NameClaim | None:
         try:
-            claim = self.repository.get(name_claim_id(owner_id, name))
+            claim: MutableOrImmutableAggregate[UUID] = self.repository.get(
+                name_claim_id(owner_id, name)
+            )
         except AggregateNotFoundError:
             return None
-        assert isinstance(claim, NameClaim)
+        assert isinstance(claim, NameClaim)  # noqa: S101 - narrows the type; never fails
         return claim
 
     def _claim(self, owner_id: UUID, name: str, model_id: UUID) -> NameClaim:

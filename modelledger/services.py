@@ -8,15 +8,19 @@ follows sees the change.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from uuid import UUID
+from typing import TYPE_CHECKING
 
 from domain.errors import ModelNotFoundError
-from domain.model import ModelStatus
-from modelledger.registry import ModelRegistry, Saved
-from modelledger.settings import Settings
 from projections import queries
-from projections.projector import Projector
-from projections.store import ReadStore
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from domain.model import ModelStatus
+    from modelledger.registry import ModelRegistry, Saved
+    from modelledger.settings import Settings
+    from projections.projector import Projector
+    from projections.store import ReadStore
 
 
 @dataclass(frozen=True)

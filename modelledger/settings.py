@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 PREFIX = "MODELLEDGER_"
 
@@ -19,26 +22,104 @@ class SettingsError(ValueError):
 class Settings:
     """Every setting, its default and its meaning (the README's configuration reference)."""
 
-    data_dir: Path = field(default=Path("var"), metadata={"doc": "Files: SQLite databases, artifacts, archives, secrets."})
-    database_url: str = field(default="", metadata={"doc": "sqlite:///PATH (default: DATA_DIR/ledger.sqlite3) or postgresql://USER@HOST:PORT/DB."})
-    pg_schema: str = field(default="public", metadata={"doc": "PostgreSQL schema of every table (must exist)."})
-    pg_pool_size: int = field(default=8, metadata={"doc": "PostgreSQL connections per pool."})
-    host: str = field(default="127.0.0.1", metadata={"doc": "Address `serve` listens on."})
-    port: int = field(default=8000, metadata={"doc": "Port `serve` listens on."})
-    workers: int = field(default=1, metadata={"doc": "API worker processes for `serve`."})
-    embedded_worker: bool = field(default=True, metadata={"doc": "Run projection worker and scheduler inside `serve` (off for API-only replicas)."})
-    base_url: str = field(default="http://127.0.0.1:8000", metadata={"doc": "Public base URL; prediction endpoints are BASE_URL/predict/{id}."})
-    jwt_secret: str = field(default="", metadata={"doc": "HS256 secret; on SQLite generated into DATA_DIR/jwt-secret when empty."})
-    jwt_public_key: str = field(default="", metadata={"doc": "Optional PEM public key: accept RS256 tokens too."})
-    max_upload_bytes: int = field(default=512 * 1024 * 1024, metadata={"doc": "Largest model artifact accepted (413 above)."})
-    projection_batch_size: int = field(default=5_000, metadata={"doc": "Events folded per projection transaction."})
-    poll_interval: float = field(default=1.0, metadata={"doc": "Seconds between polls of the event log when no notification arrives."})
-    usage_retention_days: int = field(default=30, metadata={"doc": "Raw usage events older than this are compacted into hourly roll-ups."})
-    archive_enabled: bool = field(default=True, metadata={"doc": "Archive raw usage to DATA_DIR/archive before compaction deletes it."})
-    group_commit: bool = field(default=True, metadata={"doc": "Share one transaction among concurrent single-record usage requests (off: one per request, for comparison)."})
-    archive_retention_days: int = field(default=0, metadata={"doc": "Delete usage archive files older than this many days (0 keeps them forever)."})
-    job_history_days: int = field(default=90, metadata={"doc": "Keep the scheduler's job run history this many days."})
-    log_level: str = field(default="INFO", metadata={"doc": "Log level of the JSON logs."})
+    data_dir: Path = field(
+        default=Path("var"),
+        metadata={"doc": "Files: SQLite databases, artifacts, archives, secrets."},
+    )
+    database_url: str = field(
+        default="",
+        metadata={
+            "doc": (
+                "sqlite:///PATH (default: DATA_DIR/ledger.sqlite3) or "
+                "postgresql://USER@HOST:PORT/DB."
+            )
+        },
+    )
+    pg_schema: str = field(
+        default="public",
+        metadata={"doc": "PostgreSQL schema of every table (must exist)."},
+    )
+    pg_pool_size: int = field(
+        default=8,
+        metadata={"doc": "PostgreSQL connections per pool."},
+    )
+    host: str = field(
+        default="127.0.0.1",
+        metadata={"doc": "Address `serve` listens on."},
+    )
+    port: int = field(
+        default=8000,
+        metadata={"doc": "Port `serve` listens on."},
+    )
+    workers: int = field(
+        default=1,
+        metadata={"doc": "API worker processes for `serve`."},
+    )
+    embedded_worker: bool = field(
+        default=True,
+        metadata={
+            "doc": (
+                "Run projection worker and scheduler inside `serve` (off for API-only replicas)."
+            )
+        },
+    )
+    base_url: str = field(
+        default="http://127.0.0.1:8000",
+        metadata={"doc": "Public base URL; prediction endpoints are BASE_URL/predict/{id}."},
+    )
+    jwt_secret: str = field(
+        default="",
+        metadata={"doc": "HS256 secret; on SQLite generated into DATA_DIR/jwt-secret when empty."},
+    )
+    jwt_public_key: str = field(
+        default="",
+        metadata={"doc": "Optional PEM public key: accept RS256 tokens too."},
+    )
+    max_upload_bytes: int = field(
+        default=512 * 1024 * 1024,
+        metadata={"doc": "Largest model artifact accepted (413 above)."},
+    )
+    projection_batch_size: int = field(
+        default=5_000,
+        metadata={"doc": "Events folded per projection transaction."},
+    )
+    poll_interval: float = field(
+        default=1.0,
+        metadata={"doc": "Seconds between polls of the event log when no notification arrives."},
+    )
+    usage_retention_days: int = field(
+        default=30,
+        metadata={"doc": "Raw usage events older than this are compacted into hourly roll-ups."},
+    )
+    archive_enabled: bool = field(
+        default=True,
+        metadata={"doc": "Archive raw usage to DATA_DIR/archive before compaction deletes it."},
+    )
+    group_commit: bool = field(
+        default=True,
+        metadata={
+            "doc": (
+                "Share one transaction among concurrent single-record usage requests (off: one per "
+                "request, for comparison)."
+            )
+        },
+    )
+    archive_retention_days: int = field(
+        default=0,
+        metadata={
+            "doc": (
+                "Delete usage archive files older than this many days (0 keeps them forever)."
+            )
+        },
+    )
+    job_history_days: int = field(
+        default=90,
+        metadata={"doc": "Keep the scheduler's job run history this many days."},
+    )
+    log_level: str = field(
+        default="INFO",
+        metadata={"doc": "Log level of the JSON logs."},
+    )
 
     @property
     def backend(self) -> str:
@@ -82,17 +163,23 @@ class Settings:
 def _convert(raw: str, kind: type, name: str) -> object:
     try:
         if kind is bool:
-            lowered = raw.strip().lower()
-            if lowered in {"1", "true", "yes", "y", "on"}:
-                return True
-            if lowered in {"0", "false", "no", "n", "off"}:
-                return False
-            raise ValueError(raw)
+            return _to_bool(raw)
         if kind is Path:
             return Path(raw)
         return kind(raw)
     except ValueError:
-        raise SettingsError(f"{PREFIX}{name.upper()}: cannot read {raw!r} as {kind.__name__}") from None
+        raise SettingsError(
+            f"{PREFIX}{name.upper()}: cannot read {raw!r} as {kind.__name__}"
+        ) from None
+
+
+def _to_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "y", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "n", "off"}:
+        return False
+    raise ValueError(raw)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -103,7 +190,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
              "pg_pool_size": int, "workers": int, "max_upload_bytes": int,
              "projection_batch_size": int, "usage_retention_days": int,
              "archive_retention_days": int, "job_history_days": int,
-             "embedded_worker": bool, "archive_enabled": bool, "group_commit": bool, "poll_interval": float}
+             "embedded_worker": bool, "archive_enabled": bool, "group_commit": bool,
+             "poll_interval": float}
     values: dict[str, object] = {}
     for f in fields(Settings):
         raw = environ.get(PREFIX + f.name.upper())

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import cast
+from typing import TYPE_CHECKING, cast
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import Mapper
 
-from domain.usage import PredictionUsage
 from modelledger.mapper import MsgspecMapper
-from modelledger.recorders import InsertsNewEvents
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from eventsourcing.persistence import Mapper
+
+    from domain.usage import PredictionUsage
+    from modelledger.recorders import InsertsNewEvents
 
 
 class UsageLedger(Application[UUID]):

@@ -6,13 +6,15 @@ one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import singledispatch
-from typing import Any
-from uuid import UUID
+from typing import TYPE_CHECKING, Any
 
 from domain.model import Model, ModelStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from uuid import UUID
 
 
 @dataclass
@@ -90,7 +92,7 @@ def _(e: Model.Deleted, patch: RowPatch) -> None:
 
 
 @_apply.register
-def _(e: Model.EndpointDeactivated, patch: RowPatch) -> None:
+def _(e: Model.EndpointDeactivated, patch: RowPatch) -> None:  # noqa: ARG001 - dispatch type
     patch.set(endpoint_active=False)
 
 

@@ -13,14 +13,16 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
-from uuid import UUID
-
-from eventsourcing.persistence import ApplicationRecorder, Mapper
+from typing import TYPE_CHECKING, Any
 
 from projections.model_view import fold_model_events
 from projections.store import NEXT, Cursor, ReadStore
 from projections.usage_view import fold_usage_events
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from eventsourcing.persistence import ApplicationRecorder, Mapper
 
 Progress = Callable[[int, int], None]  # (position, head)
 
@@ -158,7 +160,9 @@ class Projector:
                 with self.store.write(lock_name) as cur:
                     if self.store.position(cur, tracking) != batch.before:
                         break  # another processor advanced it: nothing here is applied twice
-                    projection.write(self.store, cur, batch.changes, suffix, batch.before, batch.after)
+                    projection.write(
+                        self.store, cur, batch.changes, suffix, batch.before, batch.after
+                    )
                     self.store.set_position(cur, tracking, batch.after)
                 total += batch.count
                 if progress is not None:

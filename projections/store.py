@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any, Protocol
-from uuid import UUID
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from domain.usage_stats import UsageStats
-from projections.model_view import RowPatch
 from projections.tables import (
     MODEL_VIEW,
     PROJECTION_TABLES,
@@ -28,7 +24,14 @@ from projections.tables import (
     USAGE_OWNER_TOTALS,
     Table,
 )
-from projections.usage_view import UsageDelta
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from contextlib import AbstractContextManager
+    from uuid import UUID
+
+    from projections.model_view import RowPatch
+    from projections.usage_view import UsageDelta
 
 # Bumped when a projection's tables or fold change: the old tables must then be rebuilt.
 SCHEMA_VERSIONS: dict[str, int] = {"models": 1, "usage": 1}
@@ -89,10 +92,10 @@ class ReadStore(ABC):
         """Adapt a ``?``-placeholder statement to the backend."""
         return sql
 
-    def to_db(self, value: Any, kind: str) -> Any:
+    def to_db(self, value: Any, kind: str) -> Any:  # noqa: ARG002 - backends convert by kind
         return value
 
-    def from_db(self, value: Any, kind: str) -> Any:
+    def from_db(self, value: Any, kind: str) -> Any:  # noqa: ARG002 - backends convert by kind
         return value
 
     # -- schema -------------------------------------------------------------------------
@@ -126,7 +129,8 @@ class ReadStore(ABC):
     def swap_in(self, cur: Cursor, projection: str) -> None:
         """Replace the live tables by the ones built aside, in the caller's transaction."""
         state = self._state(cur, projection + NEXT)
-        assert state is not None, "nothing was built aside"
+        if state is None:
+            raise AssertionError("nothing was built aside")
         for table in PROJECTION_TABLES[projection]:
             cur.execute(f"DROP TABLE IF EXISTS {table.name}")
             cur.execute(f"ALTER TABLE {table.name}{NEXT} RENAME TO {table.name}")
@@ -141,8 +145,10 @@ class ReadStore(ABC):
             for name, kind in table.columns
         )
         statements = [
-            f"CREATE TABLE {table.name}{suffix} ({columns}, "
-            f"CONSTRAINT pk_{table.name}_{generation} PRIMARY KEY ({', '.join(table.key)}))"
+            (
+                f"CREATE TABLE {table.name}{suffix} ({columns}, "
+                f"CONSTRAINT pk_{table.name}_{generation} PRIMARY KEY ({', '.join(table.key)}))"
+            )
         ]
         statements += [
             f"CREATE INDEX ix_{table.name}_{purpose}_{generation} "
@@ -215,7 +221,7 @@ class ReadStore(ABC):
                 names = sorted(patch.updates)
                 assignments = ", ".join(f"{name} = ?" for name in names)
                 cur.execute(
-                    self.q(f"UPDATE model_view{suffix} SET {assignments} WHERE id = ?"),  # noqa: S608
+                    self.q(f"UPDATE model_view{suffix} SET {assignments} WHERE id = ?"),
                     [self.to_db(patch.updates[n], kinds[n]) for n in names]
                     + [self.to_db(model_id, "uuid")],
                 )
@@ -232,8 +238,12 @@ class ReadStore(ABC):
         cache = self._stats_caches.setdefault("usage" + suffix, _StatsCache())
         cache.begin(before)
         try:
-            self._merge_stats(cur, _suffixed(USAGE_MODEL_HOURLY, suffix), delta.model_hourly, (), cache)
-            self._merge_stats(cur, _suffixed(USAGE_OWNER_HOURLY, suffix), delta.owner_hourly, (), cache)
+            self._merge_stats(
+                cur, _suffixed(USAGE_MODEL_HOURLY, suffix), delta.model_hourly, (), cache
+            )
+            self._merge_stats(
+                cur, _suffixed(USAGE_OWNER_HOURLY, suffix), delta.owner_hourly, (), cache
+            )
             self._merge_stats(
                 cur,
                 _suffixed(USAGE_MODEL_TOTALS, suffix),

@@ -4,12 +4,15 @@ whose offset is a whole number of hours (so every local boundary is a UTC hour b
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from domain.usage_stats import UsageStats
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
 
 WINDOWS = ("hour", "day", "week", "month")
 MAX_BUCKETS = {"hour": 24 * 31, "day": 731, "week": 260, "month": 120}

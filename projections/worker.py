@@ -12,15 +12,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from filelock import FileLock, Timeout
 from psycopg import sql
 
 from projections.postgres_store import LOCK_NAMESPACE
-from projections.projector import Projector
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    from projections.projector import Projector
 
 log = logging.getLogger("modelledger.worker")
 LEADER_NAMESPACE = LOCK_NAMESPACE + 1
@@ -78,7 +82,9 @@ class Wakeups:
         event.clear()
 
 
-def listen(conninfo: str, channels: dict[str, str], wakeups: Wakeups, stop: threading.Event) -> None:
+def listen(
+    conninfo: str, channels: dict[str, str], wakeups: Wakeups, stop: threading.Event
+) -> None:
     """Forward PostgreSQL notifications (channel -> source) to ``wakeups`` until stopped."""
     while not stop.is_set():
         try:
@@ -138,7 +144,9 @@ class Worker:
 
     def start(self, stop: threading.Event) -> list[threading.Thread]:
         threads = [
-            threading.Thread(target=self.follow, args=(name, stop), name=f"projection-{name}", daemon=True)
+            threading.Thread(
+                target=self.follow, args=(name, stop), name=f"projection-{name}", daemon=True
+            )
             for name in self.projector.projections
         ]
         for thread in threads:

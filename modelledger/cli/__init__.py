@@ -29,4 +29,4 @@ def main() -> None:
     cli(prog_name="modelledger")
 
 
-__all__ = ["click", "cli", "main"]
+__all__ = ["cli", "click", "main"]

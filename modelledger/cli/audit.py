@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from uuid import UUID
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 from domain.errors import ModelNotFoundError
 from modelledger.audit import trail
 from modelledger.cli.common import container
+
+if TYPE_CHECKING:
+    from uuid import UUID
 
 
 def register(cli: click.Group) -> None:
@@ -27,12 +30,19 @@ def _moment(value: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-@click.command(help="Replay a model's events in order (who, when, what) and its state at that point.")
+@click.command(
+    help="Replay a model's events in order (who, when, what) and its state at that point."
+)
 @click.argument("model_id", type=click.UUID)
 @click.option("--as-of", "as_of", help="Stop at this RFC 3339 time.")
 @click.option("--version", "version", type=click.IntRange(min=1), help="Stop at this version.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def audit(model_id: UUID, as_of: str | None, version: int | None, as_json: bool) -> None:
+def audit(
+    model_id: UUID,
+    as_of: str | None,
+    version: int | None,
+    as_json: bool,  # noqa: FBT001 - click passes every option by name
+) -> None:
     if as_of and version:
         raise click.UsageError("give --as-of or --version, not both")
     moment = _moment(as_of) if as_of else None
@@ -54,4 +64,6 @@ def audit(model_id: UUID, as_of: str | None, version: int | None, as_json: bool)
                       json.dumps(e.changes, default=str))
     console = Console()
     console.print(table)
-    console.print({k: str(v) if not isinstance(v, (dict, type(None))) else v for k, v in state.items()})
+    console.print(
+        {k: str(v) if not isinstance(v, (dict, type(None))) else v for k, v in state.items()}
+    )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
 from modelledger.bootstrap import Container, build
 from modelledger.settings import SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 @click.group(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from modelledger.cli.common import container
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 def register(cli: click.Group) -> None:
@@ -44,7 +49,7 @@ def rebuild(names: tuple[str, ...]) -> None:
             for name in chosen:
                 task = bar.add_task(f"rebuild {name}", total=None)
 
-                def progress(position: int, head: int, task: int = task) -> None:
+                def progress(position: int, head: int, task: TaskID = task) -> None:
                     bar.update(task, completed=position, total=max(head, position))
 
                 count = c.projector.rebuild(name, progress=progress)
