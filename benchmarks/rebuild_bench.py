@@ -30,7 +30,9 @@ from modelledger.settings import load_settings
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -83,10 +85,12 @@ def main() -> None:
             count = container.projector.rebuild("usage")
             elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
             rates.append(count / elapsed)
-            print(f"rebuild {run + 1}: {count:,} events in {elapsed:.1f} s = {count / elapsed:,.0f} events/s"
+            print(f"rebuild {run + 1}: {count:,} events in {elapsed:.1f} s "
+                  f"= {count / elapsed:,.0f} events/s"
                   f" (client CPU {cpu / count * 1e6:.1f} us/event)")
         print(f"median rebuild throughput ({args.backend}, batch {args.batch_size}): "
-              f"{statistics.median(rates):,.0f} events/s on {platform.processor() or platform.machine()}, "
+              f"{statistics.median(rates):,.0f} events/s "
+              f"on {platform.processor() or platform.machine()}, "
               f"Python {platform.python_version()}")
     finally:
         container.close()

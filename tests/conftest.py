@@ -44,7 +44,9 @@ def pg_schema() -> Iterator[tuple[str, str]]:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
-def make_settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest, **overrides: object) -> Settings:
+def make_settings(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, **overrides: object
+) -> Settings:
     if backend == "sqlite":
         return load_settings({}, data_dir=tmp_path, **overrides)
     url, schema = request.getfixturevalue("pg_schema")

@@ -31,7 +31,7 @@ def dump(store: ReadStore, projection: str) -> dict[str, list[tuple[Any, ...]]]:
     tables: dict[str, list[tuple[Any, ...]]] = {}
     with store.read() as cur:
         for table in PROJECTION_TABLES[projection]:
-            cur.execute(f"SELECT {', '.join(table.column_names)} FROM {table.name}")  # noqa: S608
+            cur.execute(f"SELECT {', '.join(table.column_names)} FROM {table.name}")
             tables[table.name] = sorted(
                 (tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
                  for row in cur.fetchall()),

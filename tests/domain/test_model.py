@@ -94,7 +94,10 @@ class TestDeletion:
         model = new_model()
         model.collect_events()
         assert model.delete(**WHO)
-        assert [type(e) for e in model.collect_events()] == [Model.Deleted, Model.EndpointDeactivated]
+        assert [type(e) for e in model.collect_events()] == [
+            Model.Deleted,
+            Model.EndpointDeactivated,
+        ]
         assert model.status is ModelStatus.DELETED
 
     def test_deleting_twice_is_harmless(self) -> None:

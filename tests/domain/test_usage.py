@@ -61,7 +61,9 @@ class TestRecordUsage:
 class TestLatencyHistogram:
     @given(st.lists(st.integers(min_value=0, max_value=10**10), min_size=1, max_size=300),
            st.sampled_from([0.5, 0.9, 0.95, 0.99, 1.0]))
-    def test_percentile_is_within_the_stated_relative_error(self, values: list[int], q: float) -> None:
+    def test_percentile_is_within_the_stated_relative_error(
+        self, values: list[int], q: float
+    ) -> None:
         histogram: dict[int, int] = {}
         for v in values:
             index = latency.bucket_of(v)

@@ -18,7 +18,9 @@ from tests.helpers import T0, dump, register, usage_records
 
 
 class TestModelProjection:
-    def test_a_command_is_visible_in_list_and_detail_when_it_returns(self, container: Container) -> None:
+    def test_a_command_is_visible_in_list_and_detail_when_it_returns(
+        self, container: Container
+    ) -> None:
         owner = uuid.uuid4()
         actor = Actor(owner, "c1")
         model_id = register(container, owner, "resnet")
@@ -74,7 +76,9 @@ class TestModelProjection:
         container.models.delete(Actor(owner, "c"), first)
         register(container, owner, "resnet")  # free again once deleted
 
-    def test_concurrent_registrations_of_one_name_let_exactly_one_win(self, container: Container) -> None:
+    def test_concurrent_registrations_of_one_name_let_exactly_one_win(
+        self, container: Container
+    ) -> None:
         owner = uuid.uuid4()
         outcomes: list[str] = []
         lock = threading.Lock()
@@ -100,7 +104,9 @@ class TestModelProjection:
         model_id = register(container, owner, "resnet")
         container.models.update(Actor(owner, "c"), model_id, description="v2", expected_version=1)
         with pytest.raises(VersionConflictError):
-            container.models.update(Actor(owner, "c"), model_id, description="v3", expected_version=1)
+            container.models.update(
+                Actor(owner, "c"), model_id, description="v3", expected_version=1
+            )
 
 
 class TestUsageProjection:
@@ -125,7 +131,9 @@ class TestUsageProjection:
         owner = uuid.uuid4()
         model_id = register(container, owner, "resnet")
         container.models.update(Actor(owner, "c"), model_id, status=ModelStatus.INACTIVE)
-        container.ingest.record_batch(usage_records(model_id, 5), caller_id=owner, may_record_any=False)
+        container.ingest.record_batch(
+            usage_records(model_id, 5), caller_id=owner, may_record_any=False
+        )
         container.projector.catch_up("usage")
         usage = container.models.get(owner, model_id).usage
         assert (usage.requests, usage.rejected) == (0, 5)
@@ -133,10 +141,14 @@ class TestUsageProjection:
     def test_only_the_owner_or_a_usage_writer_may_record(self, container: Container) -> None:
         model_id = register(container, uuid.uuid4(), "resnet")
         records = usage_records(model_id, 2)
-        denied = container.ingest.record_batch(records, caller_id=uuid.uuid4(), may_record_any=False)
+        denied = container.ingest.record_batch(
+            records, caller_id=uuid.uuid4(), may_record_any=False
+        )
         assert denied.accepted == 0
         assert [index for index, _ in denied.rejected] == [0, 1]
-        allowed = container.ingest.record_batch(records, caller_id=uuid.uuid4(), may_record_any=True)
+        allowed = container.ingest.record_batch(
+            records, caller_id=uuid.uuid4(), may_record_any=True
+        )
         assert allowed.accepted == 2
 
     def test_daily_windows_in_a_time_zone_sum_their_hours(self, container: Container) -> None:
@@ -147,14 +159,18 @@ class TestUsageProjection:
         container.projector.catch_up("usage")
         tz = zone("America/New_York")
         start, end = T0 - timedelta(days=1), T0 + timedelta(days=11)
-        hours = queries.usage_hours(container.store, "model", model_id, hour_index(start), hour_index(end))
+        hours = queries.usage_hours(
+            container.store, "model", model_id, hour_index(start), hour_index(end)
+        )
         buckets = bucketise(hours, "day", tz, start, end)
         assert sum(b.stats.requests for b in buckets) == 600
         for bucket in buckets:
             expected = [r for r in records if bucket.start <= r.occurred_at < bucket.end]  # type: ignore[operator]
             assert bucket.stats.requests == len(expected)
 
-    def test_concurrent_recording_of_the_same_requests_counts_each_once(self, container: Container) -> None:
+    def test_concurrent_recording_of_the_same_requests_counts_each_once(
+        self, container: Container
+    ) -> None:
         owner = uuid.uuid4()
         model_id = register(container, owner, "resnet")
         records = usage_records(model_id, 200)
@@ -200,6 +216,8 @@ class TestRebuild:
         model_id = register(container, owner, "m")
         container.projector.rebuild("usage")
         container.projector.rebuild("usage")  # twice: index names must not collide
-        container.ingest.record_batch(usage_records(model_id, 10), caller_id=owner, may_record_any=False)
+        container.ingest.record_batch(
+            usage_records(model_id, 10), caller_id=owner, may_record_any=False
+        )
         container.projector.catch_up("usage")
         assert container.models.get(owner, model_id).usage.requests == 10

@@ -103,9 +103,15 @@ def run_stream(backend: str, request: pytest.FixtureRequest, ops: list[tuple[Any
             for op in ops:
                 if op[0] == "usage":
                     _, m, r, ms, ok, hour, size = op
-                    record = UsageRecord(model_id=model_ids[m], request_id=f"q{r}",
-                                         response_time_ms=ms, input_bytes=size, output_bytes=size,
-                                         success=ok, occurred_at=T0 + timedelta(hours=hour, minutes=r))
+                    record = UsageRecord(
+                        model_id=model_ids[m],
+                        request_id=f"q{r}",
+                        response_time_ms=ms,
+                        input_bytes=size,
+                        output_bytes=size,
+                        success=ok,
+                        occurred_at=T0 + timedelta(hours=hour, minutes=r),
+                    )
                     container.ingest.record_batch([record], caller_id=owner, may_record_any=False)
                 elif op[0] == "deactivate":
                     container.models.update(actor, model_ids[op[1]], status=ModelStatus.INACTIVE)
@@ -122,7 +128,11 @@ def run_stream(backend: str, request: pytest.FixtureRequest, ops: list[tuple[Any
             container.close()
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(ops=st.lists(operation, max_size=60))
 def test_incremental_equals_rebuild_equals_recomputation_on_sqlite(
     request: pytest.FixtureRequest, ops: list[tuple[Any, ...]]
@@ -131,7 +141,11 @@ def test_incremental_equals_rebuild_equals_recomputation_on_sqlite(
 
 
 @pytest.mark.postgres
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(ops=st.lists(operation, max_size=60))
 def test_incremental_equals_rebuild_equals_recomputation_on_postgres(
     request: pytest.FixtureRequest, pg_schema: tuple[str, str], ops: list[tuple[Any, ...]]

@@ -75,8 +75,12 @@ class TestFollowing:
         try:
             owner = uuid.uuid4()
             model_id = register(container, owner, "m")
-            worker = Worker(container.projector, leadership(container), Wakeups(["registry", "usage"]),
-                            poll_interval=0.2)
+            worker = Worker(
+                container.projector,
+                leadership(container),
+                Wakeups(["registry", "usage"]),
+                poll_interval=0.2,
+            )
             stop = threading.Event()
             threads = worker.start(stop)  # no LISTEN thread, no wake-ups: polling only
             load_usage(container, owner, model_id, 300)
@@ -134,7 +138,10 @@ def test_killing_a_worker_mid_batch_never_counts_anything_twice(container: Conta
         process = subprocess.Popen([sys.executable, "-m", "modelledger", "worker"], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_until(lambda before=before: position(container, "usage") > before, timeout=60)
+            def advanced(before: int = before) -> bool:
+                return position(container, "usage") > before
+
+            wait_until(advanced, timeout=60)
             time.sleep(kill_after)
             if position(container, "usage") < total:
                 process.send_signal(signal.SIGKILL)
