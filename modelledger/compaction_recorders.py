@@ -92,7 +92,8 @@ class PostgresCompaction:
             "INSERT INTO {schema}.{compacted} (originator_id) "
             "SELECT e.originator_id FROM unnest(%b::int8[], %b::int8[]) AS r(lo, hi) "
             "JOIN {schema}.{table} e ON e.notification_id BETWEEN r.lo AND r.hi "
-            "WHERE e.topic = %b ON CONFLICT DO NOTHING"
+            # In key order the index's pages are visited once each, in sequence.
+            "WHERE e.topic = %b ORDER BY 1 ON CONFLICT DO NOTHING"
         ).format(**f)
         self.delete_raw_statement = SQL(
             "DELETE FROM {schema}.{table} e USING unnest(%b::int8[], %b::int8[]) AS r(lo, hi) "

@@ -61,6 +61,9 @@ log = logging.getLogger("modelledger.scheduler.compaction")
 
 RAW_TOPIC = get_topic(PredictionUsage.Recorded)
 CHUNK_SIZE = 20_000
+# While new usage keeps arriving, pause this long per second of work after each chunk, so that
+# ingest (which shares the CPUs and waits for the chunk's insert lock) keeps most of its speed.
+INGEST_YIELD = 1.0
 _ROW_OVERHEAD = 16 + 8 + 8  # originator id, version and notification id of a stored row
 
 
@@ -82,6 +85,7 @@ class CompactionSummary:
     through: int = 0  # the tracking position the run was bounded by
     deferred: int = 0  # old events left for a later run (a rebuild is behind them)
     longest_lock_s: float = 0.0
+    paused_s: float = 0.0  # yielded to concurrent ingest
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -100,6 +104,7 @@ class CompactionSummary:
             "through": self.through,
             "deferred": self.deferred,
             "longest_lock_s": round(self.longest_lock_s, 4),
+            "paused_s": round(self.paused_s, 3),
             "seconds": round(self.seconds, 3),
         }
 
@@ -117,6 +122,7 @@ def compact_usage(
     archive_enabled: bool | None = None,
     progress: Progress | None = None,
     max_chunks: int | None = None,
+    ingest_yield: float = INGEST_YIELD,
 ) -> CompactionSummary:
     """Compact usage older than ``older_than`` chunk by chunk; the caller holds the job lock."""
     started = time.monotonic()
@@ -127,7 +133,9 @@ def compact_usage(
         archive_enabled = container.settings.archive_enabled
     archive_to = archive.archive_dir(container.settings.data_dir) if archive_enabled else None
     after = 0
+    head = container.usage_ledger.recorder.max_notification_id()
     while max_chunks is None or summary.chunks < max_chunks:
+        working = time.monotonic()
         with _usage_positions_locked(container) as through:
             summary.through = through
             rows = recorder.select_raw(after, through, chunk_size, RAW_TOPIC)
@@ -159,6 +167,13 @@ def compact_usage(
         )
         if chunk.reached_recent or len(rows) < chunk_size:
             break
+        if ingest_yield > 0:
+            newest = container.usage_ledger.recorder.max_notification_id()
+            if newest != head:
+                head = newest
+                pause = (time.monotonic() - working) * ingest_yield
+                summary.paused_s += pause
+                time.sleep(pause)
     summary.seconds = time.monotonic() - started
     log.info("compaction finished", extra=summary.as_dict())
     return summary

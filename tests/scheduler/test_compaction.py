@@ -307,3 +307,22 @@ def test_archive_records_hold_every_field_of_the_usage_event(
         for e in events
     }
     assert found == expected
+
+
+def test_compaction_pauses_between_chunks_only_while_new_usage_arrives(
+    container: Container, models: Models
+) -> None:
+    container.usage_ledger.record(old_usage(models, 2_000, days_ago=(60, 31)))
+    container.projector.catch_up_all()
+    alone = compact_usage(container, older_than=RETENTION, chunk_size=500, max_chunks=2)
+    assert alone.paused_s == 0
+
+    rng = random.Random(4)
+    arrivals = iter(range(10**6))
+
+    def one_more_arrival(position: int, bound: int) -> None:
+        container.usage_ledger.record([usage(models[0], f"live{next(arrivals)}", NOW, rng)])
+
+    busy = compact_usage(container, older_than=RETENTION, chunk_size=500, progress=one_more_arrival)
+    assert busy.events == 1_000
+    assert busy.paused_s > 0
