@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +25,20 @@ from api.controllers.models import ModelController
 from api.controllers.usage import UsageController
 from api.errors import EXCEPTION_HANDLERS
 from api.group_commit import GroupCommitter
+from api.reads import Reads
 from modelledger.artifacts import ArtifactStore
 from modelledger.bootstrap import Container, build
+from modelledger.logging_setup import configure_logging
+from modelledger.schema_check import ensure_current_schema
 from modelledger.settings import load_settings
 
-# "false": one transaction per request (the baseline the benchmark compares against)
-GROUP_COMMIT_ENV = "MODELLEDGER_GROUP_COMMIT"
 
-
-def _allow_every_method(request: Request[Any, Any, Any]) -> Response[None] | None:
+async def _allow_every_method(request: Request[Any, Any, Any]) -> Response[None] | None:
     """Answer OPTIONS with every method of the path.
 
     Litestar 2.25's automatic OPTIONS handler lists only the methods of the path's first
-    handler group when a controller declares the path in several handlers.
+    handler group when a controller declares the path in several handlers. Asynchronous
+    because it runs before every request: Litestar would run a synchronous one in a thread.
     """
     if request.method != "OPTIONS":
         return None
@@ -48,12 +48,18 @@ def _allow_every_method(request: Request[Any, Any, Any]) -> Response[None] | Non
 
 
 def create_app(
-    container: Container, *, group_commit: bool = True, close_container: bool = False
+    container: Container, *, group_commit: bool | None = None, close_container: bool = False
 ) -> Litestar:
-    """The Litestar app over ``container``'s services (tests pass their own container)."""
+    """The Litestar app over ``container``'s services (tests pass their own container).
+
+    ``group_commit`` overrides ``settings.group_commit`` (off: one transaction per request).
+    """
     settings = container.settings
     verifier = TokenVerifier(resolve_secret(settings), settings.jwt_public_key)
-    committer = GroupCommitter(container.ingest, enabled=group_commit)
+    committer = GroupCommitter(
+        container.ingest, enabled=settings.group_commit if group_commit is None else group_commit
+    )
+    reads = Reads(container.store, settings)
     api = Router(
         "/api",
         route_handlers=[ModelController, UsageController, AdminController],
@@ -61,8 +67,12 @@ def create_app(
         security=[{SECURITY_SCHEME: []}],
     )
 
+    async def startup() -> None:
+        await reads.open()
+
     async def shutdown() -> None:
         await committer.close()
+        await reads.close()
         if close_container:
             container.close()
 
@@ -74,6 +84,7 @@ def create_app(
                 Path(settings.data_dir) / "artifacts", settings.max_upload_bytes
             ),
             "group_commit": committer,
+            "reads": reads,
         }),
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
@@ -91,13 +102,24 @@ def create_app(
             components=security_components(),
             render_plugins=[SwaggerRenderPlugin()],
         ),
+        on_startup=[startup],
         on_shutdown=[shutdown],
         before_request=_allow_every_method,
     )
 
 
 def create_app_from_env() -> Litestar:
-    """The uvicorn factory (``api.app:create_app_from_env``): settings from MODELLEDGER_*."""
-    container = build(load_settings())
-    group_commit = os.environ.get(GROUP_COMMIT_ENV, "true").lower() not in {"0", "false", "no"}
-    return create_app(container, group_commit=group_commit, close_container=True)
+    """The uvicorn factory (``api.app:create_app_from_env``), run in every worker process.
+
+    Settings from MODELLEDGER_*; JSON logs; refuses to start (naming the rebuild command) when
+    the projection tables were built by another schema version.
+    """
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    container = build(settings)
+    try:
+        ensure_current_schema(container)
+    except BaseException:
+        container.close()
+        raise
+    return create_app(container, close_container=True)

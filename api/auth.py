@@ -7,6 +7,7 @@ configured public key, so ``alg=none`` and algorithm-confusion tokens are refuse
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from litestar.middleware.authentication import (
 from litestar.openapi.spec import Components, SecurityScheme
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from litestar.connection import ASGIConnection
     from litestar.handlers.base import BaseRouteHandler
@@ -85,12 +86,34 @@ def issue_token(
 
 
 class TokenVerifier:
-    def __init__(self, secret: str, public_key: str = "") -> None:
+    """Verifies bearer tokens, remembering verified ones by token string until they expire.
+
+    A signature check and claim decoding cost more than the rest of a cheap request; a client
+    sends the same token with every request, so each token is verified once per process.
+    Only successful verifications are cached (the bytes of a token fix its claims), and a hit
+    is still refused once ``exp`` has passed.
+    """
+
+    def __init__(self, secret: str, public_key: str = "", *, cache_size: int = 10_000) -> None:
         self.keys: dict[str, Any] = {"HS256": secret}
         if public_key:
             self.keys["RS256"] = public_key
+        self.cache_size = cache_size
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None:
+            if time.time() < cached[1]:
+                return cached[0]
+            del self._verified[token]
+        principal, expires = self._verify(token)
+        if len(self._verified) >= self.cache_size:
+            self._verified.clear()  # rare: simpler than LRU, and a miss only costs a verify
+        self._verified[token] = (principal, expires)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError:
@@ -109,7 +132,9 @@ class TokenVerifier:
         subject, scope = claims.get("sub"), claims.get("scope", SCOPE_MODELS)
         if not isinstance(subject, str) or not subject or not isinstance(scope, str):
             raise _unauthorized("invalid token: 'sub' and 'scope' must be strings")
-        return Principal(user_id_of(subject), subject, frozenset(scope.split()))
+        principal = Principal(user_id_of(subject), subject, frozenset(scope.split()))
+        # PyJWT has checked that ``exp`` is a number and in the future.
+        return principal, float(claims["exp"])
 
 
 def _unauthorized(reason: str) -> NotAuthorizedException:
@@ -155,10 +180,14 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
 
 def requires(
     *any_of: str,
-) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
-    """A guard admitting tokens holding at least one of the scopes."""
+) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]:
+    """A guard admitting tokens holding at least one of the scopes.
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    Asynchronous on purpose: Litestar runs a synchronous guard in a worker thread, a thread hop
+    per request for a set intersection.
+    """
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         if not principal_of(connection).scopes.intersection(any_of):
             raise PermissionDeniedException(
                 detail=f"this route needs the scope {' or '.join(repr(s) for s in any_of)}"

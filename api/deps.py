@@ -13,6 +13,7 @@ from modelledger.services import Actor
 
 if TYPE_CHECKING:
     from api.group_commit import GroupCommitter
+    from api.reads import Reads
     from modelledger.artifacts import ArtifactStore
     from modelledger.bootstrap import Container
 
@@ -30,6 +31,10 @@ def artifacts(request: Request[Any, Any, State]) -> ArtifactStore:
 
 def committer(request: Request[Any, Any, State]) -> GroupCommitter:
     return request.app.state["group_commit"]  # type: ignore[no-any-return]
+
+
+def reads(request: Request[Any, Any, State]) -> Reads:
+    return request.app.state["reads"]  # type: ignore[no-any-return]
 
 
 def principal(request: ApiRequest) -> Principal:

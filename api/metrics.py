@@ -16,22 +16,43 @@ from prometheus_client import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from modelledger.bootstrap import Container
+    from scheduler.watchdog import ProjectionHealth
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 USAGE_INGESTED = Counter(
     "modelledger_usage_ingested", "Usage records stored (duplicates excluded)", ["route"]
 )
+# Gauges read fresh from the database by whichever process serves the page ("mostrecent":
+# with several workers the latest reading wins, not a stale one of another process).
 PROJECTION_LAG = Gauge(
     "modelledger_projection_lag_events", "Events in the log not yet projected", ["projection"],
-    multiprocess_mode="max",
+    multiprocess_mode="mostrecent",
 )
+PROJECTION_IDLE = Gauge(
+    "modelledger_projection_idle_seconds", "Seconds since the projection's position last moved",
+    ["projection"], multiprocess_mode="mostrecent",
+)
+PROJECTION_STALLED = Gauge(
+    "modelledger_projection_stalled", "1 when the projection has lag and makes no progress",
+    ["projection"], multiprocess_mode="mostrecent",
+)
+
+
+def record_projections(report: Iterable[ProjectionHealth]) -> None:
+    for p in report:
+        PROJECTION_LAG.labels(p.name).set(p.lag)
+        PROJECTION_IDLE.labels(p.name).set(p.idle_seconds if p.idle_seconds != float("inf") else -1)
+        PROJECTION_STALLED.labels(p.name).set(int(p.stalled))
 
 
 def render(container: Container) -> bytes:
     """The metrics page; with several workers, all processes' samples combined."""
-    for status in container.projector.status():
-        PROJECTION_LAG.labels(status.name).set(status.lag)
+    from scheduler import watchdog  # noqa: PLC0415 - keeps this module free of the scheduler
+
+    record_projections(watchdog.check(container))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

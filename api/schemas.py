@@ -191,10 +191,20 @@ class Liveness(msgspec.Struct):
     status: str
 
 
+class ProjectionHealth(msgspec.Struct):
+    name: str
+    position: int
+    head: int
+    lag: int
+    idle_seconds: float | None  # since the position last moved; null if it never has
+    stalled: bool
+
+
 class Readiness(msgspec.Struct):
-    status: str
+    status: Literal["ready", "stalled"]
     database: str
-    projections: list[ProjectionState]
+    projections: list[ProjectionHealth]
+    stalled: list[str]  # projections with lag that have not progressed for 2 minutes
 
 
 class InvalidParam(msgspec.Struct):
@@ -211,3 +221,11 @@ class Problem(msgspec.Struct, omit_defaults=True):
     detail: str | None = None
     instance: str | None = None
     invalid_params: list[InvalidParam] | None = None
+
+
+class NotReady(Problem, kw_only=True):
+    """``/health/ready``'s 503: a problem with the readiness details as extension members."""
+
+    database: str
+    projections: list[ProjectionHealth] = msgspec.field(default_factory=list)
+    stalled: list[str] = msgspec.field(default_factory=list)

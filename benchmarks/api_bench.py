@@ -1,47 +1,136 @@
 """Load benchmark of the HTTP API (issue 3, Performance) against `modelledger serve` on PostgreSQL.
 
-Setup: a fresh PostgreSQL schema, `modelledger serve --workers N` started as a user would, and
-an asyncio httpx load generator on the same machine (it competes for the same cores: numbers
-are a lower bound). Phases: model registration (setup), batch ingest, single-record ingest with
-group commit vs. one transaction per request (the server restarted with
-MODELLEDGER_GROUP_COMMIT=false), reads of the model list and detail, a 90-day daily series.
+Setup, as the issue states it: a PostgreSQL schema holding 10,000 models (100 owners with 100
+each) and 1,000,000 usage events spread over the last 90 days, loaded in-process through the
+registry, ``container.usage_ledger.record`` and ``projector.catch_up_all()`` (not over HTTP);
+then ``modelledger serve --workers N`` started as a user would, and wrk (C, Lua scripts for POST
+bodies and per-request URLs and tokens) with 64 connections as the load generator. Phases:
+batch ingest (pre-encoded 10,000-record bodies, 4 concurrent httpx clients: the client does
+almost nothing per event), single-record ingest with group commit, then the list, the detail
+and a 90-day daily series, and last single-record ingest with the server restarted with
+``MODELLEDGER_GROUP_COMMIT=false`` (one transaction per request).
 
+    apt-get install wrk
     .venv/bin/python benchmarks/api_bench.py --pg postgresql://postgres@127.0.0.1:5432/postgres \\
-        --workers 2 --models 10000 --events 1000000 --clients 64 --seconds 10
+        --workers 2 --models 10000 --events 1000000 --connections 64 --seconds 10
+
+``--schema NAME --keep`` keeps the loaded schema for the next run (which then skips loading).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import platform
 import random
 import secrets
+import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 import jwt
+import msgspec
 import psycopg
 
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
-SECRET = secrets.token_urlsafe(48)
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from api.auth import user_id_of  # noqa: E402
+from domain.model import Model  # noqa: E402
+from domain.name_claim import NameClaim  # noqa: E402
+from domain.usage import record_usage  # noqa: E402
+from modelledger.bootstrap import build  # noqa: E402
+from modelledger.settings import load_settings  # noqa: E402
+
+SECRET = "benchmark-secret-" + "x" * 48  # a throwaway secret for a local run
+USERS = 100
+MODEL_IDS = uuid.UUID("2b0d4d50-8a4e-4a9c-9d3a-2f5a0e7c1e11")
+
+# wrk: one line of JSON at the end with throughput, latency percentiles and errors.
+LUA_DONE = """
+done = function(summary, latency, requests)
+  local errors = summary.errors.status + summary.errors.connect + summary.errors.read
+                 + summary.errors.write + summary.errors.timeout
+  io.write(string.format(
+    'RESULT {"requests": %d, "seconds": %.3f, "p50": %.3f, "p90": %.3f, "p99": %.3f, '
+    .. '"max": %.3f, "errors": %d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3,
+    latency:percentile(90) / 1e3, latency:percentile(99) / 1e3, latency.max / 1e3, errors))
+end
+"""
 
 
-def token(sub: str, scope: str) -> dict[str, str]:
-    claims = {"sub": sub, "scope": scope, "exp": datetime.now(UTC) + timedelta(hours=4)}
-    return {"Authorization": "Bearer " + jwt.encode(claims, SECRET, algorithm="HS256")}
+def bearer(sub: str, scope: str) -> str:
+    claims = {"sub": sub, "scope": scope, "exp": datetime.now(UTC) + timedelta(hours=6)}
+    return "Bearer " + jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def model_id(user: int, index: int) -> uuid.UUID:
+    return uuid.uuid5(MODEL_IDS, f"{user}/{index}")
+
+
+# Setup ---------------------------------------------------------------------------------------
+
+
+def load_data(args: argparse.Namespace, schema: str, data_dir: Path) -> float:
+    """Register the models and record the usage events in-process; returns the seconds taken."""
+    settings = load_settings({}, database_url=args.pg, pg_schema=schema, data_dir=data_dir,
+                             jwt_secret=SECRET, pg_pool_size=4)
+    began = time.perf_counter()
+    c = build(settings)
+    try:
+        per_user = args.models // USERS
+        owners = {}
+        batch: list[object] = []
+        for user in range(USERS):
+            owner = user_id_of(f"user-{user}")
+            for index in range(per_user):
+                mid = model_id(user, index)
+                owners[mid] = owner
+                batch.append(Model.register(
+                    model_id=mid, owner_id=owner, name=f"model-{index:03d}", description="",
+                    framework="onnx", endpoint_url=f"http://bench/predict/{mid}",
+                    actor=str(owner), correlation_id="bench",
+                ))
+                batch.append(NameClaim.claim(owner, f"model-{index:03d}", mid))
+            if len(batch) >= 1_000:
+                c.registry.save(*batch)
+                batch = []
+        if batch:
+            c.registry.save(*batch)
+        print(f"  models registered: {len(owners)} ({time.perf_counter() - began:.0f} s)",
+              flush=True)
+        ids, rng, now = list(owners), random.Random(1), datetime.now(UTC)
+        for start in range(0, args.events, 20_000):
+            events = []
+            for i in range(start, min(args.events, start + 20_000)):
+                mid = ids[rng.randrange(len(ids))]
+                events.append(record_usage(
+                    model_id=mid, owner_id=owners[mid], request_id=f"load-{i}",
+                    occurred_at=now - timedelta(seconds=rng.randrange(90 * 86_400)),
+                    response_time_ms=rng.uniform(5, 200), input_bytes=512, output_bytes=1024,
+                    success=rng.random() > 0.05, now=now,
+                ))
+            c.usage_ledger.record(events)
+        print(f"  usage recorded: {args.events} ({time.perf_counter() - began:.0f} s)", flush=True)
+        c.projector.catch_up_all()
+        print(f"  projections caught up ({time.perf_counter() - began:.0f} s)", flush=True)
+    finally:
+        c.close()
+    return time.perf_counter() - began
+
+
+# Server --------------------------------------------------------------------------------------
 
 
 class Server:
@@ -54,16 +143,26 @@ class Server:
         env = {**os.environ, "MODELLEDGER_DATABASE_URL": self.args.pg,
                "MODELLEDGER_PG_SCHEMA": self.schema, "MODELLEDGER_JWT_SECRET": SECRET,
                "MODELLEDGER_DATA_DIR": str(self.data_dir), "MODELLEDGER_LOG_LEVEL": "WARNING",
-               "MODELLEDGER_GROUP_COMMIT": "true" if group_commit else "false"}
+               "MODELLEDGER_GROUP_COMMIT": "true" if group_commit else "false",
+               # Each process opens 2 x this for the event logs at start: PostgreSQL's 100
+               # connections are shared with whatever else runs on the machine.
+               "MODELLEDGER_PG_POOL_SIZE": str(self.args.pool_size)}
+        root = Path(self.args.server_root or ROOT)
+        if self.args.server_root:  # another checkout of the code, e.g. `git archive` of a commit
+            env["PYTHONPATH"] = str(root)
+        log = (self.data_dir / "server.log").open("ab")
         self.proc = subprocess.Popen(  # noqa: S603 - our own command line
             [str(ROOT / ".venv/bin/modelledger"), "serve", "--workers", str(self.args.workers),
-             "--port", str(self.args.port)], env=env, cwd=ROOT,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+             "--port", str(self.args.port)], env=env, cwd=root,
+            stdout=log, stderr=log, start_new_session=True,
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited; see {self.data_dir / 'server.log'}")
             try:
-                if httpx.get(self.url + "/health/ready", timeout=2).status_code == 200:
+                if httpx.get(self.url + "/health/live", timeout=2).status_code == 200:
+                    time.sleep(1)  # let every worker finish starting
                     return
             except httpx.HTTPError:
                 pass
@@ -73,180 +172,225 @@ class Server:
     def stop(self) -> None:
         if self.proc is not None:
             os.killpg(self.proc.pid, signal.SIGINT)
-            self.proc.wait(timeout=30)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
             self.proc = None
 
 
-async def load(
-    url: str, clients: int, seconds: float, make: Callable[[httpx.AsyncClient, int], Awaitable[int]]
-) -> tuple[float, list[float], int]:
-    """Run ``clients`` loops for ``seconds``; returns (requests/s, latencies in ms, errors)."""
-    latencies: list[float] = []
-    errors = 0
-    stop_at = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        async def loop(worker: int) -> None:
-            nonlocal errors
-            n = 0
-            while time.perf_counter() < stop_at:
-                start = time.perf_counter()
-                status = await make(client, worker * 10_000_000 + n)
-                latencies.append((time.perf_counter() - start) * 1000)
-                errors += status >= 400
-                n += 1
-        began = time.perf_counter()
-        await asyncio.gather(*(loop(i) for i in range(clients)))
-        elapsed = time.perf_counter() - began
-    return len(latencies) / elapsed, latencies, errors
+# Load ----------------------------------------------------------------------------------------
 
 
-def report(name: str, rps: float, latencies: list[float], errors: int, unit: str = "req/s") -> None:
-    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
-    print(f"{name:<44} {rps:>9.0f} {unit:<9} p50 {q[49]:6.1f} ms  p99 {q[98]:6.1f} ms  "
-          f"errors {errors}")
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50: float
+    p90: float
+    p99: float
+    errors: int
+    requests: int
 
 
-def usage(i: int, model_id: str | None = None, when: datetime | None = None) -> dict[str, object]:
-    record: dict[str, object] = {
-        "request_id": f"r{i}", "response_time_ms": random.uniform(5, 200),
-        "input_bytes": 512, "output_bytes": 1024, "success": random.random() > 0.05,
-        "occurred_at": (when or datetime.now(UTC)).isoformat(),
-    }
-    if model_id is not None:
-        record["model_id"] = model_id
-    return record
+def lua_list(values: list[str]) -> str:
+    return "{" + ", ".join(json.dumps(v) for v in values) + "}"
 
 
-async def register_models(url: str, users: list[str], per_user: int) -> dict[str, list[str]]:
-    owned: dict[str, list[str]] = {u: [] for u in users}
-    queue = [(u, i) for u in users for i in range(per_user)]
+def wrk(args: argparse.Namespace, url: str, name: str, script: str) -> Result:
+    """Run wrk with ``script`` (which defines ``request``) and parse its summary."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script + LUA_DONE)
+    try:
+        out = subprocess.run(  # noqa: S603 - our own command line
+            [args.wrk, "-t", str(args.threads), "-c", str(args.connections), "-d",
+             f"{args.seconds}s", "--timeout", "10s", "-s", handle.name, url],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    finally:
+        Path(handle.name).unlink()
+    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+    r = json.loads(line.removeprefix("RESULT "))
+    return Result(name, r["requests"] / r["seconds"], r["p50"], r["p90"], r["p99"], r["errors"],
+                  r["requests"])
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        while queue:
-            user, i = queue.pop()
-            r = await client.post("/api/models", json={"name": f"model-{i}", "framework": "onnx"},
-                                  headers=token(user, "models"))
-            r.raise_for_status()
-            owned[user].append(r.json()["id"])
 
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        await asyncio.gather(*(worker(client) for _ in range(8)))
-    return owned
+def read_script(paths: list[str], tokens: list[str]) -> str:
+    """GET ``paths[i]`` with ``tokens[i]``, round robin, a different start per connection."""
+    return f"""
+local paths = {lua_list(paths)}
+local tokens = {lua_list(tokens)}
+local n = 0
+setup = function(thread) thread:set("seed", math.random(1, 1000000)) end
+init = function() n = seed end
+request = function()
+  n = n + 1
+  local i = n % #paths + 1
+  return wrk.format("GET", paths[i], {{["Authorization"] = tokens[i]}})
+end
+"""
 
 
-async def batch_ingest(url: str, models: list[str], events: int) -> float:
-    gateway = token("gateway", "usage:write")
-    now = datetime.now(UTC)
-    batches = [
-        [usage(b * 10_000 + i, random.choice(models), now - timedelta(minutes=random.randrange(
-            0, 90 * 24 * 60))) for i in range(min(10_000, events - b * 10_000))]
+def ingest_script(model_ids: list[str], token: str, run: str) -> str:
+    """POST one usage record with a fresh request id to a model, round robin."""
+    return f"""
+local models = {lua_list(model_ids)}
+local counter = 0
+local tid = 0
+local threads = 0
+setup = function(thread) threads = threads + 1; thread:set("tid", threads) end
+request = function()
+  counter = counter + 1
+  local body = '{{"request_id": "{run}-' .. tid .. '-' .. counter .. '", '
+    .. '"response_time_ms": 12.5, "input_bytes": 512, "output_bytes": 1024, "success": true}}'
+  return wrk.format("POST", "/api/models/" .. models[counter % #models + 1] .. "/usage",
+    {{["Authorization"] = {json.dumps(token)}, ["Content-Type"] = "application/json"}}, body)
+end
+"""
+
+
+async def batch_ingest(url: str, model_ids: list[str], events: int) -> float:
+    """Pre-encoded 10,000-record bodies posted by 4 concurrent clients; returns events/s."""
+    gateway = {"Authorization": bearer("gateway", "usage:write"),
+               "Content-Type": "application/json"}
+    run, now, rng = uuid.uuid4().hex[:8], datetime.now(UTC), random.Random(2)
+    bodies = [
+        msgspec.json.encode({"records": [
+            {"model_id": rng.choice(model_ids), "request_id": f"{run}-{b}-{i}",
+             "occurred_at": (now - timedelta(seconds=rng.randrange(86_400))).isoformat(),
+             "response_time_ms": rng.uniform(5, 200), "input_bytes": 512, "output_bytes": 1024,
+             "success": rng.random() > 0.05}
+            for i in range(min(10_000, events - b * 10_000))
+        ]})
         for b in range((events + 9_999) // 10_000)
     ]
-    sent = 0
-    began = time.perf_counter()
+    accepted = 0
 
     async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal sent
-        while batches:
-            records = batches.pop()
-            r = await client.post("/api/usage/batch", json={"records": records}, headers=gateway)
+        nonlocal accepted
+        while bodies:
+            r = await client.post("/api/usage/batch", content=bodies.pop(), headers=gateway)
             r.raise_for_status()
-            sent += r.json()["accepted"]
+            accepted += r.json()["accepted"]
 
+    began = time.perf_counter()
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         await asyncio.gather(*(worker(client) for _ in range(4)))
-    return sent / (time.perf_counter() - began)
+    return accepted / (time.perf_counter() - began)
 
 
-async def wait_for_projections(url: str) -> None:
-    admin = token("ops", "admin")
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        while True:
-            states = (await client.get("/api/projections", headers=admin)).json()
-            if all(s["lag"] == 0 for s in states):
-                return
-            await asyncio.sleep(1)
+def wait_for_projections(url: str) -> None:
+    admin = {"Authorization": bearer("ops", "admin")}
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        states = httpx.get(url + "/api/projections", headers=admin, timeout=30).json()
+        if all(s["lag"] == 0 for s in states):
+            return
+        time.sleep(1)
 
 
-async def single_ingest(
-    url: str, args: argparse.Namespace, models: list[str]
-) -> tuple[float, list[float], int]:
-    gateway = token("gateway", "usage:write")
-    run = uuid.uuid4().hex[:8]
-
-    async def one(client: httpx.AsyncClient, i: int) -> int:
-        model = models[i % len(models)]
-        r = await client.post(f"/api/models/{model}/usage", json=usage(i) | {
-            "request_id": f"{run}-{i}"}, headers=gateway)
-        return r.status_code
-
-    return await load(url, args.clients, args.seconds, one)
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-async def main(args: argparse.Namespace) -> None:
-    schema = f"bench_{secrets.token_hex(4)}"
-    with psycopg.connect(args.pg, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
+def main(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - the phases, in order
+    if shutil.which(args.wrk) is None:
+        sys.exit(f"{args.wrk} not found: apt-get install wrk")
+    schema = args.schema or f"bench_{secrets.token_hex(4)}"
     data_dir = Path(tempfile.mkdtemp(prefix="modelledger-bench-"))
+    with psycopg.connect(args.pg, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        loaded = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".model_view',)
+        ).fetchone()
+    print(f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+          f", load average {load_average()} before the run")
+    print(f"setup: PostgreSQL schema {schema}; {args.models} models of {USERS} owners, "
+          f"{args.events} usage events over 90 days; `modelledger serve --workers "
+          f"{args.workers}`; wrk -t{args.threads} -c{args.connections} -d{args.seconds}s on the "
+          "same machine")
+    if loaded and loaded[0]:
+        print("  (schema already loaded: reusing it)")
+    else:
+        took = load_data(args, schema, data_dir)
+        print(f"  loaded in {took:.0f} s")
     server = Server(args, schema, data_dir)
-    print(f"setup: PostgreSQL schema {schema}, `modelledger serve --workers {args.workers}`, "
-          f"{args.clients} asyncio httpx clients on the same {os.cpu_count()}-core machine "
-          f"(shared and noisy: figures are indicative)")
+    per_user = args.models // USERS
+    users = list(range(USERS))
+    tokens = {u: bearer(f"user-{u}", "models") for u in users}
+    results: list[Result] = []
     try:
         server.start()
-        users = [f"user-{i}" for i in range(max(1, args.models // 100))]
-        began = time.perf_counter()
-        owned = await register_models(server.url, users, args.models // len(users))
-        models = [m for ids in owned.values() for m in ids]
-        took = time.perf_counter() - began
-        print(f"{'setup: registered models':<44} {len(models):>9} in {took:.0f} s")
-        rate = await batch_ingest(server.url, models, args.events)
-        print(f"{'batch ingest (10,000 per call, 4 clients)':<44} {rate:>9.0f} events/s")
-        await wait_for_projections(server.url)
+        single_models = [str(model_id(u, i)) for u in users for i in range(per_user)]
+        gateway = bearer("gateway", "usage:write")
+        phases = set((args.only or "batch,single,list,detail,series,alone").split(","))
+        if "batch" in phases and args.events_over_http:
+            rate = asyncio.run(batch_ingest(server.url, single_models, args.events_over_http))
+            print(f"{'batch ingest (10,000 per call, 4 clients)':<44} {rate:>9.0f} events/s  "
+                  f"load {load_average()}", flush=True)
+            wait_for_projections(server.url)
 
-        rps, lat, err = await single_ingest(server.url, args, models)
-        report("single ingest, group commit", rps, lat, err)
-        grouped = rps
+        def run(name: str, script: str) -> Result:
+            result = wrk(args, server.url, name, script)
+            results.append(result)
+            print(f"{name:<44} {result.rps:>9.0f} req/s  p50 {result.p50:6.1f} ms  "
+                  f"p99 {result.p99:6.1f} ms  errors {result.errors}  load {load_average()}",
+                  flush=True)
+            return result
 
-        user, ids = users[0], owned[users[0]]
-        headers = token(user, "models")
-        frm = (datetime.now(UTC) - timedelta(days=90)).isoformat()
-
-        async def list_models(client: httpx.AsyncClient, _: int) -> int:
-            return (await client.get("/api/models", headers=headers)).status_code
-
-        async def get_model(client: httpx.AsyncClient, i: int) -> int:
-            url = f"/api/models/{ids[i % len(ids)]}"
-            return (await client.get(url, headers=headers)).status_code
-
-        async def series(client: httpx.AsyncClient, i: int) -> int:
-            return (await client.get(f"/api/models/{ids[i % len(ids)]}/usage", headers=headers,
-                                     params={"window": "day", "from": frm})).status_code
-
-        for name, make in (("GET /api/models", list_models), ("GET /api/models/{id}", get_model),
-                           ("GET usage, 90 daily buckets", series)):
-            report(name, *await load(server.url, args.clients, args.seconds, make))
-
-        server.stop()
-        server.start(group_commit=False)
-        rps, lat, err = await single_ingest(server.url, args, models)
-        report("single ingest, one transaction per request", rps, lat, err)
-        print(f"{'group commit speed-up':<44} {grouped / rps:>9.1f} x")
+        grouped = alone = None
+        if "single" in phases:
+            grouped = run("single ingest, group commit",
+                          ingest_script(single_models, gateway, uuid.uuid4().hex[:8]))
+            wait_for_projections(server.url)
+        detail = [(u, str(model_id(u, i))) for u in users for i in range(per_user)]
+        random.Random(3).shuffle(detail)
+        frm = (datetime.now(UTC) - timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if "list" in phases:
+            run("GET /api/models",
+                read_script(["/api/models"] * USERS, [tokens[u] for u in users]))
+        if "detail" in phases:
+            run("GET /api/models/{id}", read_script(
+                [f"/api/models/{m}" for _, m in detail], [tokens[u] for u, _ in detail]))
+        if "series" in phases:
+            run("GET usage, 90 daily buckets", read_script(
+                [f"/api/models/{m}/usage?window=day&from={frm}" for _, m in detail],
+                [tokens[u] for u, _ in detail]))
+        if "alone" in phases:
+            server.stop()
+            server.start(group_commit=False)
+            alone = run("single ingest, one transaction per request",
+                        ingest_script(single_models, gateway, uuid.uuid4().hex[:8]))
+        if grouped is not None and alone is not None:
+            print(f"{'group commit speed-up':<44} {grouped.rps / max(alone.rps, 1e-9):>9.1f} x")
     finally:
         server.stop()
-        with psycopg.connect(args.pg, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        if not args.keep:
+            with psycopg.connect(args.pg, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        shutil.rmtree(data_dir, ignore_errors=True)
+    print(f"load average after the run: {load_average()}")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--schema", help="reuse (or create and load) this schema")
+    parser.add_argument("--keep", action="store_true", help="keep the schema afterwards")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--models", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--clients", type=int, default=64)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    asyncio.run(main(parser.parse_args()))
-    sys.exit(0)
+    parser.add_argument("--events-over-http", type=int, default=300_000,
+                        help="usage events for the batch ingest phase (0 skips it)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--wrk", default="wrk")
+    parser.add_argument("--pool-size", type=int, default=4, help="MODELLEDGER_PG_POOL_SIZE")
+    parser.add_argument("--server-root", help="serve the code of this directory instead "
+                        "(before/after comparisons: `git archive COMMIT | tar -x -C DIR`)")
+    parser.add_argument("--only", help="comma-separated phases: batch,single,list,detail,"
+                        "series,alone (default: all)")
+    main(parser.parse_args())

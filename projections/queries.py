@@ -16,6 +16,9 @@ _STATS_KINDS = dict(STATS_COLUMNS)
 _MODEL_COLUMNS = ", ".join(f"m.{name}" for name in MODEL_VIEW.column_names)
 _TOTALS_COLUMNS = ", ".join(f"t.{name}" for name in STATS_NAMES)
 SORTABLE = ("created_at", "updated_at", "name")
+# SQL in the store's parameter style and its parameters: sync callers run it in ``read()``,
+# the API's asynchronous reads (``api/reads.py``) on their own connections.
+Statement = tuple[str, list[Any]]
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class ModelRow:
         return self.values[name]
 
 
-def _model_row(store: ReadStore, row: Sequence[Any]) -> ModelRow:
+def model_row(store: ReadStore, row: Sequence[Any]) -> ModelRow:
     width = len(MODEL_VIEW.columns)
     values = {
         name: store.from_db(value, _MODEL_KINDS[name])
@@ -46,22 +49,27 @@ def _stats(store: ReadStore, values: Sequence[Any]) -> UsageStats:
     return stats_from_values(converted)
 
 
+def get_model_statement(store: ReadStore, owner_id: UUID, model_id: UUID) -> Statement:
+    """``get_model``'s SELECT: one row (``model_row``) or none."""
+    return (
+        store.q(
+            f"SELECT {_MODEL_COLUMNS}, {_TOTALS_COLUMNS} FROM model_view m "  # noqa: S608
+            "LEFT JOIN usage_model_totals t ON t.model_id = m.id "
+            "WHERE m.id = ? AND m.owner_id = ?"
+        ),
+        [store.to_db(model_id, "uuid"), store.to_db(owner_id, "uuid")],
+    )
+
+
 def get_model(store: ReadStore, owner_id: UUID, model_id: UUID) -> ModelRow | None:
     """The owner's model with its usage summary, or None (also for another owner's model)."""
     with store.read() as cur:
-        cur.execute(
-            store.q(
-                f"SELECT {_MODEL_COLUMNS}, {_TOTALS_COLUMNS} FROM model_view m "  # noqa: S608
-                "LEFT JOIN usage_model_totals t ON t.model_id = m.id "
-                "WHERE m.id = ? AND m.owner_id = ?"
-            ),
-            (store.to_db(model_id, "uuid"), store.to_db(owner_id, "uuid")),
-        )
+        cur.execute(*get_model_statement(store, owner_id, model_id))
         row = cur.fetchone()
-    return None if row is None else _model_row(store, row)
+    return None if row is None else model_row(store, row)
 
 
-def list_models(  # noqa: PLR0913 - the list endpoint's filters, one argument each
+def list_models_statements(  # noqa: PLR0913 - the list endpoint's filters, one argument each
     store: ReadStore,
     owner_id: UUID,
     *,
@@ -72,8 +80,8 @@ def list_models(  # noqa: PLR0913 - the list endpoint's filters, one argument ea
     status: str | None = None,
     name_contains: str | None = None,
     include_deleted: bool = False,
-) -> tuple[list[ModelRow], int]:
-    """A keyset page of the owner's models and the total matching the filters."""
+) -> tuple[Statement, Statement]:
+    """``list_models``'s two SELECTs: the page (rows for ``model_row``) and the total."""
     assert sort in SORTABLE, sort
     where = ["m.owner_id = ?"]
     params: list[Any] = [store.to_db(owner_id, "uuid")]
@@ -93,17 +101,25 @@ def list_models(  # noqa: PLR0913 - the list endpoint's filters, one argument ea
         page_where += f" AND (m.{sort}, m.id) {op} (?, ?)"
         page_params += [store.to_db(after[0], _MODEL_KINDS[sort]), store.to_db(after[1], "uuid")]
     direction = "DESC" if descending else "ASC"
+    page = store.q(
+        f"SELECT {_MODEL_COLUMNS}, {_TOTALS_COLUMNS} FROM model_view m "  # noqa: S608
+        "LEFT JOIN usage_model_totals t ON t.model_id = m.id "
+        f"WHERE {page_where} ORDER BY m.{sort} {direction}, m.id {direction} LIMIT ?"
+    )
+    count = store.q(f"SELECT count(*) FROM model_view m WHERE {filters}")  # noqa: S608
+    return (page, [*page_params, limit]), (count, params)
+
+
+def list_models(store: ReadStore, owner_id: UUID, **filters: Any) -> tuple[list[ModelRow], int]:
+    """A keyset page of the owner's models and the total matching the filters.
+
+    ``filters``: those of ``list_models_statements`` (``limit`` is required).
+    """
+    page, count = list_models_statements(store, owner_id, **filters)
     with store.read() as cur:
-        cur.execute(
-            store.q(
-                f"SELECT {_MODEL_COLUMNS}, {_TOTALS_COLUMNS} FROM model_view m "  # noqa: S608
-                "LEFT JOIN usage_model_totals t ON t.model_id = m.id "
-                f"WHERE {page_where} ORDER BY m.{sort} {direction}, m.id {direction} LIMIT ?"
-            ),
-            [*page_params, limit],
-        )
-        rows = [_model_row(store, row) for row in cur.fetchall()]
-        cur.execute(store.q(f"SELECT count(*) FROM model_view m WHERE {filters}"), params)  # noqa: S608
+        cur.execute(*page)
+        rows = [model_row(store, row) for row in cur.fetchall()]
+        cur.execute(*count)
         total = int(cur.fetchone()[0])
     return rows, total
 
@@ -125,21 +141,32 @@ def model_lookup(store: ReadStore, model_ids: Sequence[UUID]) -> dict[UUID, tupl
     return found
 
 
+def usage_hours_statement(
+    store: ReadStore, scope: str, key: UUID, hour_from: int, hour_to: int
+) -> Statement:
+    """``usage_hours``'s SELECT (rows for ``hour_rows``)."""
+    table, column = {"model": ("usage_model_hourly", "model_id"),
+                     "owner": ("usage_owner_hourly", "owner_id")}[scope]
+    return (
+        store.q(
+            f"SELECT hour, {', '.join(STATS_NAMES)} FROM {table} "  # noqa: S608
+            f"WHERE {column} = ? AND hour >= ? AND hour < ? ORDER BY hour"
+        ),
+        [store.to_db(key, "uuid"), hour_from, hour_to],
+    )
+
+
+def hour_rows(store: ReadStore, rows: Sequence[Sequence[Any]]) -> list[tuple[int, UsageStats]]:
+    return [(int(row[0]), _stats(store, row[1:])) for row in rows]
+
+
 def usage_hours(
     store: ReadStore, scope: str, key: UUID, hour_from: int, hour_to: int
 ) -> list[tuple[int, UsageStats]]:
     """Hourly statistics rows of a model or an owner with ``hour_from <= hour < hour_to``."""
-    table, column = {"model": ("usage_model_hourly", "model_id"),
-                     "owner": ("usage_owner_hourly", "owner_id")}[scope]
     with store.read() as cur:
-        cur.execute(
-            store.q(
-                f"SELECT hour, {', '.join(STATS_NAMES)} FROM {table} "  # noqa: S608
-                f"WHERE {column} = ? AND hour >= ? AND hour < ? ORDER BY hour"
-            ),
-            (store.to_db(key, "uuid"), hour_from, hour_to),
-        )
-        return [(int(row[0]), _stats(store, row[1:])) for row in cur.fetchall()]
+        cur.execute(*usage_hours_statement(store, scope, key, hour_from, hour_to))
+        return hour_rows(store, cur.fetchall())
 
 
 def owner_usage(store: ReadStore, owner_id: UUID) -> tuple[UsageStats, list[tuple[UUID, UsageStats]]]:

@@ -110,9 +110,16 @@ def bucketise(
     tz: ZoneInfo,
     start: datetime,
     end: datetime,
+    *,
+    bounds: Sequence[tuple[datetime, datetime]] | None = None,
 ) -> list[Bucket]:
-    """Merge hourly rows (sorted by hour) into the windows between ``start`` and ``end``."""
-    buckets = [Bucket(s, e, UsageStats()) for s, e in boundaries(window, tz, start, end)]
+    """Merge hourly rows (sorted by hour) into the windows between ``start`` and ``end``.
+
+    ``bounds``: ``boundaries(window, tz, start, end)`` if the caller has them already.
+    """
+    if bounds is None:
+        bounds = list(boundaries(window, tz, start, end))
+    buckets = [Bucket(s, e, UsageStats()) for s, e in bounds]
     position = 0
     for bucket in buckets:
         first, last = hour_index(bucket.start), hour_index(bucket.end)

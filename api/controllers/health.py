@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State  # noqa: TC002 - read at run time by Litestar
-from litestar.exceptions import ServiceUnavailableException
+from litestar.openapi.datastructures import ResponseSpec
 
 from api import metrics
-from api.controllers.admin import projection_states
 from api.deps import container
-from api.errors import problem_responses
-from api.schemas import Liveness, Readiness
+from api.errors import PROBLEM_JSON
+from api.schemas import Liveness, NotReady, ProjectionHealth, Readiness
+from scheduler import watchdog
 
 log = logging.getLogger("modelledger.api")
 
@@ -29,21 +30,48 @@ class HealthController(Controller):
     @get(
         "/ready",
         operation_id="ready",
-        summary="The database answers; reports projection lag",
+        summary="The database answers and no projection is stalled; reports projection lag",
+        description="503 when the database is unreachable, or when a projection has lag and "
+        "its position has not moved for 2 minutes (its readers would see ever staler data: "
+        "a load balancer should prefer another instance).",
         sync_to_thread=True,
-        responses=problem_responses(503),
+        responses={
+            503: ResponseSpec(
+                data_container=NotReady, media_type=PROBLEM_JSON, generate_examples=False,
+                description="Not ready: database unreachable or a projection stalled",
+            )
+        },
     )
-    def ready(self, request: Request[Any, Any, State]) -> Readiness:
+    def ready(self, request: Request[Any, Any, State]) -> Response[Readiness] | Response[NotReady]:
         c = container(request)
         try:
             with c.store.read() as cur:
                 cur.execute("SELECT 1")
                 cur.fetchone()
-            states = projection_states(list(c.projector.status()))
+            report = watchdog.check(c)
         except Exception:
             log.warning("readiness check failed", exc_info=True)
-            raise ServiceUnavailableException(detail="database unreachable") from None
-        return Readiness("ready", "ok", states)
+            return _not_ready("database unreachable", "unreachable", [])
+        metrics.record_projections(report)
+        projections = [
+            ProjectionHealth(p.name, p.position, p.head, p.lag,
+                             p.idle_seconds if math.isfinite(p.idle_seconds) else None, p.stalled)
+            for p in report
+        ]
+        stalled = [p.name for p in report if p.stalled]
+        if stalled:
+            return _not_ready(f"projection(s) stalled: {', '.join(stalled)}", "ok", projections)
+        return Response(Readiness("ready", "ok", projections, []))
+
+
+def _not_ready(
+    detail: str, database: str, projections: list[ProjectionHealth]
+) -> Response[NotReady]:
+    body = NotReady(
+        title="Service Unavailable", status=503, detail=detail, database=database,
+        projections=projections, stalled=[p.name for p in projections if p.stalled],
+    )
+    return Response(body, status_code=503, media_type=PROBLEM_JSON)
 
 
 class MetricsController(Controller):

@@ -12,7 +12,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from api import presenters
 from api.auth import SCOPE_MODELS, requires
-from api.deps import ApiRequest, actor, artifacts, container, principal
+from api.deps import ApiRequest, actor, artifacts, container, principal, reads
 from api.errors import InvalidParameterError, PreconditionFailedError, problem_responses
 from api.schemas import HistoryEntry, HistoryPage, ModelDetail, ModelPage, ModelUpdate
 from api.uploads import RegisterOperation, read_registration
@@ -20,7 +20,6 @@ from domain.errors import ModelNotFoundError, VersionConflictError
 from domain.model import ModelStatus
 from modelledger.artifacts import remove_artifact
 from modelledger.audit import trail
-from projections import queries
 
 Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"]
 ModelId = FromPath[UUID]
@@ -84,10 +83,9 @@ class ModelController(Controller):
         "/",
         operation_id="listModels",
         summary="The caller's models, newest last unless sorted otherwise",
-        sync_to_thread=True,
         responses=problem_responses(400, 401, 403),
     )
-    def list_models(
+    async def list_models(
         self,
         request: ApiRequest,
         *,
@@ -104,10 +102,9 @@ class ModelController(Controller):
     ) -> ModelPage:
         field, descending = sort.removeprefix("-"), sort.startswith("-")
         after = _after(cursor, sort) if cursor else None
-        rows, total = queries.list_models(
-            container(request).store, principal(request).user_id, limit=limit, sort=field,
-            descending=descending, after=after, status=status, name_contains=q,
-            include_deleted=include_deleted,
+        rows, total = await reads(request).list_models(
+            principal(request).user_id, limit=limit, sort=field, descending=descending,
+            after=after, status=status, name_contains=q, include_deleted=include_deleted,
         )
         next_cursor = None
         if len(rows) == limit:
@@ -119,10 +116,9 @@ class ModelController(Controller):
         "/{model_id:str}",
         operation_id="getModel",
         summary="A model with its usage summary; as it was at a version or time if asked",
-        sync_to_thread=True,
         responses=problem_responses(400, 401, 403, 404),
     )
-    def get_model(
+    async def get_model(
         self,
         request: ApiRequest,
         model_id: ModelId,
@@ -131,16 +127,19 @@ class ModelController(Controller):
         ] = None,
         version: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> Response[ModelDetail]:
-        c = container(request)
-        row = c.models.get(principal(request).user_id, model_id)
+        row = await reads(request).get_model(principal(request).user_id, model_id)
+        if row is None:
+            raise ModelNotFoundError(str(model_id))
         if as_of is None and version is None:
             return _with_etag(presenters.detail(row))
         if as_of is not None and version is not None:
             raise InvalidParameterError("version", "give as_of or version, not both")
         if version is not None and version > row["version"]:
             raise ModelNotFoundError(str(model_id))
-        state = c.registry.get_model_state(
-            model_id, version=version, as_of=None if as_of is None else _moment(as_of)
+        state = await sync_to_thread(
+            lambda: container(request).registry.get_model_state(
+                model_id, version=version, as_of=None if as_of is None else _moment(as_of)
+            )
         )
         return _with_etag(presenters.historical(state, row))
 

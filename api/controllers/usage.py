@@ -13,7 +13,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from api import presenters
 from api.auth import SCOPE_MODELS, SCOPE_USAGE_WRITE, requires
-from api.deps import ApiRequest, committer, container, principal
+from api.deps import ApiRequest, committer, container, principal, reads
 from api.errors import InvalidParameterError, problem_responses
 from api.schemas import (
     ModelUsage,
@@ -25,6 +25,7 @@ from api.schemas import (
     UsageSeries,
     UsageSummary,
 )
+from domain.errors import ModelNotFoundError
 from modelledger.ingest import UsageRecord
 from projections import queries, windows
 
@@ -131,10 +132,9 @@ class UsageController(Controller):
         operation_id="getModelUsage",
         summary="A model's usage statistics per hour, day, week or month",
         guards=[requires(SCOPE_MODELS)],
-        sync_to_thread=True,
         responses=problem_responses(400, 401, 403, 404),
     )
-    def model_usage(
+    async def model_usage(
         self,
         request: ApiRequest,
         *,
@@ -144,10 +144,16 @@ class UsageController(Controller):
         to: ToParam = None,
         tz: TzParam = "UTC",
     ) -> UsageSeries:
-        c = container(request)
-        c.models.get(principal(request).user_id, model_id)  # 404 unless the caller's model
         start, end = _range(window, from_, to)
-        buckets = _series(c.store, "model", model_id, window=window, tz=tz, start=start, end=end)
+        zone = windows.zone(tz)
+        bounds = list(windows.boundaries(window, zone, start, end))
+        hours = await reads(request).model_hours(
+            principal(request).user_id, model_id,
+            windows.hour_index(bounds[0][0]), windows.hour_index(bounds[-1][1]),
+        )
+        if hours is None:  # not the caller's model
+            raise ModelNotFoundError(str(model_id))
+        buckets = windows.bucketise(hours, window, zone, start, end, bounds=bounds)
         return UsageSeries(window, tz, [presenters.bucket(b) for b in buckets])
 
     @get(

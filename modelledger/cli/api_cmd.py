@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING
 import click
 
 from modelledger.cli.common import container
+from modelledger.logging_setup import configure_logging
+from modelledger.schema_check import ensure_current_schema
 from modelledger.settings import Settings, SettingsError, load_settings
+from projections.store import SchemaMismatchError
 
 if TYPE_CHECKING:
     from modelledger.bootstrap import Container
@@ -67,6 +70,7 @@ def serve(*, host: str | None, port: int | None, workers: int | None, api_only: 
     from api.auth import resolve_secret  # noqa: PLC0415
 
     settings = _settings(host=host, port=port, workers=workers)
+    configure_logging(settings.log_level)
     try:
         resolve_secret(settings)  # generated once, before any worker process starts
     except RuntimeError as error:
@@ -79,8 +83,17 @@ def serve(*, host: str | None, port: int | None, workers: int | None, api_only: 
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     embedded = settings.embedded_worker and not api_only
     stop = threading.Event()
-    with container() if embedded else contextlib.nullcontext() as c:
-        threads = _start_embedded(c, stop) if c is not None else []
+    with contextlib.ExitStack() as resources:
+        c = resources.enter_context(container())
+        # Each worker process checks again (``create_app_from_env``); checking here first gives
+        # one clear message instead of every worker failing with a traceback.
+        try:
+            ensure_current_schema(c)
+        except SchemaMismatchError as error:
+            raise click.ClickException(str(error)) from None
+        if not embedded:
+            resources.close()  # API-only: this process needs no connections of its own
+        threads = _start_embedded(c, stop) if embedded else []
         click.echo(
             f"serving on http://{settings.host}:{settings.port} ({settings.backend}, "
             f"{settings.workers} worker(s), embedded worker {'on' if embedded else 'off'})",
@@ -95,6 +108,7 @@ def serve(*, host: str | None, port: int | None, workers: int | None, api_only: 
                 workers=settings.workers,
                 access_log=access_log,
                 log_level=settings.log_level.lower(),
+                log_config=None,  # keep our JSON handler (configure_logging in each worker)
                 loop="uvloop" if _has("uvloop") else "auto",
                 http="httptools" if _has("httptools") else "auto",
             )

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
+from projections import queries
 from tests.api.conftest import assert_problem
-
-if TYPE_CHECKING:
-    from modelledger.bootstrap import Container
 
 
 def test_unexpected_errors_answer_500_without_internals(
-    client, alice, register, container: Container, monkeypatch: pytest.MonkeyPatch
+    client, alice, register, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = register(alice)
 
     def broken(*_: Any, **__: Any) -> None:
         raise RuntimeError("SELECT * FROM model_view -- secret detail")
 
-    monkeypatch.setattr(container.models, "get", broken)
+    # The read path below the handler (both the sync and the async reads convert rows here).
+    monkeypatch.setattr(queries, "model_row", broken)
     body = assert_problem(client.get(f"/api/models/{model['id']}", headers=alice), 500)
     assert "SELECT" not in str(body)
     assert "Traceback" not in str(body)
