@@ -47,7 +47,11 @@ class Container:
         conninfo = None if self.settings.backend == "sqlite" else self.settings.postgres_conninfo()
         worker = Worker(
             self.projector,
-            Leadership(conninfo=conninfo, lock_dir=self.settings.data_dir / "locks"),
+            Leadership(
+                conninfo=conninfo,
+                lock_dir=self.settings.data_dir / "locks",
+                scope=self.settings.pg_schema,
+            ),
             self.wakeups,
             poll_interval=self.settings.poll_interval,
         )
@@ -112,11 +116,12 @@ def schema_lock(settings: Settings) -> Iterator[None]:
         yield
         return
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s, hashtext('schema'))", (LOCK_NAMESPACE,))
+        key = (LOCK_NAMESPACE, f"{settings.pg_schema}.ddl")
+        conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", key)
         try:
             yield
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s, hashtext('schema'))", (LOCK_NAMESPACE,))
+            conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
 
 
 def build_store(settings: Settings) -> ReadStore:

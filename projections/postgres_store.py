@@ -44,6 +44,7 @@ class PostgresStore(ReadStore):
             name="modelledger-read",
         )
         self.pool.open(wait=True, timeout=30)
+        self.schema = schema
 
     def q(self, sql: str) -> str:
         return sql.replace("?", "%s")
@@ -51,10 +52,14 @@ class PostgresStore(ReadStore):
     @contextmanager
     def write(self, lock_name: str) -> Iterator[Cursor]:
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            cur.execute(
-                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_NAMESPACE, lock_name)
-            )
+            self.lock(cur, lock_name)
             yield cur
+
+    def lock(self, cur: Cursor, name: str) -> None:
+        # Advisory locks are per database: the schema in the key keeps two deployments (or
+        # two test schemas) in one database from locking each other out.
+        key = f"{self.schema}.{name}"
+        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_NAMESPACE, key))
 
     @contextmanager
     def read(self) -> Iterator[Cursor]:

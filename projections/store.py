@@ -88,6 +88,13 @@ class ReadStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def lock(self, cur: Cursor, name: str) -> None:
+        """Also take the write lock of ``name`` in the caller's write transaction.
+
+        A no-op where the write transaction itself excludes every other writer (SQLite).
+        """
+        del cur, name
+
     def q(self, sql: str) -> str:
         """Adapt a ``?``-placeholder statement to the backend."""
         return sql

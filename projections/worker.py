@@ -33,9 +33,10 @@ LEADER_NAMESPACE = LOCK_NAMESPACE + 1
 class Leadership:
     """Held while this process is the one processing a projection."""
 
-    def __init__(self, *, conninfo: str | None, lock_dir: Path) -> None:
+    def __init__(self, *, conninfo: str | None, lock_dir: Path, scope: str = "") -> None:
         self.conninfo = conninfo
         self.lock_dir = lock_dir
+        self.scope = scope  # the PostgreSQL schema: advisory locks are per database
 
     @contextlib.contextmanager
     def hold(self, name: str, stop: threading.Event, retry: float) -> Iterator[bool]:
@@ -58,7 +59,8 @@ class Leadership:
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             while not stop.is_set():
                 row = conn.execute(
-                    "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (LEADER_NAMESPACE, name)
+                    "SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                    (LEADER_NAMESPACE, f"{self.scope}.{name}"),
                 ).fetchone()
                 if row is not None and row[0]:
                     yield True

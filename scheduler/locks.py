@@ -42,6 +42,7 @@ def job_lock(settings: Settings, job: str) -> Iterator[bool]:
         return
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
         row = conn.execute(
-            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (JOB_NAMESPACE, job)
+            "SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+            (JOB_NAMESPACE, f"{settings.pg_schema}.{job}"),  # advisory locks are per database
         ).fetchone()
         yield bool(row and row[0])  # closing the connection releases the lock

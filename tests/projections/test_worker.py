@@ -51,7 +51,9 @@ def load_usage(container: Container, owner: uuid.UUID, model_id: uuid.UUID, coun
 def leadership(container: Container) -> Leadership:
     settings = container.settings
     conninfo = None if settings.backend == "sqlite" else settings.postgres_conninfo()
-    return Leadership(conninfo=conninfo, lock_dir=settings.data_dir / "locks")
+    return Leadership(
+        conninfo=conninfo, lock_dir=settings.data_dir / "locks", scope=settings.pg_schema
+    )
 
 
 class TestFollowing:
