@@ -45,7 +45,6 @@ from domain.usage_rollup import UsageRollup, roll_up, rollup_id, stats_of
 from domain.usage_stats import UsageStats, to_micros
 from modelledger.compaction_recorders import Replacement, compaction_recorder
 from modelledger.mapper import _codec_for_topic
-from projections.postgres_store import LOCK_NAMESPACE
 from projections.store import NEXT
 from scheduler import archive
 
@@ -378,11 +377,8 @@ def _usage_positions_locked(container: Container) -> Iterator[int]:
     live = sorted(p.name for p in container.projector.projections.values() if p.source == "usage")
     names = sorted({*live, *(name + NEXT for name in live)})
     with store.write(names[0]) as cur:
-        if store.backend == "postgres":
-            for name in names[1:]:
-                cur.execute(
-                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_NAMESPACE, name)
-                )
+        for name in names[1:]:
+            store.lock(cur, name)
         cur.execute("SELECT name, position FROM projection_state")
         stored = {str(name): int(position) for name, position in cur.fetchall()}
         positions = [stored.get(name, 0) for name in live]
