@@ -13,6 +13,7 @@ from rich.table import Table
 from domain.errors import ModelNotFoundError
 from modelledger.audit import trail
 from modelledger.cli.common import container
+from scheduler.archive import archive_dir, read_archive
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -37,11 +38,16 @@ def _moment(value: str) -> datetime:
 @click.option("--as-of", "as_of", help="Stop at this RFC 3339 time.")
 @click.option("--version", "version", type=click.IntRange(min=1), help="Stop at this version.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--archived-usage", "archived_usage", is_flag=True,
+    help="Also list the model's usage records that compaction archived (DATA_DIR/archive).",
+)
 def audit(
     model_id: UUID,
     as_of: str | None,
     version: int | None,
     as_json: bool,  # noqa: FBT001 - click passes every option by name
+    archived_usage: bool,  # noqa: FBT001 - click passes every option by name
 ) -> None:
     if as_of and version:
         raise click.UsageError("give --as-of or --version, not both")
@@ -52,11 +58,16 @@ def audit(
             state = c.registry.get_model_state(model_id, version=version, as_of=moment)
         except ModelNotFoundError:
             raise click.ClickException(f"no model {model_id} (at that point)") from None
+        archive = archive_dir(c.settings.data_dir)
     entries = trail(events, as_of=moment)
+    usage = list(read_archive(archive, model_id=model_id)) if archived_usage else []
+    if moment is not None:
+        usage = [u for u in usage if datetime.fromisoformat(u["occurred_at"]) <= moment]
     if as_json:
-        click.echo(json.dumps(
-            {"events": [e.__dict__ for e in entries], "state": state}, default=str, indent=2
-        ))
+        document: dict[str, object] = {"events": [e.__dict__ for e in entries], "state": state}
+        if archived_usage:
+            document["archived_usage"] = usage
+        click.echo(json.dumps(document, default=str, indent=2))
         return
     table = Table("version", "at", "event", "actor", "changes")
     for e in entries:
@@ -67,3 +78,10 @@ def audit(
     console.print(
         {k: str(v) if not isinstance(v, (dict, type(None))) else v for k, v in state.items()}
     )
+    if archived_usage:
+        usage_table = Table("occurred at", "request id", "ms", "success", "status", "rejected")
+        for u in usage:
+            usage_table.add_row(u["occurred_at"], u["request_id"], str(u["response_time_ms"]),
+                                str(u["success"]), str(u.get("status_code")), str(u["rejected"]))
+        console.print(usage_table)
+        console.print(f"{len(usage)} archived usage record(s)")

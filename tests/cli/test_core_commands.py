@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -37,7 +37,8 @@ def test_status_shows_position_head_and_lag(container: Container, run) -> None: 
     code, output = run("projections", "status")
     assert code == 0
     usage_line = next(line for line in output.splitlines() if "usage" in line and "│" in line)
-    assert [cell.strip() for cell in usage_line.split("│")[1:-1]] == ["usage", "usage", "0", "7", "7"]
+    cells = [cell.strip() for cell in usage_line.split("│")[1:-1]]
+    assert cells == ["usage", "usage", "0", "7", "7"]
 
 
 def test_rebuild_replays_the_log_and_reports_the_count(container: Container, run) -> None:  # type: ignore[no-untyped-def]
@@ -84,3 +85,20 @@ def test_audit_of_an_unknown_model_fails_with_a_clear_message(run) -> None:  # t
     code, output = run("audit", str(uuid.uuid4()))
     assert code == 1
     assert "no model" in output
+
+
+def test_audit_can_include_usage_that_compaction_archived(container: Container, run) -> None:  # type: ignore[no-untyped-def]
+    from scheduler.compaction import compact_usage  # noqa: PLC0415
+    from tests.scheduler.usage_fixtures import old_usage, register_models  # noqa: PLC0415
+
+    models = register_models(container, 2)
+    events = old_usage(models, 40, days_ago=(50, 40))
+    container.usage_ledger.record(events)
+    container.projector.catch_up_all()
+    compact_usage(container, older_than=timedelta(days=30))
+    model_id = models[0][0]
+    code, output = run("audit", str(model_id), "--archived-usage", "--json")
+    assert code == 0
+    archived = json.loads(output)["archived_usage"]
+    expected = sorted(e.request_id for e in events if e.model_id == model_id)
+    assert sorted(u["request_id"] for u in archived) == expected
