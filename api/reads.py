@@ -2,9 +2,10 @@
 
 On PostgreSQL they run on the event loop over an ``AsyncConnectionPool`` of autocommit
 connections: one statement is one round trip (the store's ``read()`` costs four: BEGIN, SET
-TRANSACTION, the SELECT, COMMIT, plus a hop to a worker thread), and when a request needs two
-statements they go out together in one pipeline. On SQLite the same queries run in a worker
-thread through the store's own ``read()``: SQLite has no network round trips to save.
+TRANSACTION, the SELECT, COMMIT, plus a hop to a worker thread), and what took two queries
+(a page and its total; the ownership check and the hourly rows) is one statement. On SQLite
+the same queries run in a worker thread through the store's own ``read()``: SQLite has no
+network round trips to save.
 
 The SQL and the row conversion are ``projections.queries``'s, so both paths answer alike.
 """
@@ -53,24 +54,18 @@ class Reads:
             await self.pool.close()
 
     @staticmethod
-    async def _run(
-        pool: AsyncConnectionPool[Any], *statements: queries.Statement
-    ) -> list[list[Any]]:
-        """Each statement's rows; several statements share one pipelined round trip."""
+    async def _run(pool: AsyncConnectionPool[Any], statement: queries.Statement) -> list[Any]:
         async with pool.connection() as conn:
-            if len(statements) == 1:
-                cursor = await conn.execute(*statements[0])
-                return [await cursor.fetchall()]
-            async with conn.pipeline():
-                cursors = [await conn.execute(*s) for s in statements]
-            return [await cursor.fetchall() for cursor in cursors]
+            cursor = await conn.execute(*statement)
+            rows: list[Any] = await cursor.fetchall()
+            return rows
 
     async def get_model(self, owner_id: UUID, model_id: UUID) -> queries.ModelRow | None:
         """``queries.get_model``."""
         if self.pool is None:
             return await sync_to_thread(queries.get_model, self.store, owner_id, model_id)
         statement = queries.get_model_statement(self.store, owner_id, model_id)
-        [rows] = await self._run(self.pool, statement)
+        rows = await self._run(self.pool, statement)
         return queries.model_row(self.store, rows[0]) if rows else None
 
     async def list_models(
@@ -81,9 +76,14 @@ class Reads:
             return await sync_to_thread(
                 lambda: queries.list_models(self.store, owner_id, **filters)
             )
-        page, count = queries.list_models_statements(self.store, owner_id, **filters)
-        rows, total = await self._run(self.pool, page, count)
-        return [queries.model_row(self.store, r) for r in rows], int(total[0][0])
+        rows = await self._run(
+            self.pool, queries.list_models_in_one(self.store, owner_id, **filters)
+        )
+        # A list item shows the request count, not percentiles: skip decoding histograms.
+        page = [
+            queries.model_row(self.store, r[1:], histogram=False) for r in rows if r[1] is not None
+        ]
+        return page, int(rows[0][0])
 
     async def model_hours(
         self, owner_id: UUID, model_id: UUID, hour_from: int, hour_to: int
@@ -96,9 +96,10 @@ class Reads:
                 return queries.usage_hours(self.store, "model", model_id, hour_from, hour_to)
 
             return await sync_to_thread(both)
-        owned, hours = await self._run(
+        rows = await self._run(
             self.pool,
-            queries.get_model_statement(self.store, owner_id, model_id),
-            queries.usage_hours_statement(self.store, "model", model_id, hour_from, hour_to),
+            queries.model_hours_in_one(self.store, owner_id, model_id, hour_from, hour_to),
         )
-        return queries.hour_rows(self.store, hours) if owned else None
+        if not rows[0][0]:
+            return None
+        return queries.hour_rows(self.store, [r[1:] for r in rows if r[1] is not None])

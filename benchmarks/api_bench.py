@@ -237,12 +237,13 @@ def ingest_script(model_ids: list[str], token: str, run: str) -> str:
     return f"""
 local models = {lua_list(model_ids)}
 local counter = 0
-local tid = 0
+local stamp = tostring(os.time())  -- fresh request ids on every run
 local threads = 0
+-- ``tid`` must stay a global: thread:set writes the thread's globals, not a local of the chunk.
 setup = function(thread) threads = threads + 1; thread:set("tid", threads) end
 request = function()
   counter = counter + 1
-  local body = '{{"request_id": "{run}-' .. tid .. '-' .. counter .. '", '
+  local body = '{{"request_id": "{run}-' .. stamp .. '-' .. tid .. '-' .. counter .. '", '
     .. '"response_time_ms": 12.5, "input_bytes": 512, "output_bytes": 1024, "success": true}}'
   return wrk.format("POST", "/api/models/" .. models[counter % #models + 1] .. "/usage",
     {{["Authorization"] = {json.dumps(token)}, ["Content-Type"] = "application/json"}}, body)

@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.usage_stats import UsageStats
-from projections.store import ReadStore, stats_from_values
+from projections.store import ReadStore, stats_from_values, stats_values
 from projections.tables import MODEL_VIEW, STATS_COLUMNS, STATS_NAMES
 
 _MODEL_KINDS = dict(MODEL_VIEW.columns)
@@ -32,20 +32,27 @@ class ModelRow:
         return self.values[name]
 
 
-def model_row(store: ReadStore, row: Sequence[Any]) -> ModelRow:
+def model_row(store: ReadStore, row: Sequence[Any], *, histogram: bool = True) -> ModelRow:
+    """A ``model_view`` row with its totals; ``histogram=False`` leaves the latency histogram
+    empty (no percentiles) for callers that show counts only, e.g. a list page: decoding it
+    is the largest part of converting a row.
+    """
     width = len(MODEL_VIEW.columns)
     values = {
         name: store.from_db(value, _MODEL_KINDS[name])
         for name, value in zip(MODEL_VIEW.column_names, row[:width], strict=True)
     }
-    return ModelRow(values, _stats(store, row[width:]))
+    return ModelRow(values, _stats(store, row[width:], histogram=histogram))
 
 
-def _stats(store: ReadStore, values: Sequence[Any]) -> UsageStats:
+_EMPTY_HISTOGRAM = stats_values(UsageStats())[9]  # the store's encoding of no latencies
+
+
+def _stats(store: ReadStore, values: Sequence[Any], *, histogram: bool = True) -> UsageStats:
     if values[0] is None:
         return UsageStats()
     converted = [store.from_db(v, _STATS_KINDS[n]) for n, v in zip(STATS_NAMES, values, strict=True)]
-    converted[9] = bytes(converted[9])
+    converted[9] = bytes(converted[9]) if histogram else _EMPTY_HISTOGRAM
     return stats_from_values(converted)
 
 
@@ -124,11 +131,51 @@ def list_models(store: ReadStore, owner_id: UUID, **filters: Any) -> tuple[list[
     return rows, total
 
 
+def list_models_in_one(store: ReadStore, owner_id: UUID, **filters: Any) -> Statement:
+    """PostgreSQL: ``list_models``'s page and total in one statement (one round trip).
+
+    Rows: the total, then a ``model_row``'s columns; a single row with a NULL id when the page
+    is empty.
+    """
+    (page, page_params), (count, count_params) = list_models_statements(store, owner_id, **filters)
+    sort = filters.get("sort", "created_at")
+    direction = "DESC" if filters.get("descending") else "ASC"
+    statement = (
+        f"SELECT c.n, p.* FROM ({count}) AS c(n) LEFT JOIN LATERAL ({page}) AS p ON true "
+        f"ORDER BY p.{sort} {direction}, p.id {direction}"
+    )
+    return statement, [*count_params, *page_params]
+
+
+def model_hours_in_one(
+    store: ReadStore, owner_id: UUID, model_id: UUID, hour_from: int, hour_to: int
+) -> Statement:
+    """PostgreSQL: whether the model is the owner's, and its hourly rows, in one statement.
+
+    Rows: 0 or 1 (owned), then ``hour_rows``'s columns; a single row with a NULL hour when there
+    are no rows (or the model is not the owner's).
+    """
+    hours, params = usage_hours_statement(store, "model", model_id, hour_from, hour_to)
+    owned = store.q("SELECT count(*) FROM model_view WHERE id = ? AND owner_id = ?")
+    statement = (
+        f"SELECT o.n, h.* FROM ({owned}) AS o(n) "
+        f"LEFT JOIN LATERAL ({hours}) AS h ON o.n > 0 ORDER BY h.hour"
+    )
+    return statement, [store.to_db(model_id, "uuid"), store.to_db(owner_id, "uuid"), *params]
+
+
 def model_lookup(store: ReadStore, model_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, str]]:
     """Owner and status of each known model among ``model_ids`` (for usage ingest)."""
     found: dict[UUID, tuple[UUID, str]] = {}
     unique = list(dict.fromkeys(model_ids))
     with store.read() as cur:
+        if store.backend == "postgres":
+            # One statement whatever the count, and the same text every time (psycopg prepares
+            # it once): an IN list of 500 placeholders is re-parsed by psycopg at every call.
+            cur.execute(
+                "SELECT id, owner_id, status FROM model_view WHERE id = ANY(%s)", (unique,)
+            )
+            return {model_id: (owner_id, status) for model_id, owner_id, status in cur.fetchall()}
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
             marks = ", ".join("?" * len(chunk))

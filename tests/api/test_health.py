@@ -1,0 +1,84 @@
+"""Readiness: the database answers and no projection is stalled; metrics export the lag."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from litestar.exceptions import NotAuthorizedException
+
+from api.auth import TokenVerifier
+from scheduler import watchdog
+from tests.api.conftest import SECRET, assert_problem, bearer
+
+if TYPE_CHECKING:
+    from modelledger.bootstrap import Container
+
+
+def _stalled(container: Container, **_: Any) -> list[watchdog.ProjectionHealth]:
+    return [
+        watchdog.ProjectionHealth("models", 3, 3, 0, 10.0, stalled=False),
+        watchdog.ProjectionHealth("usage", 5, 12, 7, 600.0, stalled=True),
+    ]
+
+
+def test_ready_reports_every_projection_with_its_lag(client) -> None:
+    body = client.get("/health/ready").json()
+    assert body["status"] == "ready"
+    assert body["database"] == "ok"
+    assert body["stalled"] == []
+    assert {p["name"] for p in body["projections"]} == {"models", "usage"}
+    assert all(p["lag"] == p["head"] - p["position"] for p in body["projections"])
+
+
+def test_a_stalled_projection_makes_the_instance_unready(
+    client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watchdog, "check", _stalled)
+    body = assert_problem(client.get("/health/ready"), 503)
+    assert body["stalled"] == ["usage"]
+    assert body["database"] == "ok"
+    assert {p["name"]: p["lag"] for p in body["projections"]} == {"models": 0, "usage": 7}
+    assert "usage" in body["detail"]
+
+
+def test_an_unreachable_database_makes_the_instance_unready(
+    client, container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreachable() -> Any:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(container.store, "read", unreachable)
+    body = assert_problem(client.get("/health/ready"), 503)
+    assert body["database"] == "unreachable"
+
+
+def test_metrics_export_projection_lag_and_stalls(client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(watchdog, "check", _stalled)
+    text = client.get("/metrics").text
+    assert 'modelledger_projection_lag_events{projection="usage"} 7.0' in text
+    assert 'modelledger_projection_stalled{projection="usage"} 1.0' in text
+    assert 'modelledger_projection_stalled{projection="models"} 0.0' in text
+
+
+class TestTokenCache:
+    def test_a_cached_token_is_refused_once_expired(self) -> None:
+        verifier = TokenVerifier(SECRET)
+        token = bearer("u", ttl=timedelta(seconds=30))["Authorization"].removeprefix("Bearer ")
+        assert verifier.verify(token).subject == "u"
+        assert token in verifier._verified  # the cache is what is under test
+        expired = bearer("u", ttl=timedelta(seconds=-5))["Authorization"].removeprefix("Bearer ")
+        # As if it had been verified while still valid: the entry's exp has passed since.
+        verifier._verified[expired] = (verifier._verified[token][0], time.time() - 1)
+        with pytest.raises(NotAuthorizedException):
+            verifier.verify(expired)
+        assert expired not in verifier._verified
+
+    def test_only_valid_tokens_are_cached(self) -> None:
+        verifier = TokenVerifier(SECRET)
+        for bad in ("not-a-token", bearer("u")["Authorization"][7:] + "x"):
+            with pytest.raises(NotAuthorizedException):
+                verifier.verify(bad)
+        assert verifier._verified == {}
