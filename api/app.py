@@ -102,6 +102,9 @@ def create_app(
             components=security_components(),
             render_plugins=[SwaggerRenderPlugin()],
         ),
+        # Litestar's default logging config would add its own plain-text handler to the root
+        # logger; logs go through configure_logging's JSON handler instead.
+        logging_config=None,
         on_startup=[startup],
         on_shutdown=[shutdown],
         before_request=_allow_every_method,

@@ -39,7 +39,8 @@ class Reads:
             self.pool = AsyncConnectionPool(
                 settings.postgres_conninfo(),
                 min_size=1,
-                max_size=max(2, settings.pg_pool_size // 2),
+                # As many as the sync pool: concurrent requests queue for these connections.
+                max_size=settings.pg_pool_size,
                 open=False,
                 kwargs={"autocommit": True, "options": f"-c search_path={settings.pg_schema}"},
                 name="modelledger-api-read",

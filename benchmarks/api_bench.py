@@ -192,6 +192,7 @@ class Result:
     p99: float
     errors: int
     requests: int
+    cpu_us: float = 0.0  # server CPU (all its processes) per request
 
 
 def lua_list(values: list[str]) -> str:
@@ -291,8 +292,61 @@ def wait_for_projections(url: str) -> None:
         time.sleep(1)
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and all its descendants (Linux /proc), in seconds."""
+    children: dict[int, list[int]] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+            ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += ticks.get(current, 0)
+        todo += children.get(current, [])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+GOALS = {  # issue 3, Performance: (minimum req/s, maximum p99 ms)
+    "single ingest, group commit": (3_000, None),
+    "GET /api/models": (3_000, 25.0),
+    "GET /api/models/{id}": (3_000, 25.0),
+    "GET usage, 90 daily buckets": (None, 25.0),
+}
+
+
+def summary(
+    results: list[Result], batch_rate: float | None, grouped: Result | None, alone: Result | None
+) -> None:
+    """The table: each phase against the issue's goal."""
+    print(f"\n{'phase':<44} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10}  goal")
+    if batch_rate is not None:
+        verdict = "met" if batch_rate >= 30_000 else "NOT met"
+        print(f"{'batch ingest (events/s)':<44} {batch_rate:>7.0f} {'':>7} {'':>7} {'':>10}  "
+              f">= 30,000 events/s: {verdict}")
+    for r in results:
+        rps_goal, p99_goal = GOALS.get(r.name, (None, None))
+        checks = []
+        if rps_goal is not None:
+            checks.append(f">= {rps_goal:,} req/s")
+        if p99_goal is not None:
+            checks.append(f"p99 <= {p99_goal:.0f} ms")
+        met = (rps_goal is None or r.rps >= rps_goal) and (p99_goal is None or r.p99 <= p99_goal)
+        goal = f"{', '.join(checks)}: {'met' if met else 'NOT met'}" if checks else ""
+        print(f"{r.name:<44} {r.rps:>7.0f} {r.p50:>7.1f} {r.p99:>7.1f} {r.cpu_us:>10.0f}  {goal}")
+    if grouped is not None and alone is not None:
+        ratio = grouped.rps / max(alone.rps, 1e-9)
+        print(f"{'group commit / per-request save':<44} {ratio:>6.1f}x {'':>7} {'':>7} {'':>10}  "
+              f">= 5x: {'met' if ratio >= 5 else 'NOT met'}")
 
 
 def main(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - the phases, in order
@@ -326,18 +380,24 @@ def main(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - the phases,
         single_models = [str(model_id(u, i)) for u in users for i in range(per_user)]
         gateway = bearer("gateway", "usage:write")
         phases = set((args.only or "batch,single,list,detail,series,alone").split(","))
+        batch_rate = None
         if "batch" in phases and args.events_over_http:
-            rate = asyncio.run(batch_ingest(server.url, single_models, args.events_over_http))
+            rate = batch_rate = asyncio.run(
+                batch_ingest(server.url, single_models, args.events_over_http)
+            )
             print(f"{'batch ingest (10,000 per call, 4 clients)':<44} {rate:>9.0f} events/s  "
                   f"load {load_average()}", flush=True)
             wait_for_projections(server.url)
 
         def run(name: str, script: str) -> Result:
+            pid = server.proc.pid if server.proc is not None else os.getpid()
+            cpu = server_cpu_seconds(pid)
             result = wrk(args, server.url, name, script)
+            result.cpu_us = (server_cpu_seconds(pid) - cpu) / max(result.requests, 1) * 1e6
             results.append(result)
             print(f"{name:<44} {result.rps:>9.0f} req/s  p50 {result.p50:6.1f} ms  "
-                  f"p99 {result.p99:6.1f} ms  errors {result.errors}  load {load_average()}",
-                  flush=True)
+                  f"p99 {result.p99:6.1f} ms  errors {result.errors}  server CPU "
+                  f"{result.cpu_us:5.0f} us/req  load {load_average()}", flush=True)
             return result
 
         grouped = alone = None
@@ -365,6 +425,7 @@ def main(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - the phases,
                         ingest_script(single_models, gateway, uuid.uuid4().hex[:8]))
         if grouped is not None and alone is not None:
             print(f"{'group commit speed-up':<44} {grouped.rps / max(alone.rps, 1e-9):>9.1f} x")
+        summary(results, batch_rate, grouped, alone)
     finally:
         server.stop()
         if not args.keep:
