@@ -95,8 +95,10 @@ def eventsourcing_env(settings: Settings, role: str) -> dict[str, str]:
             "POSTGRES_USER": params["user"],
             "POSTGRES_PASSWORD": params["password"],
             "POSTGRES_SCHEMA": settings.pg_schema,
-            "POSTGRES_POOL_SIZE": str(settings.pg_pool_size),
-            "POSTGRES_MAX_OVERFLOW": "0",
+            # One connection kept open, more opened on demand up to pg_pool_size: several
+            # processes x three pools must fit PostgreSQL's max_connections.
+            "POSTGRES_POOL_SIZE": "1",
+            "POSTGRES_MAX_OVERFLOW": str(max(0, settings.pg_pool_size - 1)),
             # Off on purpose: in 9.5.6 it skips the table lock and tracking rows.
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         }
