@@ -21,6 +21,7 @@ from api.auth import (
 )
 from api.controllers.admin import AdminController
 from api.controllers.health import HealthController, MetricsController
+from api.controllers.jobs import JobsController
 from api.controllers.models import ModelController
 from api.controllers.usage import UsageController
 from api.errors import EXCEPTION_HANDLERS
@@ -62,7 +63,7 @@ def create_app(
     reads = Reads(container.store, settings)
     api = Router(
         "/api",
-        route_handlers=[ModelController, UsageController, AdminController],
+        route_handlers=[ModelController, UsageController, AdminController, JobsController],
         middleware=[DefineMiddleware(BearerAuthMiddleware, verifier=verifier)],
         security=[{SECURITY_SCHEME: []}],
     )

@@ -187,6 +187,18 @@ class ProjectionState(msgspec.Struct):
     lag: int
 
 
+class JobRunOut(msgspec.Struct):
+    """One run of a scheduler job."""
+
+    id: str
+    job: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str  # running, ok, error
+    summary: dict[str, Any]
+    host: str
+
+
 class Liveness(msgspec.Struct):
     status: str
 
