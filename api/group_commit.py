@@ -12,15 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from litestar.concurrency import sync_to_thread
-
-from domain.errors import ModelNotFoundError, ValidationError
-from domain.model import ModelStatus
-from domain.usage import PredictionUsage, record_usage
-from projections import queries
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -66,7 +60,7 @@ class GroupCommitter:
         self, record: UsageRecord, caller_id: UUID, may_record_any: bool  # noqa: FBT001
     ) -> bool:
         """One transaction per request: the baseline the benchmark compares against."""
-        [(event, error)] = _prepare(self.ingest, [record], [(caller_id, may_record_any)])
+        [(event, error)] = self.ingest.prepare([record], [(caller_id, may_record_any)])
         if error is not None or event is None:
             raise error or AssertionError("no event")
         return event.originator_id in self.ingest.commit([event])
@@ -101,8 +95,8 @@ class GroupCommitter:
                         pending.done.set_result(outcome)
 
     def _commit_group(self, group: list[_Pending]) -> list[bool | Exception]:
-        prepared = _prepare(
-            self.ingest, [p.record for p in group], [(p.caller_id, p.may_record_any) for p in group]
+        prepared = self.ingest.prepare(
+            [p.record for p in group], [(p.caller_id, p.may_record_any) for p in group]
         )
         events = [event for event, _ in prepared if event is not None]
         inserted = self.ingest.commit(events) if events else set()
@@ -123,41 +117,3 @@ class GroupCommitter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-
-def _prepare(
-    ingest: UsageIngest,
-    records: list[UsageRecord],
-    callers: list[tuple[UUID, bool]],
-) -> list[tuple[PredictionUsage.Recorded | None, Exception | None]]:
-    """Check each record on its own (each request has its own caller and its own answer)."""
-    models = queries.model_lookup(ingest.store, [r.model_id for r in records])
-    now = datetime.now(UTC)
-    prepared: list[tuple[PredictionUsage.Recorded | None, Exception | None]] = []
-    for record, (caller_id, may_record_any) in zip(records, callers, strict=True):
-        model = models.get(record.model_id)
-        if model is None or not (may_record_any or model[0] == caller_id):
-            prepared.append((None, ModelNotFoundError(str(record.model_id))))
-            continue
-        owner_id, status = model
-        try:
-            event = record_usage(
-                model_id=record.model_id,
-                owner_id=owner_id,
-                request_id=record.request_id,
-                occurred_at=record.occurred_at or now,
-                response_time_ms=record.response_time_ms,
-                input_bytes=record.input_bytes,
-                output_bytes=record.output_bytes,
-                success=record.success,
-                status_code=record.status_code,
-                error=record.error,
-                user_agent=record.user_agent,
-                ip=record.ip,
-                rejected=status != ModelStatus.ACTIVE.value,
-                now=now,
-            )
-        except ValidationError as error:
-            prepared.append((None, error))
-            continue
-        prepared.append((event, None))
-    return prepared

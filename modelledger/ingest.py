@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from domain.errors import ValidationError
+from domain.errors import ModelNotFoundError, ValidationError
 from domain.model import ModelStatus
 from domain.usage import PredictionUsage, record_usage
 from projections import queries
@@ -59,43 +59,44 @@ class UsageIngest:
         self.on_recorded = on_recorded
 
     def prepare(
-        self, records: Sequence[UsageRecord], *, caller_id: UUID, may_record_any: bool
-    ) -> tuple[list[PredictionUsage.Recorded | None], IngestResult]:
-        """Validate and authorise; returns one event (or None when rejected) per record."""
-        result = IngestResult()
+        self, records: Sequence[UsageRecord], callers: Sequence[tuple[UUID, bool]]
+    ) -> list[tuple[PredictionUsage.Recorded | None, Exception | None]]:
+        """Check each record for its caller (user id, may record for any model).
+
+        Returns ``(event, None)`` or ``(None, error)`` per record: ``ModelNotFoundError`` for
+        a model that does not exist or that the caller may not see, else ``ValidationError``.
+        """
         models = queries.model_lookup(self.store, [r.model_id for r in records])
         now = datetime.now(UTC)
-        events: list[PredictionUsage.Recorded | None] = []
-        for index, record in enumerate(records):
+        prepared: list[tuple[PredictionUsage.Recorded | None, Exception | None]] = []
+        for record, (caller_id, may_record_any) in zip(records, callers, strict=True):
             model = models.get(record.model_id)
             if model is None or not (may_record_any or model[0] == caller_id):
-                result.rejected.append((index, f"model {record.model_id} not found"))
-                events.append(None)
+                prepared.append((None, ModelNotFoundError(f"model {record.model_id} not found")))
                 continue
             owner_id, status = model
             try:
-                events.append(
-                    record_usage(
-                        model_id=record.model_id,
-                        owner_id=owner_id,
-                        request_id=record.request_id,
-                        occurred_at=record.occurred_at or now,
-                        response_time_ms=record.response_time_ms,
-                        input_bytes=record.input_bytes,
-                        output_bytes=record.output_bytes,
-                        success=record.success,
-                        status_code=record.status_code,
-                        error=record.error,
-                        user_agent=record.user_agent,
-                        ip=record.ip,
-                        rejected=status != ModelStatus.ACTIVE.value,
-                        now=now,
-                    )
+                event = record_usage(
+                    model_id=record.model_id,
+                    owner_id=owner_id,
+                    request_id=record.request_id,
+                    occurred_at=record.occurred_at or now,
+                    response_time_ms=record.response_time_ms,
+                    input_bytes=record.input_bytes,
+                    output_bytes=record.output_bytes,
+                    success=record.success,
+                    status_code=record.status_code,
+                    error=record.error,
+                    user_agent=record.user_agent,
+                    ip=record.ip,
+                    rejected=status != ModelStatus.ACTIVE.value,
+                    now=now,
                 )
             except ValidationError as error:
-                result.rejected.append((index, str(error)))
-                events.append(None)
-        return events, result
+                prepared.append((None, error))
+            else:
+                prepared.append((event, None))
+        return prepared
 
     def commit(self, events: Sequence[PredictionUsage.Recorded]) -> set[UUID]:
         """Append events (first occurrence of each id only); return the ids stored now."""
@@ -108,8 +109,12 @@ class UsageIngest:
     def record_batch(
         self, records: Sequence[UsageRecord], *, caller_id: UUID, may_record_any: bool
     ) -> IngestResult:
-        events, result = self.prepare(records, caller_id=caller_id, may_record_any=may_record_any)
-        valid = [e for e in events if e is not None]
+        result = IngestResult()
+        prepared = self.prepare(records, [(caller_id, may_record_any)] * len(records))
+        for index, (_, error) in enumerate(prepared):
+            if error is not None:
+                result.rejected.append((index, str(error)))
+        valid = [event for event, _ in prepared if event is not None]
         inserted = self.commit(valid)
         seen: set[UUID] = set()
         for e in valid:
