@@ -80,7 +80,7 @@ class Settings:
         metadata={"doc": "Largest model artifact accepted (413 above)."},
     )
     projection_batch_size: int = field(
-        default=5_000,
+        default=20_000,
         metadata={"doc": "Events folded per projection transaction."},
     )
     poll_interval: float = field(
