@@ -30,6 +30,11 @@ log = logging.getLogger("modelledger.worker")
 LEADER_NAMESPACE = LOCK_NAMESPACE + 1
 
 
+def leader_key(scope: str, name: str) -> str:
+    """The text hashed into the leader lock of projection ``name`` in schema ``scope``."""
+    return f"{scope}.{name}"
+
+
 class Leadership:
     """Held while this process is the one processing a projection."""
 
@@ -60,7 +65,7 @@ class Leadership:
             while not stop.is_set():
                 row = conn.execute(
                     "SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                    (LEADER_NAMESPACE, f"{self.scope}.{name}"),
+                    (LEADER_NAMESPACE, leader_key(self.scope, name)),
                 ).fetchone()
                 if row is not None and row[0]:
                     yield True
