@@ -6,17 +6,20 @@ per table, and existing rows are fetched with one join against ``unnest`` of the
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from psycopg_pool import ConnectionPool
 
-from domain.usage_stats import UsageStats
 from projections.store import Cursor, ReadStore, stats_from_values
 from projections.tables import STATS_NAMES, Table
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from domain.usage_stats import UsageStats
 
 LOCK_NAMESPACE = 0x4D4C  # "ML": first key of every advisory lock this service takes
 
@@ -81,7 +84,7 @@ class PostgresStore(ReadStore):
         key_arrays = ", ".join(f"%b::{_ARRAY_TYPES[kinds[name]]}" for name in table.key)
         key_names = ", ".join(table.key)
         cur.execute(
-            f"SELECT {key_names}, {', '.join(STATS_NAMES)} FROM {table.name} "  # noqa: S608
+            f"SELECT {key_names}, {', '.join(STATS_NAMES)} FROM {table.name} "
             f"JOIN unnest({key_arrays}) AS k({key_names}) USING ({key_names})",
             [list(column) for column in zip(*keys, strict=True)],
         )
@@ -105,7 +108,7 @@ class PostgresStore(ReadStore):
         )
         updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in table.key)
         cur.execute(
-            f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608
+            f"INSERT INTO {table.name} ({', '.join(names)}) "
             f"SELECT {values} FROM json_to_recordset(%s::json) AS r({record}) "
             f"ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET {updates}",
             (_json.encode([struct(*row) for row in rows]).decode(),),

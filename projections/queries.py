@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-from uuid import UUID
+from typing import TYPE_CHECKING, Any
 
 from domain.usage_stats import UsageStats
 from projections.store import ReadStore, stats_from_values, stats_values
 from projections.tables import MODEL_VIEW, STATS_COLUMNS, STATS_NAMES
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from uuid import UUID
 
 _MODEL_KINDS = dict(MODEL_VIEW.columns)
 _STATS_KINDS = dict(STATS_COLUMNS)
@@ -51,7 +53,9 @@ _EMPTY_HISTOGRAM = stats_values(UsageStats())[9]  # the store's encoding of no l
 def _stats(store: ReadStore, values: Sequence[Any], *, histogram: bool = True) -> UsageStats:
     if values[0] is None:
         return UsageStats()
-    converted = [store.from_db(v, _STATS_KINDS[n]) for n, v in zip(STATS_NAMES, values, strict=True)]
+    converted = [
+        store.from_db(v, _STATS_KINDS[n]) for n, v in zip(STATS_NAMES, values, strict=True)
+    ]
     converted[9] = bytes(converted[9]) if histogram else _EMPTY_HISTOGRAM
     return stats_from_values(converted)
 
@@ -60,7 +64,7 @@ def get_model_statement(store: ReadStore, owner_id: UUID, model_id: UUID) -> Sta
     """``get_model``'s SELECT: one row (``model_row``) or none."""
     return (
         store.q(
-            f"SELECT {_MODEL_COLUMNS}, {_TOTALS_COLUMNS} FROM model_view m "  # noqa: S608
+            f"SELECT {_MODEL_COLUMNS}, {_TOTALS_COLUMNS} FROM model_view m "
             "LEFT JOIN usage_model_totals t ON t.model_id = m.id "
             "WHERE m.id = ? AND m.owner_id = ?"
         ),
@@ -76,7 +80,7 @@ def get_model(store: ReadStore, owner_id: UUID, model_id: UUID) -> ModelRow | No
     return None if row is None else model_row(store, row)
 
 
-def list_models_statements(  # noqa: PLR0913 - the list endpoint's filters, one argument each
+def list_models_statements(
     store: ReadStore,
     owner_id: UUID,
     *,
@@ -89,7 +93,8 @@ def list_models_statements(  # noqa: PLR0913 - the list endpoint's filters, one 
     include_deleted: bool = False,
 ) -> tuple[Statement, Statement]:
     """``list_models``'s two SELECTs: the page (rows for ``model_row``) and the total."""
-    assert sort in SORTABLE, sort
+    if sort not in SORTABLE:
+        raise ValueError(f"cannot sort by {sort!r}")
     where = ["m.owner_id = ?"]
     params: list[Any] = [store.to_db(owner_id, "uuid")]
     if status is not None:
@@ -98,7 +103,9 @@ def list_models_statements(  # noqa: PLR0913 - the list endpoint's filters, one 
     elif not include_deleted:
         where.append("m.status <> 'deleted'")
     if name_contains:
-        escaped = name_contains.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        escaped = (
+            name_contains.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        )
         where.append("lower(m.name) LIKE ? ESCAPE '\\'")
         params.append(f"%{escaped}%")
     filters = " AND ".join(where)
@@ -109,11 +116,11 @@ def list_models_statements(  # noqa: PLR0913 - the list endpoint's filters, one 
         page_params += [store.to_db(after[0], _MODEL_KINDS[sort]), store.to_db(after[1], "uuid")]
     direction = "DESC" if descending else "ASC"
     page = store.q(
-        f"SELECT {_MODEL_COLUMNS}, {_TOTALS_COLUMNS} FROM model_view m "  # noqa: S608
+        f"SELECT {_MODEL_COLUMNS}, {_TOTALS_COLUMNS} FROM model_view m "
         "LEFT JOIN usage_model_totals t ON t.model_id = m.id "
         f"WHERE {page_where} ORDER BY m.{sort} {direction}, m.id {direction} LIMIT ?"
     )
-    count = store.q(f"SELECT count(*) FROM model_view m WHERE {filters}")  # noqa: S608
+    count = store.q(f"SELECT count(*) FROM model_view m WHERE {filters}")
     return (page, [*page_params, limit]), (count, params)
 
 
@@ -180,7 +187,7 @@ def model_lookup(store: ReadStore, model_ids: Sequence[UUID]) -> dict[UUID, tupl
             chunk = unique[start : start + 500]
             marks = ", ".join("?" * len(chunk))
             cur.execute(
-                store.q(f"SELECT id, owner_id, status FROM model_view WHERE id IN ({marks})"),  # noqa: S608
+                store.q(f"SELECT id, owner_id, status FROM model_view WHERE id IN ({marks})"),
                 [store.to_db(model_id, "uuid") for model_id in chunk],
             )
             for model_id, owner_id, status in cur.fetchall():
@@ -196,7 +203,7 @@ def usage_hours_statement(
                      "owner": ("usage_owner_hourly", "owner_id")}[scope]
     return (
         store.q(
-            f"SELECT hour, {', '.join(STATS_NAMES)} FROM {table} "  # noqa: S608
+            f"SELECT hour, {', '.join(STATS_NAMES)} FROM {table} "
             f"WHERE {column} = ? AND hour >= ? AND hour < ? ORDER BY hour"
         ),
         [store.to_db(key, "uuid"), hour_from, hour_to],
@@ -216,18 +223,20 @@ def usage_hours(
         return hour_rows(store, cur.fetchall())
 
 
-def owner_usage(store: ReadStore, owner_id: UUID) -> tuple[UsageStats, list[tuple[UUID, UsageStats]]]:
+def owner_usage(
+    store: ReadStore, owner_id: UUID
+) -> tuple[UsageStats, list[tuple[UUID, UsageStats]]]:
     """An owner's all-time totals and the per-model breakdown."""
     with store.read() as cur:
         cur.execute(
-            store.q(f"SELECT {', '.join(STATS_NAMES)} FROM usage_owner_totals WHERE owner_id = ?"),  # noqa: S608
+            store.q(f"SELECT {', '.join(STATS_NAMES)} FROM usage_owner_totals WHERE owner_id = ?"),
             (store.to_db(owner_id, "uuid"),),
         )
         row = cur.fetchone()
         totals = UsageStats() if row is None else _stats(store, row)
         cur.execute(
             store.q(
-                f"SELECT model_id, {', '.join(STATS_NAMES)} FROM usage_model_totals "  # noqa: S608
+                f"SELECT model_id, {', '.join(STATS_NAMES)} FROM usage_model_totals "
                 "WHERE owner_id = ? ORDER BY model_id"
             ),
             (store.to_db(owner_id, "uuid"),),

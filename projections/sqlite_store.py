@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from domain.usage_stats import UsageStats
 from projections.store import Cursor, ReadStore, stats_from_values
 from projections.tables import STATS_NAMES, Table
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from pathlib import Path
+
+    from domain.usage_stats import UsageStats
 
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"  # fixed width: text order is time order
 
@@ -66,6 +69,7 @@ class SQLiteStore(ReadStore):
             cur.close()
 
     def write(self, lock_name: str) -> Any:
+        del lock_name  # SQLite's one write lock excludes every other writer
         return self._transaction("BEGIN IMMEDIATE")
 
     def read(self) -> Any:
@@ -108,10 +112,11 @@ class SQLiteStore(ReadStore):
         kinds = dict(table.columns)
         stats_columns = STATS_NAMES
         where = " AND ".join(f"{name} = ?" for name in table.key)
-        statement = f"SELECT {', '.join(stats_columns)} FROM {table.name} WHERE {where}"  # noqa: S608
+        statement = f"SELECT {', '.join(stats_columns)} FROM {table.name} WHERE {where}"
         found: dict[tuple[Any, ...], UsageStats] = {}
         for key in keys:
-            cur.execute(statement, [self.to_db(v, kinds[n]) for v, n in zip(key, table.key, strict=True)])
+            values = [self.to_db(v, kinds[n]) for v, n in zip(key, table.key, strict=True)]
+            cur.execute(statement, values)
             row = cur.fetchone()
             if row is not None:
                 found[key] = stats_from_values(
@@ -123,6 +128,6 @@ class SQLiteStore(ReadStore):
         kinds = [kind for _, kind in table.columns]
         marks = ", ".join("?" * len(kinds))
         cur.executemany(
-            f"INSERT OR REPLACE INTO {table.name} VALUES ({marks})",  # noqa: S608
+            f"INSERT OR REPLACE INTO {table.name} VALUES ({marks})",
             [[self.to_db(v, k) for v, k in zip(row, kinds, strict=True)] for row in rows],
         )

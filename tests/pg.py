@@ -54,18 +54,18 @@ def _start_cluster() -> str | None:
     if os.geteuid() == 0:  # initdb refuses to run as root
         shutil.chown(root, "postgres", "postgres")
         run_as = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(  # noqa: S603 - argv of the local PostgreSQL binaries, no shell
+    subprocess.run(
         [*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
         check=True, capture_output=True,
     )
-    subprocess.run(  # noqa: S603 - argv of the local PostgreSQL binaries, no shell
+    subprocess.run(
         [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w",
          "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
         check=True, capture_output=True,
     )
 
     def stop() -> None:
-        subprocess.run(  # noqa: S603 - argv of the local PostgreSQL binaries, no shell
+        subprocess.run(
             [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
             check=False, capture_output=True,
         )

@@ -27,7 +27,7 @@ def _run_until_parked(container: Container, point: str) -> None:
     args = [str(settings.data_dir)]
     if settings.backend == "postgres":
         args += [settings.database_url, settings.pg_schema]
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+    process = subprocess.Popen(
         [sys.executable, "-m", "tests.scheduler.kill_compaction", point, *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
