@@ -27,6 +27,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -133,46 +134,62 @@ def compact_usage(
     archive_to = archive.archive_dir(container.settings.data_dir) if archive_enabled else None
     after = 0
     head = container.usage_ledger.recorder.max_notification_id()
-    while max_chunks is None or summary.chunks < max_chunks:
-        working = time.monotonic()
-        with _usage_positions_locked(container) as through:
-            summary.through = through
-            rows = recorder.select_raw(after, through, chunk_size, RAW_TOPIC)
-            if not rows:
+    # The next chunk is read and decoded in a second thread while this one is written: the
+    # database's half of a chunk overlaps the client's half of the next. Reading ahead is safe:
+    # positions only grow, so rows at or below an earlier ``through`` stay compactable, and the
+    # next chunk's rows (raw events above ``after``) are untouched by this chunk's transaction.
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compaction-read")
+    ahead: Future[tuple[Sequence[RawRow], _Chunk]] | None = None
+
+    def read(start: int, through: int) -> tuple[Sequence[RawRow], _Chunk]:
+        rows = recorder.select_raw(start, through, chunk_size, RAW_TOPIC)
+        return rows, _Chunk(rows, cutoff)
+
+    try:
+        while max_chunks is None or summary.chunks < max_chunks:
+            working = time.monotonic()
+            with _usage_positions_locked(container) as through:
+                summary.through = through
+                rows, chunk = ahead.result() if ahead is not None else read(after, through)
+                ahead = None
+                if not rows:
+                    break
+                after = rows[-1][0]
+                summary.chunks += 1
+                summary.scanned += len(rows)
+                if not (chunk.reached_recent or len(rows) < chunk_size):
+                    ahead = reader.submit(read, after, through)
+                if chunk.groups:
+                    _compact_chunk(
+                        container,
+                        recorder,
+                        chunk,
+                        through=through,
+                        summary=summary,
+                        archive_to=archive_to,
+                    )
+            if progress is not None:
+                progress(after, summary.through)
+            log.info(
+                "compaction chunk",
+                extra={
+                    "chunk": summary.chunks,
+                    "through_id": after,
+                    "compacted": summary.events,
+                    "dry_run": dry_run,
+                },
+            )
+            if ahead is None:
                 break
-            after = rows[-1][0]
-            summary.chunks += 1
-            summary.scanned += len(rows)
-            chunk = _Chunk(rows, cutoff)
-            if chunk.groups:
-                _compact_chunk(
-                    container,
-                    recorder,
-                    chunk,
-                    through=through,
-                    summary=summary,
-                    archive_to=archive_to,
-                )
-        if progress is not None:
-            progress(after, summary.through)
-        log.info(
-            "compaction chunk",
-            extra={
-                "chunk": summary.chunks,
-                "through_id": after,
-                "compacted": summary.events,
-                "dry_run": dry_run,
-            },
-        )
-        if chunk.reached_recent or len(rows) < chunk_size:
-            break
-        if ingest_yield > 0:
-            newest = container.usage_ledger.recorder.max_notification_id()
-            if newest != head:
-                head = newest
-                pause = (time.monotonic() - working) * ingest_yield
-                summary.paused_s += pause
-                time.sleep(pause)
+            if ingest_yield > 0:
+                newest = container.usage_ledger.recorder.max_notification_id()
+                if newest != head:
+                    head = newest
+                    pause = (time.monotonic() - working) * ingest_yield
+                    summary.paused_s += pause
+                    time.sleep(pause)
+    finally:
+        reader.shutdown(wait=True, cancel_futures=True)
     summary.seconds = time.monotonic() - started
     log.info("compaction finished", extra=summary.as_dict())
     return summary
