@@ -112,7 +112,7 @@ class CompactionSummary:
 Progress = Callable[[int, int], None]  # (last scanned id, bound)
 
 
-def compact_usage(
+def compact_usage(  # noqa: C901 - one loop and its stop conditions, kept with the locks
     container: Container,
     *,
     older_than: timedelta,
