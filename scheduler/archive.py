@@ -47,12 +47,20 @@ def write(directory: Path, events: Iterable[tuple[int, PredictionUsage.Recorded]
     return write_lines(directory, {day: b"\n".join(lines) + b"\n" for day, lines in by_day.items()})
 
 
-def write_lines(directory: Path, by_day: Mapping[date, bytes]) -> int:
-    """Append each day's JSON Lines (already encoded, newline-terminated) to its file."""
+def compress_lines(by_day: Mapping[date, bytes]) -> dict[date, bytes]:
+    """Each day's JSON Lines as one gzip member (zlib releases the GIL: any thread may do it)."""
+    return {day: gzip.compress(lines, compresslevel=1) for day, lines in by_day.items()}
+
+
+def write_lines(
+    directory: Path, by_day: Mapping[date, bytes], *, compressed: bool = False
+) -> int:
+    """Append each day's JSON Lines (encoded, newline-terminated; or ``compress_lines``'
+    gzip members when ``compressed``) to its file, synced to disk; returns bytes written."""
     directory.mkdir(parents=True, exist_ok=True)
     written = 0
     for day, lines in sorted(by_day.items()):
-        payload = gzip.compress(lines, compresslevel=1)
+        payload = lines if compressed else gzip.compress(lines, compresslevel=1)
         with (directory / f"{_PREFIX}{day.isoformat()}{_SUFFIX}").open("ab") as file:
             file.write(payload)
             file.flush()

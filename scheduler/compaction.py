@@ -112,7 +112,7 @@ class CompactionSummary:
 Progress = Callable[[int, int], None]  # (last scanned id, bound)
 
 
-def compact_usage(  # noqa: C901 - one loop and its stop conditions, kept with the locks
+def compact_usage(  # noqa: C901, PLR0915 - one loop and its stop conditions, with the locks
     container: Container,
     *,
     older_than: timedelta,
@@ -134,8 +134,10 @@ def compact_usage(  # noqa: C901 - one loop and its stop conditions, kept with t
     archive_to = archive.archive_dir(container.settings.data_dir) if archive_enabled else None
     after = 0
     head = container.usage_ledger.recorder.max_notification_id()
-    # The next chunk is read and decoded in a second thread while this one is written: the
-    # database's half of a chunk overlaps the client's half of the next. Reading ahead is safe:
+    # While ingest is idle, the next chunk is read, decoded and its archive compressed in a
+    # second thread while this one is written: the database's half of a chunk overlaps the
+    # client's half of the next. While ingest is active, compaction runs one thread and pauses
+    # between chunks, leaving the CPUs to ingest. Reading ahead is safe:
     # positions only grow, so rows at or below an earlier ``through`` stay compactable, and the
     # next chunk's rows (raw events above ``after``) are untouched by this chunk's transaction.
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compaction-read")
@@ -143,8 +145,12 @@ def compact_usage(  # noqa: C901 - one loop and its stop conditions, kept with t
 
     def read(start: int, through: int) -> tuple[Sequence[RawRow], _Chunk]:
         rows = recorder.select_raw(start, through, chunk_size, RAW_TOPIC)
-        return rows, _Chunk(rows, cutoff)
+        chunk = _Chunk(rows, cutoff)
+        if archive_to is not None and not dry_run and chunk.groups:
+            chunk.prepare_archive()
+        return rows, chunk
 
+    ingest_active = False
     try:
         while max_chunks is None or summary.chunks < max_chunks:
             working = time.monotonic()
@@ -157,7 +163,8 @@ def compact_usage(  # noqa: C901 - one loop and its stop conditions, kept with t
                 after = rows[-1][0]
                 summary.chunks += 1
                 summary.scanned += len(rows)
-                if not (chunk.reached_recent or len(rows) < chunk_size):
+                last = chunk.reached_recent or len(rows) < chunk_size
+                if not (last or ingest_active):
                     ahead = reader.submit(read, after, through)
                 if chunk.groups:
                     _compact_chunk(
@@ -179,11 +186,12 @@ def compact_usage(  # noqa: C901 - one loop and its stop conditions, kept with t
                     "dry_run": dry_run,
                 },
             )
-            if ahead is None:
+            if last:
                 break
             if ingest_yield > 0:
                 newest = container.usage_ledger.recorder.max_notification_id()
-                if newest != head:
+                ingest_active = newest != head
+                if ingest_active:
                     head = newest
                     pause = (time.monotonic() - working) * ingest_yield
                     summary.paused_s += pause
@@ -206,6 +214,8 @@ class _Chunk:
         self.kept = kept = bytearray(len(events))  # 1: compacted in this chunk
         self.groups: dict[tuple[str, int], list[int]] = {}
         self.reached_recent = False
+        self.archive_payloads: dict[date, bytes] = {}
+        self.archived_kept: bytes | None = None
         groups = self.groups
         floor = math.floor
         for i, e in enumerate(events):
@@ -234,6 +244,17 @@ class _Chunk:
             ranges.append((rows[start][0], rows[last - 1][0]))
             start = -1 if end < 0 else kept.find(1, end)
         return ranges
+
+    def prepare_archive(self) -> None:
+        """Encode and compress the archive ahead (valid while ``kept`` does not change)."""
+        self.archive_payloads = archive.compress_lines(self.archive_lines())
+        self.archived_kept = bytes(self.kept)
+
+    def archive_payloads_now(self) -> dict[date, bytes]:
+        """The archive's gzip members per day for the events compacted in this chunk."""
+        if self.archived_kept == bytes(self.kept):
+            return self.archive_payloads
+        return archive.compress_lines(self.archive_lines())  # planning deferred some events
 
     def archive_lines(self) -> dict[date, bytes]:
         """The kept events as archive records, JSON Lines per UTC day, in id order."""
@@ -325,7 +346,9 @@ def _compact_chunk(
     if summary.dry_run or not compacted:
         return
     if archive_to is not None:
-        summary.archived_bytes += archive.write_lines(archive_to, chunk.archive_lines())
+        summary.archived_bytes += archive.write_lines(
+            archive_to, chunk.archive_payloads_now(), compressed=True
+        )
     change = Replacement(
         raw_topic=RAW_TOPIC, raw_ranges=chunk.ranges(), delete_ids=delete_ids, rollups=rollups
     )
