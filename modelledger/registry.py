@@ -85,7 +85,7 @@ class ModelRegistry(Application[UUID]):
         def attempt() -> list[Any]:
             return [model, self._claim(owner_id, model.name, new_id)]
 
-        return self._save_with_retry(new_id, attempt, retry=False)
+        return self._save_with_retry(attempt, retry=False)
 
     def update_model(
         self,
@@ -115,7 +115,7 @@ class ModelRegistry(Application[UUID]):
                 model.change_status(status, actor=actor, correlation_id=correlation_id)
             return changed
 
-        return self._save_with_retry(model_id, attempt, retry=expected_version is None)
+        return self._save_with_retry(attempt, retry=expected_version is None)
 
     def delete_model(
         self, model_id: UUID, *, owner_id: UUID, actor: str, correlation_id: str
@@ -131,7 +131,7 @@ class ModelRegistry(Application[UUID]):
                 claim.release(model_id)
             return [model, claim]
 
-        return self._save_with_retry(model_id, attempt, retry=True)
+        return self._save_with_retry(attempt, retry=True)
 
     def record_artifact_removed(self, model_id: UUID, *, actor: str, correlation_id: str) -> Saved:
         """Record that a deleted model's artifact file is gone (called by the remover)."""
@@ -141,7 +141,7 @@ class ModelRegistry(Application[UUID]):
             model.record_artifact_removed(actor=actor, correlation_id=correlation_id)
             return [model]
 
-        return self._save_with_retry(model_id, attempt, retry=True)
+        return self._save_with_retry(attempt, retry=True)
 
     # Queries (audit trail) --------------------------------------------------------
 
@@ -175,7 +175,7 @@ class ModelRegistry(Application[UUID]):
     # Internals ------------------------------------------------------------------
 
     def _save_with_retry(
-        self, model_id: UUID, attempt: Callable[[], list[Any]], *, retry: bool
+        self, attempt: Callable[[], list[Any]], *, retry: bool
     ) -> Saved:
         for remaining in range(_ATTEMPTS - 1, -1, -1):
             changed = attempt()
@@ -183,7 +183,6 @@ class ModelRegistry(Application[UUID]):
             try:
                 recordings = self.save(*changed)
             except IntegrityError:
-                self.repository.cache and self.repository.cache.get(model_id, evict=True)
                 if not retry or remaining == 0:
                     raise self._explain_conflict(changed) from None
                 continue

@@ -126,7 +126,7 @@ class ReadStore(ABC):
                     cur.execute(statement)
                 created = True
         if created and self._state(cur, projection + suffix) is None:
-            self._set_position(cur, projection + suffix, 0)
+            self.set_position(cur, projection + suffix, 0)
 
     def drop_tables(self, cur: Cursor, projection: str, suffix: str) -> None:
         for table in PROJECTION_TABLES[projection]:
@@ -142,7 +142,7 @@ class ReadStore(ABC):
             cur.execute(f"DROP TABLE IF EXISTS {table.name}")
             cur.execute(f"ALTER TABLE {table.name}{NEXT} RENAME TO {table.name}")
         cur.execute(self.q("DELETE FROM projection_state WHERE name = ?"), (projection + NEXT,))
-        self._set_position(cur, projection, state[0])
+        self.set_position(cur, projection, state[0])
 
     def ddl(self, table: Table, suffix: str) -> list[str]:
         generation = secrets.token_hex(4)  # index names must stay unique across swaps
@@ -189,7 +189,7 @@ class ReadStore(ABC):
         state = self._state(cur, tracking_name)
         return 0 if state is None else state[0]
 
-    def _set_position(self, cur: Cursor, tracking_name: str, position: int) -> None:
+    def set_position(self, cur: Cursor, tracking_name: str, position: int) -> None:
         projection = tracking_name.removesuffix(NEXT)
         cur.execute(
             self.q(
@@ -200,9 +200,6 @@ class ReadStore(ABC):
             ),
             (tracking_name, position, SCHEMA_VERSIONS[projection], _now_text()),
         )
-
-    def set_position(self, cur: Cursor, tracking_name: str, position: int) -> None:
-        self._set_position(cur, tracking_name, position)
 
     def positions(self) -> dict[str, tuple[int, int, str]]:
         """Tracking rows: name -> (position, schema version, updated at)."""
