@@ -6,7 +6,10 @@ configured public key, so ``alg=none`` and algorithm-confusion tokens are refuse
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -68,12 +71,16 @@ def resolve_secret(settings: Settings) -> str:
     path = Path(settings.data_dir) / SECRET_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Written in full, owner-only, under a temporary name, then linked into place: no
+        # process ever reads a partly written secret, and the first one to link wins.
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".jwt-secret-")
         try:
-            with path.open("x", encoding="utf-8") as handle:  # first writer wins
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(secrets.token_urlsafe(48))
-            path.chmod(0o600)
-        except FileExistsError:
-            pass
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
+        finally:
+            Path(temporary).unlink()
     return path.read_text(encoding="utf-8").strip()
 
 

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -127,3 +128,13 @@ def test_token_command_prints_a_token_the_api_accepts(sqlite_env, tmp_path) -> N
 def test_token_command_rejects_unknown_scopes(sqlite_env) -> None:
     result = CliRunner().invoke(cli, ["token", "--sub", "x", "--scope", "root"])
     assert result.exit_code != 0
+
+
+def test_the_generated_secret_is_owner_only_and_reused(tmp_path: Path) -> None:
+    settings = load_settings({}, data_dir=tmp_path)
+    first = resolve_secret(settings)
+    assert len(first) >= 48
+    assert resolve_secret(settings) == first
+    secret_files = [p for p in tmp_path.iterdir() if "jwt" in p.name]
+    assert len(secret_files) == 1  # no temporary file left behind
+    assert secret_files[0].stat().st_mode & 0o077 == 0
