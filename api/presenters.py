@@ -19,45 +19,34 @@ if TYPE_CHECKING:
     from projections.windows import Bucket
 
 
-def totals(stats: UsageStats) -> schemas.UsageTotals:
+def _summary(stats: UsageStats) -> dict[str, Any]:
+    """The fields a usage total and a window bucket share."""
     p50, p95, p99 = stats.percentiles_ms(0.5, 0.95, 0.99)
+    return {
+        "successes": stats.successes,
+        "failures": stats.failures,
+        "rejected": stats.rejected,
+        "success_rate": stats.success_rate,
+        "avg_response_ms": stats.avg_ms,
+        "min_response_ms": stats.min_ms,
+        "max_response_ms": stats.max_ms,
+        "p50_response_ms": p50,
+        "p95_response_ms": p95,
+        "p99_response_ms": p99,
+        "input_bytes": stats.input_bytes,
+        "output_bytes": stats.output_bytes,
+    }
+
+
+def totals(stats: UsageStats) -> schemas.UsageTotals:
     return schemas.UsageTotals(
-        total_requests=stats.requests,
-        successes=stats.successes,
-        failures=stats.failures,
-        rejected=stats.rejected,
-        success_rate=stats.success_rate,
-        avg_response_ms=stats.avg_ms,
-        min_response_ms=stats.min_ms,
-        max_response_ms=stats.max_ms,
-        p50_response_ms=p50,
-        p95_response_ms=p95,
-        p99_response_ms=p99,
-        input_bytes=stats.input_bytes,
-        output_bytes=stats.output_bytes,
-        last_used_at=stats.last_at,
+        total_requests=stats.requests, last_used_at=stats.last_at, **_summary(stats)
     )
 
 
 def bucket(b: Bucket) -> schemas.UsageBucket:
-    s = b.stats
-    p50, p95, p99 = s.percentiles_ms(0.5, 0.95, 0.99)
     return schemas.UsageBucket(
-        start=b.start,
-        end=b.end,
-        requests=s.requests,
-        successes=s.successes,
-        failures=s.failures,
-        rejected=s.rejected,
-        success_rate=s.success_rate,
-        avg_response_ms=s.avg_ms,
-        min_response_ms=s.min_ms,
-        max_response_ms=s.max_ms,
-        p50_response_ms=p50,
-        p95_response_ms=p95,
-        p99_response_ms=p99,
-        input_bytes=s.input_bytes,
-        output_bytes=s.output_bytes,
+        start=b.start, end=b.end, requests=b.stats.requests, **_summary(b.stats)
     )
 
 
