@@ -93,7 +93,7 @@ class Projector:
         store: ReadStore,
         sources: Mapping[str, EventSource],
         *,
-        batch_size: int = 5_000,
+        batch_size: int = 20_000,
         projections: Iterable[Projection] = PROJECTIONS,
     ) -> None:
         self.store = store
@@ -101,20 +101,32 @@ class Projector:
         self.batch_size = batch_size
         self.projections = {p.name: p for p in projections}
 
-    def process_batch(self, cur: Cursor, projection: Projection, suffix: str = "") -> int:
-        """Fold the next batch after the tracking position, inside the caller's transaction."""
+    def _fold_next(
+        self, projection: Projection, position: int, stop: int | None = None
+    ) -> _Batch | None:
+        """Read and fold the batch after ``position`` (no lock needed: the fold is pure)."""
         source = self.sources[projection.source]
-        tracking = projection.name + suffix
-        position = self.store.position(cur, tracking)
-        notifications = source.recorder.select_notifications(position + 1, self.batch_size)
+        notifications = source.recorder.select_notifications(
+            position + 1, self.batch_size, stop=stop
+        )
         if not notifications:
-            return 0
+            return None
         to_domain_event = source.mapper.to_domain_event
         changes = projection.fold([to_domain_event(n) for n in notifications])
-        last = notifications[-1].id
-        projection.write(self.store, cur, changes, suffix, position, last)
-        self.store.set_position(cur, tracking, last)
-        return len(notifications)
+        return _Batch(position, notifications[-1].id, len(notifications), changes)
+
+    def _apply(self, cur: Cursor, projection: Projection, suffix: str, batch: _Batch) -> None:
+        """Write a folded batch and move the tracking position, in the caller's transaction."""
+        projection.write(self.store, cur, batch.changes, suffix, batch.before, batch.after)
+        self.store.set_position(cur, projection.name + suffix, batch.after)
+
+    def process_batch(self, cur: Cursor, projection: Projection, suffix: str = "") -> int:
+        """Fold the next batch after the tracking position, inside the caller's transaction."""
+        batch = self._fold_next(projection, self.store.position(cur, projection.name + suffix))
+        if batch is None:
+            return 0
+        self._apply(cur, projection, suffix, batch)
+        return batch.count
 
     def catch_up(self, name: str, *, progress: Progress | None = None) -> int:
         """Process batches until the projection reaches the head seen at the start."""
@@ -144,7 +156,10 @@ class Projector:
             return 0
         if head - start <= self.batch_size:  # one batch: no read-ahead thread needed
             with self.store.write(lock_name) as cur:
-                return self.process_batch(cur, projection, suffix)
+                processed = self.process_batch(cur, projection, suffix)
+            if progress is not None:
+                progress(head, head)
+            return processed
         batches: queue.Queue[_Batch | BaseException | None] = queue.Queue(maxsize=2)
         stop = threading.Event()
         reader = threading.Thread(
@@ -160,10 +175,7 @@ class Projector:
                 with self.store.write(lock_name) as cur:
                     if self.store.position(cur, tracking) != batch.before:
                         break  # another processor advanced it: nothing here is applied twice
-                    projection.write(
-                        self.store, cur, batch.changes, suffix, batch.before, batch.after
-                    )
-                    self.store.set_position(cur, tracking, batch.after)
+                    self._apply(cur, projection, suffix, batch)
                 total += batch.count
                 if progress is not None:
                     progress(batch.after, head)
@@ -182,20 +194,14 @@ class Projector:
         batches: queue.Queue[_Batch | BaseException | None],
         stop: threading.Event,
     ) -> None:
-        source = self.sources[projection.source]
-        to_domain_event = source.mapper.to_domain_event
         position = start
         try:
             while not stop.is_set() and position < head:
-                notifications = source.recorder.select_notifications(
-                    position + 1, self.batch_size, stop=head
-                )
-                if not notifications:
+                batch = self._fold_next(projection, position, stop=head)
+                if batch is None:
                     break
-                changes = projection.fold([to_domain_event(n) for n in notifications])
-                after = notifications[-1].id
-                batches.put(_Batch(position, after, len(notifications), changes))
-                position = after
+                batches.put(batch)
+                position = batch.after
         except BaseException as error:  # noqa: BLE001 - handed to the writing thread
             batches.put(error)
             return
