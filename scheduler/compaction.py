@@ -27,7 +27,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -137,11 +137,12 @@ def compact_usage(  # noqa: C901, PLR0915 - one loop and its stop conditions, wi
     # While ingest is idle, the next chunk is read, decoded and its archive compressed in a
     # second thread while this one is written: the database's half of a chunk overlaps the
     # client's half of the next. While ingest is active, compaction runs one thread and pauses
-    # between chunks, leaving the CPUs to ingest. Reading ahead is safe:
-    # positions only grow, so rows at or below an earlier ``through`` stay compactable, and the
-    # next chunk's rows (raw events above ``after``) are untouched by this chunk's transaction.
+    # between chunks, leaving the CPUs to ingest. A chunk read ahead is used only when it was
+    # read up to a bound no higher than the lowest position at the time it is compacted (a
+    # rebuild starting in between lowers it to 0); the next chunk's rows (raw events above
+    # ``after``) are untouched by this chunk's transaction.
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compaction-read")
-    ahead: Future[tuple[Sequence[RawRow], _Chunk]] | None = None
+    ahead: tuple[Future[tuple[Sequence[RawRow], _Chunk]], int] | None = None
 
     def read(start: int, through: int) -> tuple[Sequence[RawRow], _Chunk]:
         rows = recorder.select_raw(start, through, chunk_size, RAW_TOPIC)
@@ -156,7 +157,7 @@ def compact_usage(  # noqa: C901, PLR0915 - one loop and its stop conditions, wi
             working = time.monotonic()
             with _usage_positions_locked(container) as through:
                 summary.through = through
-                rows, chunk = ahead.result() if ahead is not None else read(after, through)
+                rows, chunk = _ahead_or_read(ahead, after, through, read)
                 ahead = None
                 if not rows:
                     break
@@ -165,7 +166,7 @@ def compact_usage(  # noqa: C901, PLR0915 - one loop and its stop conditions, wi
                 summary.scanned += len(rows)
                 last = chunk.reached_recent or len(rows) < chunk_size
                 if not (last or ingest_active):
-                    ahead = reader.submit(read, after, through)
+                    ahead = (reader.submit(read, after, through), through)
                 if chunk.groups:
                     _compact_chunk(
                         container,
@@ -201,6 +202,22 @@ def compact_usage(  # noqa: C901, PLR0915 - one loop and its stop conditions, wi
     summary.seconds = time.monotonic() - started
     log.info("compaction finished", extra=summary.as_dict())
     return summary
+
+
+def _ahead_or_read(
+    ahead: tuple[Future[tuple[Sequence[RawRow], _Chunk]], int] | None,
+    after: int,
+    through: int,
+    read: Callable[[int, int], tuple[Sequence[RawRow], _Chunk]],
+) -> tuple[Sequence[RawRow], _Chunk]:
+    """The chunk read ahead if it was bounded by at most ``through``, else a fresh read."""
+    if ahead is not None:
+        future, bound = ahead
+        if bound <= through:
+            return future.result()
+        future.cancel()
+        wait([future])
+    return read(after, through)
 
 
 class _Chunk:

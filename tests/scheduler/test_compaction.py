@@ -326,3 +326,25 @@ def test_compaction_pauses_between_chunks_only_while_new_usage_arrives(
     busy = compact_usage(container, older_than=RETENTION, chunk_size=500, progress=one_more_arrival)
     assert busy.events == 1_000
     assert busy.paused_s > 0
+
+
+def test_a_rebuild_starting_between_chunks_stops_compaction_at_its_position(
+    container: Container, models: Models
+) -> None:
+    """The chunk read ahead under the old bound must not be compacted past the rebuild's 0."""
+    container.usage_ledger.record(old_usage(models, 300, days_ago=(40, 35)))
+    container.projector.catch_up_all()
+    compacted_before_rebuild: list[int] = []
+
+    def start_rebuild_after_first_chunk(position: int, bound: int) -> None:
+        if not compacted_before_rebuild:
+            compacted_before_rebuild.append(position)
+            with container.store.write("usage" + NEXT) as cur:
+                container.store.create_tables(cur, "usage", NEXT)
+                container.store.set_position(cur, "usage" + NEXT, 0)
+
+    summary = compact_usage(
+        container, older_than=RETENTION, chunk_size=50, progress=start_rebuild_after_first_chunk
+    )
+    assert summary.events == 50  # the first chunk only: nothing above the rebuild's position 0
+    assert _topics(container)[RAW_TOPIC] == 250
