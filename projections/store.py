@@ -296,7 +296,7 @@ class ReadStore(ABC):
 class _StatsCache:
     """Statistics rows as last written, valid while ``position`` is the tracking position."""
 
-    LIMIT = 200_000  # rows kept at most; past it the cache starts again empty
+    LIMIT = 50_000  # rows kept at most (bounds memory); past it the cache starts again empty
 
     def __init__(self) -> None:
         self.position: int | None = None
