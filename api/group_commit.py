@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from litestar.concurrency import sync_to_thread
 
+from api.metrics import USAGE_INGESTED
+
 if TYPE_CHECKING:
     from uuid import UUID
 
@@ -60,10 +62,11 @@ class GroupCommitter:
         self, record: UsageRecord, caller_id: UUID, may_record_any: bool  # noqa: FBT001
     ) -> bool:
         """One transaction per request: the baseline the benchmark compares against."""
-        [(event, error)] = self.ingest.prepare([record], [(caller_id, may_record_any)])
-        if error is not None or event is None:
-            raise error or AssertionError("no event")
-        return event.originator_id in self.ingest.commit([event])
+        [outcome] = self.ingest.record_each([record], [(caller_id, may_record_any)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        USAGE_INGESTED.labels("single").inc(outcome)
+        return outcome
 
     def _ensure_running(self) -> asyncio.Event:
         if self._wakeup is None or self._task is None or self._task.done():
@@ -95,20 +98,10 @@ class GroupCommitter:
                         pending.done.set_result(outcome)
 
     def _commit_group(self, group: list[_Pending]) -> list[bool | Exception]:
-        prepared = self.ingest.prepare(
+        outcomes = self.ingest.record_each(
             [p.record for p in group], [(p.caller_id, p.may_record_any) for p in group]
         )
-        events = [event for event, _ in prepared if event is not None]
-        inserted = self.ingest.commit(events) if events else set()
-        answered: set[UUID] = set()
-        outcomes: list[bool | Exception] = []
-        for event, error in prepared:
-            if error is not None or event is None:
-                outcomes.append(error or AssertionError("no event"))
-                continue
-            fresh = event.originator_id in inserted and event.originator_id not in answered
-            answered.add(event.originator_id)
-            outcomes.append(fresh)
+        USAGE_INGESTED.labels("single").inc(sum(outcome is True for outcome in outcomes))
         return outcomes
 
     async def close(self) -> None:

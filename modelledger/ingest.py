@@ -106,21 +106,34 @@ class UsageIngest:
             self.on_recorded()
         return inserted
 
+    def record_each(
+        self, records: Sequence[UsageRecord], callers: Sequence[tuple[UUID, bool]]
+    ) -> list[bool | Exception]:
+        """Check and append records in one transaction; per record: True (stored now), False
+        (already recorded, or repeated earlier in ``records``) or the error that rejected it."""
+        prepared = self.prepare(records, callers)
+        inserted = self.commit([event for event, _ in prepared if event is not None])
+        seen: set[UUID] = set()
+        outcomes: list[bool | Exception] = []
+        for event, error in prepared:
+            if event is None:
+                outcomes.append(error or AssertionError("neither event nor error"))
+                continue
+            outcomes.append(event.originator_id in inserted and event.originator_id not in seen)
+            seen.add(event.originator_id)
+        return outcomes
+
     def record_batch(
         self, records: Sequence[UsageRecord], *, caller_id: UUID, may_record_any: bool
     ) -> IngestResult:
+        """``record_each`` for one caller, summarised."""
         result = IngestResult()
-        prepared = self.prepare(records, [(caller_id, may_record_any)] * len(records))
-        for index, (_, error) in enumerate(prepared):
-            if error is not None:
-                result.rejected.append((index, str(error)))
-        valid = [event for event, _ in prepared if event is not None]
-        inserted = self.commit(valid)
-        seen: set[UUID] = set()
-        for e in valid:
-            if e.originator_id in inserted and e.originator_id not in seen:
+        outcomes = self.record_each(records, [(caller_id, may_record_any)] * len(records))
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, Exception):
+                result.rejected.append((index, str(outcome)))
+            elif outcome:
                 result.accepted += 1
             else:
                 result.duplicates += 1
-            seen.add(e.originator_id)
         return result

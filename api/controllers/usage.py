@@ -14,6 +14,7 @@ from api import presenters
 from api.auth import SCOPE_MODELS, SCOPE_USAGE_WRITE, requires
 from api.deps import ApiRequest, committer, container, principal, reads
 from api.errors import InvalidParameterError, problem_responses
+from api.metrics import USAGE_INGESTED
 from api.schemas import (
     ModelUsage,
     Rejection,
@@ -126,6 +127,7 @@ class UsageController(Controller):
             [_record(r.model_id, r) for r in data.records], caller_id=who.user_id,
             may_record_any=SCOPE_USAGE_WRITE in who.scopes,
         )
+        USAGE_INGESTED.labels("batch").inc(result.accepted)
         return UsageBatchResult(
             result.accepted, result.duplicates, [Rejection(i, e) for i, e in result.rejected]
         )

@@ -82,3 +82,23 @@ class TestTokenCache:
             with pytest.raises(NotAuthorizedException):
                 verifier.verify(bad)
         assert verifier._verified == {}
+
+
+def _ingested(text: str, route: str) -> float:
+    prefix = f'modelledger_usage_ingested_total{{route="{route}"}} '
+    return next((float(line.removeprefix(prefix)) for line in text.splitlines()
+                 if line.startswith(prefix)), 0.0)
+
+
+def test_metrics_count_usage_stored_not_duplicates(client, register, alice) -> None:
+    from tests.api.conftest import usage  # noqa: PLC0415
+
+    model_id = register(alice)["id"]
+    before = client.get("/metrics").text
+    records = [{**usage(f"m{i}"), "model_id": model_id} for i in range(3)]
+    client.post("/api/usage/batch", headers=alice, json={"records": records + records[:1]})
+    client.post(f"/api/models/{model_id}/usage", headers=alice, json=usage("single-1"))
+    client.post(f"/api/models/{model_id}/usage", headers=alice, json=usage("single-1"))
+    after = client.get("/metrics").text
+    assert _ingested(after, "batch") - _ingested(before, "batch") == 3
+    assert _ingested(after, "single") - _ingested(before, "single") == 1
