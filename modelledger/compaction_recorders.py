@@ -60,8 +60,6 @@ class CompactionRecorder(Protocol):
         """Apply one chunk's change in one transaction; returns how long it held the insert lock."""
         ...  # pragma: no cover
 
-    def compacted_count(self) -> int: ...
-
     def live_bytes(self) -> int | None:
         """Size of the events table, its indexes and the compacted-ids table (PostgreSQL)."""
         ...  # pragma: no cover
@@ -164,16 +162,6 @@ class PostgresCompaction:
                 ),
             )
 
-    def compacted_count(self) -> int:
-        with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(
-                SQL("SELECT count(*) AS n FROM {schema}.{compacted}").format(
-                    schema=self.schema, compacted=self.compacted
-                )
-            )
-            row = curs.fetchone()
-            return int(row["n"]) if row else 0
-
     def live_bytes(self) -> int | None:
         schema = self.recorder.datastore.schema
         with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
@@ -254,11 +242,6 @@ class SQLiteCompaction:
                     ),
                 )
         return time.monotonic() - locked
-
-    def compacted_count(self) -> int:
-        with self.recorder.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT count(*) AS n FROM {COMPACTED_IDS_TABLE}")
-            return int(c.fetchone()["n"])
 
     def live_bytes(self) -> int | None:
         return None

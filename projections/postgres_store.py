@@ -90,7 +90,7 @@ class PostgresStore(ReadStore):
         )
         width = len(table.key)
         return {
-            tuple(row[:width]): stats_from_values(_bytes_last(row[width:]))
+            tuple(row[:width]): stats_from_values(row[width:])
             for row in cur.fetchall()
         }
 
@@ -121,8 +121,3 @@ _json = msgspec.json.Encoder()
 @cache
 def _row_struct(table: Table) -> type[msgspec.Struct]:
     return msgspec.defstruct(f"{table.name}_row", [(n, Any) for n in table.column_names])
-
-
-def _bytes_last(values: Sequence[Any]) -> list[Any]:
-    """psycopg returns bytea as bytes already; keep the hook for memoryview results."""
-    return [bytes(v) if isinstance(v, memoryview) else v for v in values]

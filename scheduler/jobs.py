@@ -20,7 +20,6 @@ log = logging.getLogger("modelledger.scheduler.jobs")
 
 SNAPSHOT_EVERY = 100  # events since the last snapshot that make loading a model slow
 SNAPSHOTS_PER_RUN = 500
-HISTORY_KEEP_DAYS = 90
 
 
 def compact_usage_job(container: Container) -> dict[str, Any]:
@@ -73,7 +72,7 @@ def _snapshot_version(container: Container, model_id: UUID) -> int:
 
 def prune_history(container: Container, *, keep_days: int | None = None) -> dict[str, Any]:
     """Delete job runs older than the history retention."""
-    days = keep_days or container.settings.job_history_days
+    days = keep_days if keep_days is not None else container.settings.job_history_days
     return {"deleted": history.prune(container.store, keep_days=days), "keep_days": days}
 
 

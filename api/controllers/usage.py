@@ -83,7 +83,7 @@ def _series(
     hours = queries.usage_hours(
         store, scope, key, windows.hour_index(bounds[0][0]), windows.hour_index(bounds[-1][1]),
     )
-    return windows.bucketise(hours, window, zone, start, end)
+    return windows.bucketise(hours, window, zone, start, end, bounds=bounds)
 
 
 class UsageController(Controller):
