@@ -60,26 +60,28 @@ def _artifact(row: ModelRow) -> schemas.Artifact | None:
     )
 
 
+def _model_fields(row: ModelRow) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "description": row["description"],
+        "framework": row["framework"],
+        "status": row["status"],
+        "version": row["version"],
+        "endpoint": schemas.Endpoint(url=row["endpoint_url"], active=row["endpoint_active"]),
+        "artifact": _artifact(row),
+        "request_count": row.usage.requests,
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
 def model(row: ModelRow) -> schemas.Model:
-    return schemas.Model(
-        id=row["id"],
-        name=row["name"],
-        description=row["description"],
-        framework=row["framework"],
-        status=row["status"],
-        version=row["version"],
-        endpoint=schemas.Endpoint(url=row["endpoint_url"], active=row["endpoint_active"]),
-        artifact=_artifact(row),
-        request_count=row.usage.requests,
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+    return schemas.Model(**_model_fields(row))
 
 
 def detail(row: ModelRow) -> schemas.ModelDetail:
-    return schemas.ModelDetail(
-        **msgspec.structs.asdict(model(row)), usage=totals(row.usage)
-    )
+    return schemas.ModelDetail(**_model_fields(row), usage=totals(row.usage))
 
 
 def historical(state: dict[str, Any], current: ModelRow) -> schemas.ModelDetail:

@@ -17,7 +17,7 @@ from modelledger.recorders import PostgresUsageRecorder, SQLiteUsageRecorder
 from modelledger.registry import ModelRegistry
 from modelledger.services import ModelService
 from modelledger.usage_ledger import UsageLedger
-from projections.postgres_store import LOCK_NAMESPACE, PostgresStore
+from projections.postgres_store import LOCK_NAMESPACE, PostgresStore, lock_key
 from projections.projector import EventSource, Projector
 from projections.sqlite_store import SQLiteStore
 from projections.worker import Leadership, Wakeups, Worker, listen
@@ -118,7 +118,7 @@ def schema_lock(settings: Settings) -> Iterator[None]:
         yield
         return
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
-        key = (LOCK_NAMESPACE, f"{settings.pg_schema}.ddl")
+        key = (LOCK_NAMESPACE, lock_key(settings.pg_schema, "ddl"))
         conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", key)
         try:
             yield

@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 
 LOCK_NAMESPACE = 0x4D4C  # "ML": first key of every advisory lock this service takes
 
+
+def lock_key(schema: str, name: str) -> str:
+    """The text hashed into an advisory lock: locks are per database, so the schema is in it
+    (two deployments, or two test schemas, in one database never lock each other out)."""
+    return f"{schema}.{name}"
+
 _ARRAY_TYPES = {
     "uuid": "uuid[]", "text": "text[]", "int": "bigint[]", "bool": "boolean[]",
     "ts": "timestamptz[]", "bytes": "bytea[]",
@@ -61,8 +67,10 @@ class PostgresStore(ReadStore):
     def lock(self, cur: Cursor, name: str) -> None:
         # Advisory locks are per database: the schema in the key keeps two deployments (or
         # two test schemas) in one database from locking each other out.
-        key = f"{self.schema}.{name}"
-        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_NAMESPACE, key))
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+            (LOCK_NAMESPACE, lock_key(self.schema, name)),
+        )
 
     @contextmanager
     def read(self) -> Iterator[Cursor]:

@@ -18,7 +18,7 @@ import psycopg
 from filelock import FileLock, Timeout
 from psycopg import sql
 
-from projections.postgres_store import LOCK_NAMESPACE
+from projections.postgres_store import LOCK_NAMESPACE, lock_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -30,15 +30,10 @@ log = logging.getLogger("modelledger.worker")
 LEADER_NAMESPACE = LOCK_NAMESPACE + 1
 
 
-def leader_key(scope: str, name: str) -> str:
-    """The text hashed into the leader lock of projection ``name`` in schema ``scope``."""
-    return f"{scope}.{name}"
-
-
 class Leadership:
     """Held while this process is the one processing a projection."""
 
-    def __init__(self, *, conninfo: str | None, lock_dir: Path, scope: str = "") -> None:
+    def __init__(self, *, conninfo: str | None, lock_dir: Path, scope: str) -> None:
         self.conninfo = conninfo
         self.lock_dir = lock_dir
         self.scope = scope  # the PostgreSQL schema: advisory locks are per database
@@ -65,7 +60,7 @@ class Leadership:
             while not stop.is_set():
                 row = conn.execute(
                     "SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                    (LEADER_NAMESPACE, leader_key(self.scope, name)),
+                    (LEADER_NAMESPACE, lock_key(self.scope, name)),
                 ).fetchone()
                 if row is not None and row[0]:
                     yield True

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from filelock import FileLock, Timeout
 
-from projections.postgres_store import LOCK_NAMESPACE
+from projections.postgres_store import LOCK_NAMESPACE, lock_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -43,6 +43,6 @@ def job_lock(settings: Settings, job: str) -> Iterator[bool]:
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
         row = conn.execute(
             "SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-            (JOB_NAMESPACE, f"{settings.pg_schema}.{job}"),  # advisory locks are per database
+            (JOB_NAMESPACE, lock_key(settings.pg_schema, job)),
         ).fetchone()
         yield bool(row and row[0])  # closing the connection releases the lock
