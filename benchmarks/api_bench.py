@@ -38,14 +38,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import jwt
 import msgspec
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.auth import user_id_of  # noqa: E402
+from api.auth import issue_token, user_id_of  # noqa: E402
 from domain.model import Model  # noqa: E402
 from domain.name_claim import NameClaim  # noqa: E402
 from domain.usage import record_usage  # noqa: E402
@@ -71,8 +70,7 @@ end
 
 
 def bearer(sub: str, scope: str) -> str:
-    claims = {"sub": sub, "scope": scope, "exp": datetime.now(UTC) + timedelta(hours=6)}
-    return "Bearer " + jwt.encode(claims, SECRET, algorithm="HS256")
+    return "Bearer " + issue_token(SECRET, sub, scope.split(), timedelta(hours=6))
 
 
 def model_id(user: int, index: int) -> uuid.UUID:

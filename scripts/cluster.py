@@ -235,8 +235,10 @@ def load_state(root: Path) -> dict[str, Any]:
 
 def save_state(root: Path, state: dict[str, Any]) -> None:
     path = root / "cluster.json"
-    path.write_text(json.dumps(state, indent=2))
-    path.chmod(0o600)  # it holds the JWT secret
+    # It holds the JWT secret: owner-only from the moment it exists.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(json.dumps(state, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
