@@ -6,12 +6,14 @@ folding: incremental projection, rebuild and compaction give identical rows.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from domain import latency
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
 
@@ -68,6 +70,31 @@ class UsageStats:
         self.output_bytes += output_bytes
         index = latency.bucket_of(response_us)
         self.histogram[index] = self.histogram.get(index, 0) + 1
+
+    @classmethod
+    def of_requests(cls, requests: Sequence[Any]) -> UsageStats:
+        """``add_request`` over many recorded requests at once, as whole-list operations.
+
+        ``requests`` are usage records (``PredictionUsage.Recorded`` or a struct with the same
+        attributes); compaction folds thousands per model-hour through this.
+        """
+        served = [r for r in requests if not r.rejected]
+        micros = [to_micros(r.response_time_ms) for r in served]
+        count = len(served)
+        successes = sum([r.success for r in served])
+        return cls(
+            requests=count,
+            successes=successes,
+            failures=count - successes,
+            rejected=len(requests) - count,
+            total_us=sum(micros),
+            min_us=min(micros) if micros else None,
+            max_us=max(micros) if micros else None,
+            input_bytes=sum([r.input_bytes for r in served]),
+            output_bytes=sum([r.output_bytes for r in served]),
+            histogram=dict(Counter(map(latency.bucket_of, micros))),
+            last_at=max([r.occurred_at for r in requests]) if requests else None,
+        )
 
     def merge(self, other: UsageStats) -> None:
         """Fold ``other`` into this summary (associative and commutative)."""

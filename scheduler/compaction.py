@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -40,10 +39,9 @@ import msgspec
 import msgspec.structs
 from eventsourcing.utils import get_topic
 
-from domain import latency
 from domain.usage import PredictionUsage
 from domain.usage_rollup import UsageRollup, roll_up, rollup_id, stats_of
-from domain.usage_stats import UsageStats, to_micros
+from domain.usage_stats import UsageStats
 from modelledger.compaction_recorders import Replacement, compaction_recorder
 from modelledger.mapper import _codec_for_topic
 from projections.store import NEXT
@@ -328,7 +326,7 @@ def _compact_chunk(
                 chunk.kept[i] = 0
             continue
         folded = [events[i] for i in members]
-        stats = _stats(folded)
+        stats = UsageStats.of_requests(folded)
         owner_id = folded[-1].owner_id
         newest = rows[members[-1]][0]
         raw_events = len(members)
@@ -370,27 +368,6 @@ def _compact_chunk(
         raw_topic=RAW_TOPIC, raw_ranges=chunk.ranges(), delete_ids=delete_ids, rollups=rollups
     )
     summary.longest_lock_s = max(summary.longest_lock_s, recorder.replace(change))
-
-
-def _stats(events: list[Any]) -> UsageStats:
-    """``UsageStats.add_request`` over a model-hour's raw events, as whole-list operations."""
-    served = [e for e in events if not e.rejected]
-    micros = [to_micros(e.response_time_ms) for e in served]
-    requests = len(served)
-    successes = sum([e.success for e in served])
-    return UsageStats(
-        requests=requests,
-        successes=successes,
-        failures=requests - successes,
-        rejected=len(events) - requests,
-        total_us=sum(micros),
-        min_us=min(micros) if micros else None,
-        max_us=max(micros) if micros else None,
-        input_bytes=sum([e.input_bytes for e in served]),
-        output_bytes=sum([e.output_bytes for e in served]),
-        histogram=dict(Counter(map(latency.bucket_of, micros))),
-        last_at=max([e.occurred_at for e in events]),
-    )
 
 
 @cache

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from domain import latency
 from domain.errors import ValidationError
 from domain.usage import record_usage, usage_id
-from domain.usage_stats import UsageStats
+from domain.usage_stats import UsageStats, to_micros
 
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
 
@@ -100,3 +100,17 @@ class TestUsageStats:
                               rejected=False)
         a.merge(b)
         assert a == both
+
+
+def test_folding_many_requests_at_once_equals_adding_them_one_by_one() -> None:
+    requests = [
+        usage(request_id=f"r{i}", response_time_ms=(i * 7.3) % 50, success=i % 3 != 0,
+              rejected=i % 5 == 0, input_bytes=i, occurred_at=NOW - timedelta(minutes=i))
+        for i in range(40)
+    ]
+    one_by_one = UsageStats()
+    for r in requests:
+        one_by_one.add_request(response_us=to_micros(r.response_time_ms), success=r.success,
+                               input_bytes=r.input_bytes, output_bytes=r.output_bytes,
+                               occurred_at=r.occurred_at, rejected=r.rejected)
+    assert UsageStats.of_requests(requests) == one_by_one
