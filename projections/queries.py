@@ -225,8 +225,8 @@ def usage_hours(
 
 def owner_usage(
     store: ReadStore, owner_id: UUID
-) -> tuple[UsageStats, list[tuple[UUID, UsageStats]]]:
-    """An owner's all-time totals and the per-model breakdown."""
+) -> tuple[UsageStats, list[tuple[UUID, str | None, UsageStats]]]:
+    """An owner's all-time totals and the per-model breakdown (id, name, statistics)."""
     with store.read() as cur:
         cur.execute(
             store.q(f"SELECT {', '.join(STATS_NAMES)} FROM usage_owner_totals WHERE owner_id = ?"),
@@ -236,12 +236,15 @@ def owner_usage(
         totals = UsageStats() if row is None else _stats(store, row)
         cur.execute(
             store.q(
-                f"SELECT model_id, {', '.join(STATS_NAMES)} FROM usage_model_totals "
-                "WHERE owner_id = ? ORDER BY model_id"
+                f"SELECT t.model_id, m.name, {', '.join('t.' + n for n in STATS_NAMES)} "
+                "FROM usage_model_totals t LEFT JOIN model_view m ON m.id = t.model_id "
+                "WHERE t.owner_id = ? ORDER BY t.model_id"
             ),
             (store.to_db(owner_id, "uuid"),),
         )
-        per_model = [(store.from_db(r[0], "uuid"), _stats(store, r[1:])) for r in cur.fetchall()]
+        per_model = [
+            (store.from_db(r[0], "uuid"), r[1], _stats(store, r[2:])) for r in cur.fetchall()
+        ]
     return totals, per_model
 
 
@@ -256,13 +259,3 @@ def artifacts_pending_removal(store: ReadStore, limit: int = 100) -> list[tuple[
             (limit,),
         )
         return [(store.from_db(r[0], "uuid"), r[1]) for r in cur.fetchall()]
-
-
-def model_names(store: ReadStore, owner_id: UUID) -> dict[UUID, str]:
-    """Names of all the owner's models (deleted ones too), for per-model breakdowns."""
-    with store.read() as cur:
-        cur.execute(
-            store.q("SELECT id, name FROM model_view WHERE owner_id = ?"),
-            (store.to_db(owner_id, "uuid"),),
-        )
-        return {store.from_db(r[0], "uuid"): r[1] for r in cur.fetchall()}

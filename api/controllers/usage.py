@@ -182,12 +182,11 @@ class UsageController(Controller):
         start, end = _range(window, from_, to)
         buckets = _series(c.store, "owner", owner_id, window=window, tz=tz, start=start, end=end)
         totals, per_model = queries.owner_usage(c.store, owner_id)
-        names = queries.model_names(c.store, owner_id)
         return UsageSummary(
             window=window,
             tz=tz,
             totals=presenters.totals(totals),
-            models=[ModelUsage(m, names.get(m), presenters.totals(s)) for m, s in per_model],
+            models=[ModelUsage(m, name, presenters.totals(s)) for m, name, s in per_model],
             buckets=[presenters.bucket(b) for b in buckets],
         )
 
