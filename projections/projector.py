@@ -210,8 +210,11 @@ class Projector:
     def catch_up_all(self) -> int:
         return sum(self.catch_up(name) for name in self.projections)
 
-    def status(self) -> list[ProjectionStatus]:
-        positions = self.store.positions()
+    def status(
+        self, positions: Mapping[str, tuple[int, int, str]] | None = None
+    ) -> list[ProjectionStatus]:
+        """Position, head and lag of every projection (``positions`` if already read)."""
+        positions = self.store.positions() if positions is None else positions
         heads = {name: source.head() for name, source in self.sources.items()}
         return [
             ProjectionStatus(

@@ -36,7 +36,7 @@ def check(
     now = now or datetime.now(UTC)
     positions = container.store.positions()
     report = []
-    for status in container.projector.status():
+    for status in container.projector.status(positions):
         updated = positions.get(status.name, (0, 0, ""))[2]
         idle = (now - datetime.fromisoformat(updated)).total_seconds() if updated else float("inf")
         report.append(
