@@ -18,6 +18,7 @@ from projections.tables import STATS_NAMES, Table
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
+    from uuid import UUID
 
     from domain.usage_stats import UsageStats
 
@@ -84,6 +85,14 @@ class PostgresStore(ReadStore):
     def table_exists(self, cur: Cursor, name: str) -> bool:
         cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
         return bool(cur.fetchone()[0])
+
+    def owners_and_statuses(
+        self, cur: Cursor, model_ids: Sequence[UUID]
+    ) -> dict[UUID, tuple[UUID, str]]:
+        # One statement whatever the count, and the same text every time (psycopg prepares it
+        # once): an IN list of 500 placeholders is re-parsed by psycopg at every call.
+        cur.execute("SELECT id, owner_id, status FROM model_view WHERE id = ANY(%s)", (model_ids,))
+        return {model_id: (owner_id, status) for model_id, owner_id, status in cur.fetchall()}
 
     def fetch_stats(
         self, cur: Cursor, table: Table, keys: Sequence[tuple[Any, ...]]

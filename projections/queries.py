@@ -173,26 +173,8 @@ def model_hours_in_one(
 
 def model_lookup(store: ReadStore, model_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, str]]:
     """Owner and status of each known model among ``model_ids`` (for usage ingest)."""
-    found: dict[UUID, tuple[UUID, str]] = {}
-    unique = list(dict.fromkeys(model_ids))
     with store.read() as cur:
-        if store.backend == "postgres":
-            # One statement whatever the count, and the same text every time (psycopg prepares
-            # it once): an IN list of 500 placeholders is re-parsed by psycopg at every call.
-            cur.execute(
-                "SELECT id, owner_id, status FROM model_view WHERE id = ANY(%s)", (unique,)
-            )
-            return {model_id: (owner_id, status) for model_id, owner_id, status in cur.fetchall()}
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            cur.execute(
-                store.q(f"SELECT id, owner_id, status FROM model_view WHERE id IN ({marks})"),
-                [store.to_db(model_id, "uuid") for model_id in chunk],
-            )
-            for model_id, owner_id, status in cur.fetchall():
-                found[store.from_db(model_id, "uuid")] = (store.from_db(owner_id, "uuid"), status)
-    return found
+        return store.owners_and_statuses(cur, list(dict.fromkeys(model_ids)))
 
 
 def usage_hours_statement(

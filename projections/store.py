@@ -207,6 +207,24 @@ class ReadStore(ABC):
             cur.execute("SELECT name, position, schema_version, updated_at FROM projection_state")
             return {row[0]: (int(row[1]), int(row[2]), str(row[3])) for row in cur.fetchall()}
 
+    # -- reads the write side needs ---------------------------------------------------------
+
+    def owners_and_statuses(
+        self, cur: Cursor, model_ids: Sequence[UUID]
+    ) -> dict[UUID, tuple[UUID, str]]:
+        """Owner and status of each known model among distinct ``model_ids``."""
+        found: dict[UUID, tuple[UUID, str]] = {}
+        for start in range(0, len(model_ids), 500):
+            chunk = model_ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            cur.execute(
+                self.q(f"SELECT id, owner_id, status FROM model_view WHERE id IN ({marks})"),
+                [self.to_db(model_id, "uuid") for model_id in chunk],
+            )
+            for model_id, owner_id, status in cur.fetchall():
+                found[self.from_db(model_id, "uuid")] = (self.from_db(owner_id, "uuid"), status)
+        return found
+
     # -- batch writes -------------------------------------------------------------------
 
     def write_model_patches(
