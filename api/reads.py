@@ -75,7 +75,7 @@ class Reads:
         """``queries.list_models``: the page and the total, in one round trip."""
         if self.pool is None:
             return await sync_to_thread(
-                lambda: queries.list_models(self.store, owner_id, **filters)
+                lambda: queries.list_models(self.store, owner_id, histogram=False, **filters)
             )
         rows = await self._run(
             self.pool, queries.list_models_in_one(self.store, owner_id, **filters)

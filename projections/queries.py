@@ -124,15 +124,18 @@ def list_models_statements(
     return (page, [*page_params, limit]), (count, params)
 
 
-def list_models(store: ReadStore, owner_id: UUID, **filters: Any) -> tuple[list[ModelRow], int]:
+def list_models(
+    store: ReadStore, owner_id: UUID, *, histogram: bool = True, **filters: Any
+) -> tuple[list[ModelRow], int]:
     """A keyset page of the owner's models and the total matching the filters.
 
-    ``filters``: those of ``list_models_statements`` (``limit`` is required).
+    ``filters``: those of ``list_models_statements`` (``limit`` is required); ``histogram``
+    as for ``model_row``.
     """
     page, count = list_models_statements(store, owner_id, **filters)
     with store.read() as cur:
         cur.execute(*page)
-        rows = [model_row(store, row) for row in cur.fetchall()]
+        rows = [model_row(store, row, histogram=histogram) for row in cur.fetchall()]
         cur.execute(*count)
         total = int(cur.fetchone()[0])
     return rows, total
