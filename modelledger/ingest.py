@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from domain.errors import ModelNotFoundError, ValidationError
 from domain.model import ModelStatus
@@ -21,6 +21,33 @@ if TYPE_CHECKING:
 
     from modelledger.usage_ledger import UsageLedger
     from projections.store import ReadStore
+
+
+class UsageReport(Protocol):
+    """What ingest reads of a reported request: ``UsageRecord``, or the API's own structs."""
+
+    @property
+    def model_id(self) -> UUID: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def response_time_ms(self) -> float: ...
+    @property
+    def input_bytes(self) -> int: ...
+    @property
+    def output_bytes(self) -> int: ...
+    @property
+    def success(self) -> bool: ...
+    @property
+    def occurred_at(self) -> datetime | None: ...
+    @property
+    def status_code(self) -> int | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def user_agent(self) -> str | None: ...
+    @property
+    def ip(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -59,7 +86,7 @@ class UsageIngest:
         self.on_recorded = on_recorded
 
     def prepare(
-        self, records: Sequence[UsageRecord], callers: Sequence[tuple[UUID, bool]]
+        self, records: Sequence[UsageReport], callers: Sequence[tuple[UUID, bool]]
     ) -> list[tuple[PredictionUsage.Recorded | None, Exception | None]]:
         """Check each record for its caller (user id, may record for any model).
 
@@ -107,7 +134,7 @@ class UsageIngest:
         return inserted
 
     def record_each(
-        self, records: Sequence[UsageRecord], callers: Sequence[tuple[UUID, bool]]
+        self, records: Sequence[UsageReport], callers: Sequence[tuple[UUID, bool]]
     ) -> list[bool | Exception]:
         """Check and append records in one transaction; per record: True (stored now), False
         (already recorded, or repeated earlier in ``records``) or the error that rejected it."""
@@ -124,7 +151,7 @@ class UsageIngest:
         return outcomes
 
     def record_batch(
-        self, records: Sequence[UsageRecord], *, caller_id: UUID, may_record_any: bool
+        self, records: Sequence[UsageReport], *, caller_id: UUID, may_record_any: bool
     ) -> IngestResult:
         """``record_each`` for one caller, summarised."""
         result = IngestResult()
