@@ -89,7 +89,7 @@ def load_data(args: argparse.Namespace, schema: str, data_dir: Path) -> float:
     try:
         per_user = args.models // USERS
         owners = {}
-        batch: list[object] = []
+        batch: list[Model | NameClaim] = []
         for user in range(USERS):
             owner = user_id_of(f"user-{user}")
             for index in range(per_user):

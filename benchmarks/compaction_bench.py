@@ -143,7 +143,7 @@ def _ingest_rate(schema: str, data_dir: str, meanwhile: Callable[[], None]) -> f
     end = time.monotonic()
     stop_file.touch()
     out, _ = process.communicate(timeout=600)
-    batches = json.loads(out.strip().splitlines()[-1])
+    batches: list[list[float]] = json.loads(out.strip().splitlines()[-1])  # [time, count]
     return sum(n for t, n in batches if start <= t <= end) / (end - start)
 
 

@@ -52,25 +52,27 @@ REFUSED = {
 
 @pytest.mark.parametrize("case", list(REFUSED))
 @pytest.mark.parametrize("url", ["/api/models", "/api/projections"])
-def test_refused_tokens_answer_401_with_www_authenticate(client, case: str, url: str) -> None:
+def test_refused_tokens_answer_401_with_www_authenticate(
+    client: TestClient[Any], case: str, url: str
+) -> None:
     header = REFUSED[case]
     response = client.get(url, headers={} if header is None else {"Authorization": header})
     assert_problem(response, 401)
     assert response.headers["www-authenticate"].startswith('Bearer realm="modelledger"')
 
 
-def test_missing_scope_answers_403(client) -> None:
+def test_missing_scope_answers_403(client: TestClient[Any]) -> None:
     assert_problem(client.get("/api/projections", headers=bearer("u", "models")), 403)
     assert_problem(client.get("/api/models", headers=bearer("gw", "usage:write")), 403)
 
 
-def test_admin_sees_projection_lag(client) -> None:
+def test_admin_sees_projection_lag(client: TestClient[Any]) -> None:
     states = client.get("/api/projections", headers=bearer("ops", "admin")).json()
     assert {s["name"] for s in states} == {"models", "usage"}
     assert all(s["lag"] == s["head"] - s["position"] for s in states)
 
 
-def test_health_metrics_and_schema_need_no_token(client) -> None:
+def test_health_metrics_and_schema_need_no_token(client: TestClient[Any]) -> None:
     assert client.get("/health/live").json() == {"status": "ok"}
     assert client.get("/health/ready").json()["status"] == "ready"
     metrics = client.get("/metrics")
@@ -97,13 +99,13 @@ def test_rs256_tokens_are_accepted_with_a_public_key() -> None:
 
 
 @pytest.fixture
-def sqlite_env(tmp_path, monkeypatch) -> None:
+def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("MODELLEDGER_JWT_SECRET", "MODELLEDGER_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MODELLEDGER_DATA_DIR", str(tmp_path))
 
 
-def test_token_command_prints_a_token_the_api_accepts(sqlite_env, tmp_path) -> None:
+def test_token_command_prints_a_token_the_api_accepts(sqlite_env: None, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["token", "--sub", "carol", "--scope", "models usage:write",
                                       "--ttl", "2h"])
     assert result.exit_code == 0, result.output
@@ -125,7 +127,7 @@ def test_token_command_prints_a_token_the_api_accepts(sqlite_env, tmp_path) -> N
         container.close()
 
 
-def test_token_command_rejects_unknown_scopes(sqlite_env) -> None:
+def test_token_command_rejects_unknown_scopes(sqlite_env: None) -> None:
     result = CliRunner().invoke(cli, ["token", "--sub", "x", "--scope", "root"])
     assert result.exit_code != 0
 

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from projections import queries
-from tests.api.conftest import assert_problem
+from tests.api.conftest import Headers, assert_problem
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from litestar.testing import TestClient
 
 
 def test_unexpected_errors_answer_500_without_internals(
-    client, alice, register, monkeypatch: pytest.MonkeyPatch
+    client: TestClient[Any],
+    alice: Headers,
+    register: Callable[..., dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     model = register(alice)
 
@@ -25,12 +33,14 @@ def test_unexpected_errors_answer_500_without_internals(
     assert "Traceback" not in str(body)
 
 
-def test_unknown_routes_and_methods_are_problems(client, alice) -> None:
+def test_unknown_routes_and_methods_are_problems(client: TestClient[Any], alice: Headers) -> None:
     assert_problem(client.get("/api/nothing-here", headers=alice), 404)
     assert_problem(client.patch("/api/models", headers=alice), 405)
 
 
-def test_wrong_types_answer_400(client, alice, register) -> None:
+def test_wrong_types_answer_400(
+    client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
+) -> None:
     model = register(alice)
     body = {"request_id": "r", "response_time_ms": "fast", "input_bytes": 1,
             "output_bytes": 1, "success": True}
@@ -38,7 +48,7 @@ def test_wrong_types_answer_400(client, alice, register) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-def test_openapi_documents_security_truthfully(client) -> None:
+def test_openapi_documents_security_truthfully(client: TestClient[Any]) -> None:
     schema = client.get("/schema/openapi.json").json()
     assert schema["components"]["securitySchemes"]["BearerToken"]["scheme"] == "bearer"
     for path, operations in schema["paths"].items():

@@ -11,9 +11,13 @@ from litestar.exceptions import NotAuthorizedException
 
 from api.auth import TokenVerifier
 from scheduler import watchdog
-from tests.api.conftest import SECRET, assert_problem, bearer
+from tests.api.conftest import SECRET, Headers, assert_problem, bearer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from litestar.testing import TestClient
+
     from modelledger.bootstrap import Container
 
 
@@ -24,7 +28,7 @@ def _stalled(container: Container, **_: Any) -> list[watchdog.ProjectionHealth]:
     ]
 
 
-def test_ready_reports_every_projection_with_its_lag(client) -> None:
+def test_ready_reports_every_projection_with_its_lag(client: TestClient[Any]) -> None:
     body = client.get("/health/ready").json()
     assert body["status"] == "ready"
     assert body["database"] == "ok"
@@ -34,7 +38,7 @@ def test_ready_reports_every_projection_with_its_lag(client) -> None:
 
 
 def test_a_stalled_projection_makes_the_instance_unready(
-    client, monkeypatch: pytest.MonkeyPatch
+    client: TestClient[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(watchdog, "check", _stalled)
     body = assert_problem(client.get("/health/ready"), 503)
@@ -45,7 +49,7 @@ def test_a_stalled_projection_makes_the_instance_unready(
 
 
 def test_an_unreachable_database_makes_the_instance_unready(
-    client, container: Container, monkeypatch: pytest.MonkeyPatch
+    client: TestClient[Any], container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def unreachable() -> Any:
         raise OSError("connection refused")
@@ -55,7 +59,9 @@ def test_an_unreachable_database_makes_the_instance_unready(
     assert body["database"] == "unreachable"
 
 
-def test_metrics_export_projection_lag_and_stalls(client, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_metrics_export_projection_lag_and_stalls(
+    client: TestClient[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(watchdog, "check", _stalled)
     text = client.get("/metrics").text
     assert 'modelledger_projection_lag_events{projection="usage"} 7.0' in text
@@ -90,7 +96,9 @@ def _ingested(text: str, route: str) -> float:
                  if line.startswith(prefix)), 0.0)
 
 
-def test_metrics_count_usage_stored_not_duplicates(client, register, alice) -> None:
+def test_metrics_count_usage_stored_not_duplicates(
+    client: TestClient[Any], register: Callable[..., dict[str, Any]], alice: Headers
+) -> None:
     from tests.api.conftest import usage  # noqa: PLC0415
 
     model_id = register(alice)["id"]

@@ -11,13 +11,17 @@ from typing import TYPE_CHECKING, Any
 from tests.api.conftest import MAX_UPLOAD, Headers, assert_problem
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from litestar.testing import TestClient
 
     from modelledger.bootstrap import Container
 
 
 class TestRegister:
-    def test_json_registration_answers_201_with_location_and_etag(self, client, alice) -> None:
+    def test_json_registration_answers_201_with_location_and_etag(
+        self, client: TestClient[Any], alice: Headers
+    ) -> None:
         response = client.post("/api/models", json={"name": "resnet", "description": "d",
                                                     "framework": "pytorch"}, headers=alice)
         assert response.status_code == 201
@@ -31,7 +35,7 @@ class TestRegister:
         assert body["request_count"] == 0
 
     def test_multipart_upload_stores_the_artifact_with_sha256_and_size(
-        self, client, alice, container: Container
+        self, client: TestClient[Any], alice: Headers, container: Container
     ) -> None:
         content = b"weights" * 1000
         response = client.post(
@@ -47,7 +51,7 @@ class TestRegister:
         assert stored.read_bytes() == content
 
     def test_upload_over_the_maximum_answers_413_and_keeps_nothing(
-        self, client, alice, container: Container
+        self, client: TestClient[Any], alice: Headers, container: Container
     ) -> None:
         response = client.post("/api/models", data={"name": "too-big"},
                                files={"file": ("big.bin", b"x" * (MAX_UPLOAD + 1))}, headers=alice)
@@ -55,25 +59,37 @@ class TestRegister:
         root = Path(container.settings.data_dir) / "artifacts"
         assert [p for p in root.rglob("*") if p.is_file()] == []
 
-    def test_taken_name_answers_409(self, client, alice, register) -> None:
+    def test_taken_name_answers_409(
+        self, client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
+    ) -> None:
         register(alice, "same")
         assert_problem(client.post("/api/models", json={"name": "same"}, headers=alice), 409)
 
-    def test_invalid_name_answers_422_naming_it(self, client, alice) -> None:
+    def test_invalid_name_answers_422_naming_it(
+        self, client: TestClient[Any], alice: Headers
+    ) -> None:
         assert_problem(client.post("/api/models", json={"name": " "}, headers=alice), 422, "name")
 
-    def test_unknown_field_answers_422_naming_it(self, client, alice) -> None:
+    def test_unknown_field_answers_422_naming_it(
+        self, client: TestClient[Any], alice: Headers
+    ) -> None:
         response = client.post("/api/models", json={"name": "x", "owner": "me"}, headers=alice)
         assert_problem(response, 422, "owner")
 
-    def test_malformed_json_answers_400(self, client, alice) -> None:
+    def test_malformed_json_answers_400(self, client: TestClient[Any], alice: Headers) -> None:
         response = client.post("/api/models", content=b'{"name": ',
                                headers={**alice, "content-type": "application/json"})
         assert_problem(response, 400, "body")
 
 
 class TestList:
-    def test_lists_only_the_callers_models_with_total(self, client, alice, bob, register) -> None:
+    def test_lists_only_the_callers_models_with_total(
+        self,
+        client: TestClient[Any],
+        alice: Headers,
+        bob: Headers,
+        register: Callable[..., dict[str, Any]],
+    ) -> None:
         register(alice, "a1")
         register(alice, "a2")
         register(bob, "b1")
@@ -82,7 +98,9 @@ class TestList:
         assert page["total"] == 2
         assert page["next_cursor"] is None
 
-    def test_cursor_pages_through_every_model_once(self, client, alice, register) -> None:
+    def test_cursor_pages_through_every_model_once(
+        self, client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
+    ) -> None:
         names = {register(alice, f"m{i:02}")["name"] for i in range(7)}
         seen: list[str] = []
         cursor = None
@@ -97,28 +115,37 @@ class TestList:
                 break
         assert seen == sorted(names, reverse=True)
 
-    def test_filters_by_name_and_status_and_hides_deleted(self, client, alice, register) -> None:
+    def test_filters_by_name_and_status_and_hides_deleted(
+        self, client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
+    ) -> None:
         keep = register(alice, "Vision-A")
         register(alice, "text-b")
         gone = register(alice, "vision-c")
         client.put(f"/api/models/{keep['id']}", json={"status": "inactive"}, headers=alice)
         client.delete(f"/api/models/{gone['id']}", headers=alice)
-        names = lambda **p: [m["name"] for m in client.get(  # noqa: E731
-            "/api/models", params=p, headers=alice).json()["items"]]
+
+        def names(**p: Any) -> list[str]:
+            return [m["name"] for m in client.get(
+                "/api/models", params=p, headers=alice).json()["items"]]
+
         assert names(q="vision") == ["Vision-A"]
         assert names(q="vision", include_deleted=True) == ["Vision-A", "vision-c"]
         assert names(status="inactive") == ["Vision-A"]
         assert names(status="deleted") == ["vision-c"]
 
-    def test_invalid_cursor_answers_400_naming_cursor(self, client, alice) -> None:
+    def test_invalid_cursor_answers_400_naming_cursor(
+        self, client: TestClient[Any], alice: Headers
+    ) -> None:
         assert_problem(client.get("/api/models?cursor=bm9wZQ", headers=alice), 400, "cursor")
 
-    def test_limit_above_100_answers_400(self, client, alice) -> None:
+    def test_limit_above_100_answers_400(self, client: TestClient[Any], alice: Headers) -> None:
         assert_problem(client.get("/api/models?limit=101", headers=alice), 400)
 
 
 class TestReadAndUpdate:
-    def test_update_then_read_shows_the_change_at_once(self, client, alice, register) -> None:
+    def test_update_then_read_shows_the_change_at_once(
+        self, client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
+    ) -> None:
         model = register(alice, "before")
         response = client.put(f"/api/models/{model['id']}",
                               json={"name": "after", "description": "new"}, headers=alice)
@@ -130,7 +157,9 @@ class TestReadAndUpdate:
         listed = client.get("/api/models", headers=alice).json()["items"]
         assert [m["name"] for m in listed] == ["after"]
 
-    def test_stale_if_match_answers_412(self, client, alice, register) -> None:
+    def test_stale_if_match_answers_412(
+        self, client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
+    ) -> None:
         model = register(alice)
         url = f"/api/models/{model['id']}"
         fresh = client.put(url, json={"description": "x"}, headers={**alice, "If-Match": '"1"'})
@@ -139,26 +168,32 @@ class TestReadAndUpdate:
                                   headers={**alice, "If-Match": '"1"'}), 412)
 
     def test_fields_other_than_name_description_status_answer_422(
-        self, client, alice, register
+        self, client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
     ) -> None:
         model = register(alice)
         response = client.put(f"/api/models/{model['id']}", json={"framework": "tf"}, headers=alice)
         assert_problem(response, 422, "framework")
 
-    def test_deactivation_turns_the_endpoint_off(self, client, alice, register) -> None:
+    def test_deactivation_turns_the_endpoint_off(
+        self, client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
+    ) -> None:
         model = register(alice)
         body = client.put(f"/api/models/{model['id']}", json={"status": "inactive"},
                           headers=alice).json()
         assert body["status"] == "inactive"
         assert body["endpoint"]["active"] is False
 
-    def test_detail_carries_usage_summary(self, client, alice, register) -> None:
+    def test_detail_carries_usage_summary(
+        self, client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
+    ) -> None:
         model = register(alice)
         usage = client.get(f"/api/models/{model['id']}", headers=alice).json()["usage"]
         assert usage["total_requests"] == 0
         assert usage["p99_response_ms"] is None
 
-    def test_version_and_as_of_return_the_model_as_it_was(self, client, alice, register) -> None:
+    def test_version_and_as_of_return_the_model_as_it_was(
+        self, client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
+    ) -> None:
         model = register(alice, "v1-name")
         moment = datetime.now(UTC).isoformat()
         time.sleep(0.01)
@@ -171,13 +206,15 @@ class TestReadAndUpdate:
         before = {"as_of": "2000-01-01T00:00:00Z"}
         assert_problem(client.get(url, params=before, headers=alice), 404)
 
-    def test_bad_uuid_answers_400_naming_model_id(self, client, alice) -> None:
+    def test_bad_uuid_answers_400_naming_model_id(
+        self, client: TestClient[Any], alice: Headers
+    ) -> None:
         assert_problem(client.get("/api/models/not-a-uuid", headers=alice), 400, "model_id")
 
 
 class TestDeleteAndHistory:
     def test_delete_is_soft_repeatable_and_removes_the_artifact(
-        self, client, alice, container: Container
+        self, client: TestClient[Any], alice: Headers, container: Container
     ) -> None:
         created = client.post("/api/models", data={"name": "doomed"},
                               files={"file": ("w.bin", b"123")}, headers=alice).json()
@@ -194,13 +231,17 @@ class TestDeleteAndHistory:
         assert types == ["Registered", "ArtifactStored", "Deleted", "EndpointDeactivated",
                          "ArtifactRemoved"]
 
-    def test_deleted_model_cannot_be_renamed(self, client, alice, register) -> None:
+    def test_deleted_model_cannot_be_renamed(
+        self, client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
+    ) -> None:
         model = register(alice)
         client.delete(f"/api/models/{model['id']}", headers=alice)
         assert_problem(client.put(f"/api/models/{model['id']}", json={"name": "z"},
                                   headers=alice), 409)
 
-    def test_history_pages_with_actor_changes_and_versions(self, client, alice, register) -> None:
+    def test_history_pages_with_actor_changes_and_versions(
+        self, client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
+    ) -> None:
         model = register(alice, "h0")
         for i in range(1, 4):
             client.put(f"/api/models/{model['id']}", json={"name": f"h{i}"},
@@ -219,7 +260,7 @@ class TestDeleteAndHistory:
 
 
 def test_ownership_is_checked_before_history(
-    client: TestClient[Any], alice: Headers, bob: Headers, register
+    client: TestClient[Any], alice: Headers, bob: Headers, register: Callable[..., dict[str, Any]]
 ) -> None:
     model = register(alice)
     assert_problem(client.get(f"/api/models/{model['id']}/history", headers=bob), 404)

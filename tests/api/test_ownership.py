@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.api.conftest import assert_problem, usage
+from tests.api.conftest import Headers, assert_problem, usage
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from litestar.testing import TestClient
 
 
 @pytest.fixture
-def alices_model(alice, register) -> str:
+def alices_model(alice: Headers, register: Callable[..., dict[str, Any]]) -> str:
     return str(register(alice, "private")["id"])
 
 
@@ -26,7 +32,12 @@ def alices_model(alice, register) -> str:
     ],
 )
 def test_another_users_model_answers_404(  # noqa: PLR0917 - fixtures and parameters
-    client, bob, alices_model, method, suffix, body
+    client: TestClient[Any],
+    bob: Headers,
+    alices_model: str,
+    method: str,
+    suffix: str,
+    body: dict[str, Any] | None,
 ) -> None:
     url = f"/api/models/{alices_model}{suffix}"
     response = client.request(method, url, json=body, headers=bob)
@@ -35,7 +46,9 @@ def test_another_users_model_answers_404(  # noqa: PLR0917 - fixtures and parame
     assert response.json() == missing.json()
 
 
-def test_another_users_model_is_not_listed_nor_changed(client, alice, bob, alices_model) -> None:
+def test_another_users_model_is_not_listed_nor_changed(
+    client: TestClient[Any], alice: Headers, bob: Headers, alices_model: str
+) -> None:
     assert client.get("/api/models", headers=bob).json()["total"] == 0
     client.put(f"/api/models/{alices_model}", json={"name": "stolen"}, headers=bob)
     client.delete(f"/api/models/{alices_model}", headers=bob)
@@ -43,7 +56,9 @@ def test_another_users_model_is_not_listed_nor_changed(client, alice, bob, alice
     assert (body["name"], body["status"]) == ("private", "active")
 
 
-def test_batch_usage_for_another_users_model_is_rejected(client, bob, alices_model) -> None:
+def test_batch_usage_for_another_users_model_is_rejected(
+    client: TestClient[Any], bob: Headers, alices_model: str
+) -> None:
     record = {**usage("r1"), "model_id": alices_model}
     result = client.post("/api/usage/batch", json={"records": [record]}, headers=bob).json()
     assert result["accepted"] == 0

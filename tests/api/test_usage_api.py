@@ -5,16 +5,23 @@ from __future__ import annotations
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from tests.api.conftest import assert_problem, bearer, usage
+from tests.api.conftest import Headers, assert_problem, bearer, usage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from litestar.testing import TestClient
+
     from modelledger.bootstrap import Container
 
 
 def test_recording_twice_succeeds_and_counts_once(
-    client, alice, register, container: Container
+    client: TestClient[Any],
+    alice: Headers,
+    register: Callable[..., dict[str, Any]],
+    container: Container,
 ) -> None:
     model = register(alice)
     url = f"/api/models/{model['id']}/usage"
@@ -26,7 +33,12 @@ def test_recording_twice_succeeds_and_counts_once(
     assert client.get(f"/api/models/{model['id']}", headers=alice).json()["request_count"] == 1
 
 
-def test_concurrent_retries_are_counted_once(client, alice, register, container: Container) -> None:
+def test_concurrent_retries_are_counted_once(
+    client: TestClient[Any],
+    alice: Headers,
+    register: Callable[..., dict[str, Any]],
+    container: Container,
+) -> None:
     model = register(alice)
     url = f"/api/models/{model['id']}/usage"
     request_ids = [f"req-{i}" for i in range(40)] * 4  # every request sent four times at once
@@ -40,7 +52,9 @@ def test_concurrent_retries_are_counted_once(client, alice, register, container:
     assert detail["usage"]["total_requests"] == 40
 
 
-def test_invalid_usage_answers_422_naming_the_field(client, alice, register) -> None:
+def test_invalid_usage_answers_422_naming_the_field(
+    client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
+) -> None:
     model = register(alice)
     url = f"/api/models/{model['id']}/usage"
     assert_problem(client.post(url, json=usage("r", response_time_ms=-1), headers=alice), 422,
@@ -50,7 +64,9 @@ def test_invalid_usage_answers_422_naming_the_field(client, alice, register) -> 
                    "occurred_at")
 
 
-def test_gateway_token_may_record_for_any_model(client, alice, register) -> None:
+def test_gateway_token_may_record_for_any_model(
+    client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
+) -> None:
     model = register(alice)
     gateway = bearer("gateway", "usage:write")
     response = client.post(f"/api/models/{model['id']}/usage", json=usage("g1"), headers=gateway)
@@ -60,7 +76,9 @@ def test_gateway_token_may_record_for_any_model(client, alice, register) -> None
     assert result == {"accepted": 1, "duplicates": 0, "rejected": []}
 
 
-def test_batch_reports_accepted_duplicates_and_rejected(client, alice, register) -> None:
+def test_batch_reports_accepted_duplicates_and_rejected(
+    client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
+) -> None:
     model = register(alice)
     records = [{**usage(f"b{i}"), "model_id": model["id"]} for i in range(5)]
     records.append({**usage("bad", input_bytes=-5), "model_id": model["id"]})
@@ -73,13 +91,18 @@ def test_batch_reports_accepted_duplicates_and_rejected(client, alice, register)
     assert (again["accepted"], again["duplicates"]) == (0, 5)
 
 
-def test_batch_over_10000_records_answers_400(client, alice) -> None:
+def test_batch_over_10000_records_answers_400(client: TestClient[Any], alice: Headers) -> None:
     record = {**usage("r"), "model_id": str(uuid.uuid4())}
     assert_problem(client.post("/api/usage/batch", json={"records": [record] * 10_001},
                                headers=alice), 400)
 
 
-def test_daily_series_in_a_time_zone(client, alice, register, container: Container) -> None:
+def test_daily_series_in_a_time_zone(
+    client: TestClient[Any],
+    alice: Headers,
+    register: Callable[..., dict[str, Any]],
+    container: Container,
+) -> None:
     model = register(alice)
     now = datetime.now(UTC) - timedelta(minutes=1)
     records = [{**usage(f"d{i}", occurred_at=(now - timedelta(days=i)).isoformat(),
@@ -100,7 +123,9 @@ def test_daily_series_in_a_time_zone(client, alice, register, container: Contain
     assert len(series["buckets"]) in {6, 7}
 
 
-def test_default_windows_cover_the_documented_spans(client, alice, register) -> None:
+def test_default_windows_cover_the_documented_spans(
+    client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
+) -> None:
     model = register(alice)
     url = f"/api/models/{model['id']}/usage"
     counts = {w: len(client.get(url, params={"window": w}, headers=alice).json()["buckets"])
@@ -111,7 +136,9 @@ def test_default_windows_cover_the_documented_spans(client, alice, register) -> 
     assert counts["month"] in {12, 13}
 
 
-def test_bad_windows_answer_400_naming_the_parameter(client, alice, register) -> None:
+def test_bad_windows_answer_400_naming_the_parameter(
+    client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
+) -> None:
     url = f"/api/models/{register(alice)['id']}/usage"
     assert_problem(client.get(url, params={"tz": "Mars/Base"}, headers=alice), 400, "tz")
     backwards = {"from": "2024-02-01T00:00:00Z", "to": "2024-01-01T00:00:00Z"}
@@ -122,7 +149,10 @@ def test_bad_windows_answer_400_naming_the_parameter(client, alice, register) ->
 
 
 def test_summary_totals_and_breaks_down_per_model(
-    client, alice, register, container: Container
+    client: TestClient[Any],
+    alice: Headers,
+    register: Callable[..., dict[str, Any]],
+    container: Container,
 ) -> None:
     first, second = register(alice, "one"), register(alice, "two")
     records = [{**usage(f"s{i}"), "model_id": m["id"]}

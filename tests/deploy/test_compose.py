@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 import pytest
-import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs
+import yaml
 
 from modelledger.cli import cli
 from modelledger.settings import PREFIX, Settings, load_settings
