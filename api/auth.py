@@ -27,10 +27,9 @@ from litestar.middleware.authentication import (
 from litestar.openapi.spec import Components, SecurityScheme
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable
+    from collections.abc import Iterable
 
     from litestar.connection import ASGIConnection
-    from litestar.handlers.base import BaseRouteHandler
     from litestar.types import ASGIApp
 
     from modelledger.settings import Settings
@@ -173,6 +172,11 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         if scheme.lower() != "bearer" or not token.strip():
             raise _unauthorized("the Authorization header must be 'Bearer <token>'")
         principal = self.verifier.verify(token.strip())
+        needed = connection.scope["route_handler"].opt.get(SCOPES_OPT)
+        if needed is not None and not principal.scopes & needed:
+            raise PermissionDeniedException(
+                detail=f"this route needs the scope {' or '.join(repr(s) for s in sorted(needed))}"
+            )
         return AuthenticationResult(user=principal, auth=token)
 
 
@@ -185,22 +189,17 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     return user
 
 
-def requires(
-    *any_of: str,
-) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]:
-    """A guard admitting tokens holding at least one of the scopes.
+SCOPES_OPT = "scopes"
 
-    Asynchronous on purpose: Litestar runs a synchronous guard in a worker thread, a thread hop
-    per request for a set intersection.
+
+def requires(*any_of: str) -> dict[str, frozenset[str]]:
+    """The ``opt`` of a route, controller or router admitting tokens holding at least one of the
+    scopes; ``BearerAuthMiddleware`` enforces it (403) right after authenticating.
+
+    Not a Litestar guard: Litestar copies the route handler for every guard call, about a sixth
+    of a cheap read's framework time.
     """
-
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        if not principal_of(connection).scopes.intersection(any_of):
-            raise PermissionDeniedException(
-                detail=f"this route needs the scope {' or '.join(repr(s) for s in any_of)}"
-            )
-
-    return guard
+    return {SCOPES_OPT: frozenset(any_of)}
 
 
 def security_components() -> Components:

@@ -12,9 +12,9 @@ import msgspec
 
 from api import schemas
 from api.errors import InvalidParameterError
+from domain.usage_stats import UsageStats
 
 if TYPE_CHECKING:
-    from domain.usage_stats import UsageStats
     from projections.queries import ModelRow
     from projections.windows import Bucket
 
@@ -38,6 +38,10 @@ def _summary(stats: UsageStats) -> dict[str, Any]:
     }
 
 
+# Served requests are the only source of every field but ``rejected``.
+_NO_REQUESTS = {k: v for k, v in _summary(UsageStats()).items() if k != "rejected"}
+
+
 def totals(stats: UsageStats) -> schemas.UsageTotals:
     return schemas.UsageTotals(
         total_requests=stats.requests, last_used_at=stats.last_at, **_summary(stats)
@@ -45,43 +49,42 @@ def totals(stats: UsageStats) -> schemas.UsageTotals:
 
 
 def bucket(b: Bucket) -> schemas.UsageBucket:
+    if not b.stats.requests:  # most buckets of a sparse series: only ``rejected`` can vary
+        return schemas.UsageBucket(
+            start=b.start, end=b.end, requests=0, **_NO_REQUESTS, rejected=b.stats.rejected
+        )
     return schemas.UsageBucket(
         start=b.start, end=b.end, requests=b.stats.requests, **_summary(b.stats)
     )
 
 
-def _artifact(row: ModelRow) -> schemas.Artifact | None:
-    if row["artifact_filename"] is None or row["artifact_removed_at"] is not None:
+def _artifact(values: dict[str, Any]) -> schemas.Artifact | None:
+    if values["artifact_filename"] is None or values["artifact_removed_at"] is not None:
         return None
     return schemas.Artifact(
-        filename=row["artifact_filename"],
-        size_bytes=row["artifact_size_bytes"],
-        sha256=row["artifact_sha256"],
+        filename=values["artifact_filename"],
+        size_bytes=values["artifact_size_bytes"],
+        sha256=values["artifact_sha256"],
     )
 
 
-def _model_fields(row: ModelRow) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "description": row["description"],
-        "framework": row["framework"],
-        "status": row["status"],
-        "version": row["version"],
-        "endpoint": schemas.Endpoint(url=row["endpoint_url"], active=row["endpoint_active"]),
-        "artifact": _artifact(row),
-        "request_count": row.usage.requests,
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-    }
+def _model_fields(row: ModelRow) -> tuple[Any, ...]:
+    """``schemas.Model``'s fields in declaration order (positional: a list page converts up to
+    100 rows per request)."""
+    v = row.values
+    return (
+        v["id"], v["name"], v["description"], v["framework"], v["status"], v["version"],
+        schemas.Endpoint(v["endpoint_url"], v["endpoint_active"]), _artifact(v),
+        row.usage.requests, v["created_at"], v["updated_at"],
+    )
 
 
 def model(row: ModelRow) -> schemas.Model:
-    return schemas.Model(**_model_fields(row))
+    return schemas.Model(*_model_fields(row))
 
 
 def detail(row: ModelRow) -> schemas.ModelDetail:
-    return schemas.ModelDetail(**_model_fields(row), usage=totals(row.usage))
+    return schemas.ModelDetail(*_model_fields(row), usage=totals(row.usage))
 
 
 def historical(state: dict[str, Any], current: ModelRow) -> schemas.ModelDetail:

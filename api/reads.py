@@ -57,7 +57,7 @@ class Reads:
     @staticmethod
     async def _run(pool: AsyncConnectionPool[Any], statement: queries.Statement) -> list[Any]:
         async with pool.connection() as conn:
-            cursor = await conn.execute(*statement)
+            cursor = await conn.execute(*statement, binary=True)
             rows: list[Any] = await cursor.fetchall()
             return rows
 
@@ -75,15 +75,12 @@ class Reads:
         """``queries.list_models``: the page and the total, in one round trip."""
         if self.pool is None:
             return await sync_to_thread(
-                lambda: queries.list_models(self.store, owner_id, histogram=False, **filters)
+                lambda: queries.list_models(self.store, owner_id, **filters)
             )
         rows = await self._run(
             self.pool, queries.list_models_in_one(self.store, owner_id, **filters)
         )
-        # A list item shows the request count, not percentiles: skip decoding histograms.
-        page = [
-            queries.model_row(self.store, r[1:], histogram=False) for r in rows if r[1] is not None
-        ]
+        page = [queries.list_row(self.store, r[1:]) for r in rows if r[1] is not None]
         return page, int(rows[0][0])
 
     async def model_hours(

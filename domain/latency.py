@@ -57,6 +57,9 @@ def percentile(histogram: Mapping[int, int], q: float) -> float | None:
 def percentiles(histogram: Mapping[int, int], qs: Iterable[float]) -> list[float | None]:
     """Several quantiles in one pass over the sorted buckets."""
     qs = list(qs)
+    if len(histogram) == 1:  # common in short windows: every quantile is that bucket's value
+        ((index, count),) = histogram.items()
+        return [bucket_value(index) if count else None] * len(qs)
     total = sum(histogram.values())
     if total == 0:
         return [None] * len(qs)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from domain.usage_stats import UsageStats
-from projections.store import ReadStore, stats_from_values, stats_values
+from projections.store import ReadStore, stats_from_values
 from projections.tables import MODEL_VIEW, STATS_COLUMNS, STATS_NAMES
 
 if TYPE_CHECKING:
@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from uuid import UUID
 
 _MODEL_KINDS = dict(MODEL_VIEW.columns)
-_STATS_KINDS = dict(STATS_COLUMNS)
+_MODEL_KIND_LIST = tuple(kind for _, kind in MODEL_VIEW.columns)
+_MODEL_WIDTH = len(MODEL_VIEW.columns)
+_STATS_KIND_LIST = tuple(kind for _, kind in STATS_COLUMNS)
 _MODEL_COLUMNS = ", ".join(f"m.{name}" for name in MODEL_VIEW.column_names)
 _TOTALS_COLUMNS = ", ".join(f"t.{name}" for name in STATS_NAMES)
 SORTABLE = ("created_at", "updated_at", "name")
@@ -25,7 +27,8 @@ Statement = tuple[str, list[Any]]
 
 @dataclass(frozen=True)
 class ModelRow:
-    """A row of ``model_view`` with the model's all-time usage summary."""
+    """A row of ``model_view`` with the model's all-time usage summary (on a list page: only
+    the request count)."""
 
     values: dict[str, Any]
     usage: UsageStats
@@ -34,29 +37,29 @@ class ModelRow:
         return self.values[name]
 
 
-def model_row(store: ReadStore, row: Sequence[Any], *, histogram: bool = True) -> ModelRow:
-    """A ``model_view`` row with its totals; ``histogram=False`` leaves the latency histogram
-    empty (no percentiles) for callers that show counts only, e.g. a list page: decoding it
-    is the largest part of converting a row.
-    """
-    width = len(MODEL_VIEW.columns)
-    values = {
-        name: store.from_db(value, _MODEL_KINDS[name])
-        for name, value in zip(MODEL_VIEW.column_names, row[:width], strict=True)
-    }
-    return ModelRow(values, _stats(store, row[width:], histogram=histogram))
+def _model_values(store: ReadStore, row: Sequence[Any]) -> dict[str, Any]:
+    return dict(zip(
+        MODEL_VIEW.column_names, store.row_from_db(row[:_MODEL_WIDTH], _MODEL_KIND_LIST),
+        strict=True,
+    ))
 
 
-_EMPTY_HISTOGRAM = stats_values(UsageStats())[9]  # the store's encoding of no latencies
+def model_row(store: ReadStore, row: Sequence[Any]) -> ModelRow:
+    """A ``model_view`` row followed by its totals' ``STATS_COLUMNS`` (NULLs: no usage yet)."""
+    return ModelRow(_model_values(store, row), _stats(store, row[_MODEL_WIDTH:]))
 
 
-def _stats(store: ReadStore, values: Sequence[Any], *, histogram: bool = True) -> UsageStats:
+def list_row(store: ReadStore, row: Sequence[Any]) -> ModelRow:
+    """A ``model_view`` row followed by its request count (NULL: no usage yet): a list item
+    shows the count, not percentiles, and decoding totals was most of converting a row."""
+    return ModelRow(_model_values(store, row), UsageStats(requests=row[_MODEL_WIDTH] or 0))
+
+
+def _stats(store: ReadStore, values: Sequence[Any]) -> UsageStats:
     if values[0] is None:
         return UsageStats()
-    converted = [
-        store.from_db(v, _STATS_KINDS[n]) for n, v in zip(STATS_NAMES, values, strict=True)
-    ]
-    converted[9] = bytes(converted[9]) if histogram else _EMPTY_HISTOGRAM
+    converted = store.row_from_db(values, _STATS_KIND_LIST)
+    converted[9] = bytes(converted[9])
     return stats_from_values(converted)
 
 
@@ -92,7 +95,7 @@ def list_models_statements(
     name_contains: str | None = None,
     include_deleted: bool = False,
 ) -> tuple[Statement, Statement]:
-    """``list_models``'s two SELECTs: the page (rows for ``model_row``) and the total."""
+    """``list_models``'s two SELECTs: the page (rows for ``list_row``) and the total."""
     if sort not in SORTABLE:
         raise ValueError(f"cannot sort by {sort!r}")
     where = ["m.owner_id = ?"]
@@ -116,7 +119,7 @@ def list_models_statements(
         page_params += [store.to_db(after[0], _MODEL_KINDS[sort]), store.to_db(after[1], "uuid")]
     direction = "DESC" if descending else "ASC"
     page = store.q(
-        f"SELECT {_MODEL_COLUMNS}, {_TOTALS_COLUMNS} FROM model_view m "
+        f"SELECT {_MODEL_COLUMNS}, t.requests FROM model_view m "
         "LEFT JOIN usage_model_totals t ON t.model_id = m.id "
         f"WHERE {page_where} ORDER BY m.{sort} {direction}, m.id {direction} LIMIT ?"
     )
@@ -125,17 +128,16 @@ def list_models_statements(
 
 
 def list_models(
-    store: ReadStore, owner_id: UUID, *, histogram: bool = True, **filters: Any
+    store: ReadStore, owner_id: UUID, **filters: Any
 ) -> tuple[list[ModelRow], int]:
-    """A keyset page of the owner's models and the total matching the filters.
+    """A keyset page of the owner's models (``list_row``s) and the total matching the filters.
 
-    ``filters``: those of ``list_models_statements`` (``limit`` is required); ``histogram``
-    as for ``model_row``.
+    ``filters``: those of ``list_models_statements`` (``limit`` is required).
     """
     page, count = list_models_statements(store, owner_id, **filters)
     with store.read() as cur:
         cur.execute(*page)
-        rows = [model_row(store, row, histogram=histogram) for row in cur.fetchall()]
+        rows = [list_row(store, row) for row in cur.fetchall()]
         cur.execute(*count)
         total = int(cur.fetchone()[0])
     return rows, total
@@ -144,7 +146,7 @@ def list_models(
 def list_models_in_one(store: ReadStore, owner_id: UUID, **filters: Any) -> Statement:
     """PostgreSQL: ``list_models``'s page and total in one statement (one round trip).
 
-    Rows: the total, then a ``model_row``'s columns; a single row with a NULL id when the page
+    Rows: the total, then a ``list_row``'s columns; a single row with a NULL id when the page
     is empty.
     """
     (page, page_params), (count, count_params) = list_models_statements(store, owner_id, **filters)

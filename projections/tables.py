@@ -7,6 +7,7 @@ Logical column types: ``uuid``, ``text``, ``int``, ``bool``, ``ts`` (aware UTC d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class Table:
     indexes: tuple[tuple[str, tuple[str, ...]], ...] = ()
     not_null: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def column_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.columns)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -109,28 +110,56 @@ def hour_index(moment: datetime) -> int:
     return int(moment.astimezone(UTC).timestamp() // 3600)
 
 
-def bucketise(
-    hours: Sequence[tuple[int, UsageStats]],
-    window: str,
-    tz: ZoneInfo,
-    start: datetime,
-    end: datetime,
-    *,
-    bounds: Sequence[tuple[datetime, datetime]] | None = None,
-) -> list[Bucket]:
-    """Merge hourly rows (sorted by hour) into the windows between ``start`` and ``end``.
+@dataclass(frozen=True)
+class Span:
+    """One window ``[start, end)``, also as the hour indexes of its first and following hour."""
 
-    ``bounds``: ``boundaries(window, tz, start, end)`` if the caller has them already.
+    start: datetime
+    end: datetime
+    first_hour: int
+    end_hour: int
+
+
+def spans(window: str, tz: ZoneInfo, start: datetime, end: datetime) -> tuple[Span, ...]:
+    """``boundaries(window, tz, start, end)`` as ``Span``s.
+
+    Cached by the hours ``start`` and ``end`` fall in: every window boundary is a UTC hour
+    boundary, so nothing finer changes the answer (and ``to`` defaults to now, which moves).
     """
-    if bounds is None:
-        bounds = list(boundaries(window, tz, start, end))
-    buckets = [Bucket(s, e, UsageStats()) for s, e in bounds]
-    position = 0
-    for bucket in buckets:
-        first, last = hour_index(bucket.start), hour_index(bucket.end)
-        while position < len(hours) and hours[position][0] < first:
+    if start >= end:
+        raise WindowError("from", "must be before 'to'")
+    first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    after = end.astimezone(UTC)
+    following = after.replace(minute=0, second=0, microsecond=0)
+    if following != after:
+        following += timedelta(hours=1)
+    return _spans(window, tz, first, following)
+
+
+@lru_cache(maxsize=4096)
+def _spans(window: str, tz: ZoneInfo, first: datetime, following: datetime) -> tuple[Span, ...]:
+    bounds = boundaries(window, tz, first, following)
+    return tuple(Span(s, e, hour_index(s), hour_index(e)) for s, e in bounds)
+
+
+def bucketise(hours: Sequence[tuple[int, UsageStats]], windows: Sequence[Span]) -> list[Bucket]:
+    """Merge hourly rows (sorted by hour) into ``windows`` (from ``spans``).
+
+    A window of a single hourly row shares that row's ``UsageStats`` (no copy).
+    """
+    buckets = []
+    position, count = 0, len(hours)
+    for span in windows:
+        while position < count and hours[position][0] < span.first_hour:
             position += 1
-        while position < len(hours) and hours[position][0] < last:
-            bucket.stats.merge(hours[position][1])
+        first = position
+        while position < count and hours[position][0] < span.end_hour:
             position += 1
+        if position - first == 1:
+            stats = hours[first][1]
+        else:
+            stats = UsageStats()
+            for _, hour in hours[first:position]:
+                stats.merge(hour)
+        buckets.append(Bucket(span.start, span.end, stats))
     return buckets

@@ -20,7 +20,7 @@ def projection_states(statuses: list[object]) -> list[ProjectionState]:
 class AdminController(Controller):
     path = "/projections"
     tags = ["operations"]  # noqa: RUF012 - Litestar's class attribute
-    guards = [requires(SCOPE_ADMIN)]  # noqa: RUF012
+    opt = requires(SCOPE_ADMIN)
 
     @get(
         "/",

@@ -17,7 +17,7 @@ from scheduler.history import recent
 class JobsController(Controller):
     path = "/admin/jobs"
     tags = ["operations"]  # noqa: RUF012 - Litestar's class attribute
-    guards = [requires(SCOPE_ADMIN)]  # noqa: RUF012
+    opt = requires(SCOPE_ADMIN)
 
     @get(
         "/",

@@ -46,7 +46,7 @@ def _moment(value: datetime) -> datetime:
 class ModelController(Controller):
     path = "/models"
     tags = ["models"]  # noqa: RUF012 - Litestar's class attribute
-    guards = [requires(SCOPE_MODELS)]  # noqa: RUF012
+    opt = requires(SCOPE_MODELS)
 
     @post(
         "/",

@@ -78,12 +78,9 @@ def _series(
     store: ReadStore, scope: str, key: UUID, *, window: str, tz: str, start: datetime,
     end: datetime,
 ) -> list[windows.Bucket]:
-    zone = windows.zone(tz)
-    bounds = list(windows.boundaries(window, zone, start, end))
-    hours = queries.usage_hours(
-        store, scope, key, windows.hour_index(bounds[0][0]), windows.hour_index(bounds[-1][1]),
-    )
-    return windows.bucketise(hours, window, zone, start, end, bounds=bounds)
+    spans = windows.spans(window, windows.zone(tz), start, end)
+    hours = queries.usage_hours(store, scope, key, spans[0].first_hour, spans[-1].end_hour)
+    return windows.bucketise(hours, spans)
 
 
 class UsageController(Controller):
@@ -94,7 +91,7 @@ class UsageController(Controller):
         "/models/{model_id:str}/usage",
         operation_id="recordUsage",
         summary="Record one prediction request (idempotent on request_id)",
-        guards=[requires(SCOPE_MODELS, SCOPE_USAGE_WRITE)],
+        opt=requires(SCOPE_MODELS, SCOPE_USAGE_WRITE),
         status_code=201,
         responses={
             200: ResponseSpec(UsageAck, description="Already recorded: not counted again"),
@@ -115,7 +112,7 @@ class UsageController(Controller):
         "/usage/batch",
         operation_id="recordUsageBatch",
         summary="Record up to 10,000 prediction requests in one transaction",
-        guards=[requires(SCOPE_MODELS, SCOPE_USAGE_WRITE)],
+        opt=requires(SCOPE_MODELS, SCOPE_USAGE_WRITE),
         status_code=200,
         sync_to_thread=True,
         request_max_body_size=32 * 1024 * 1024,
@@ -136,7 +133,7 @@ class UsageController(Controller):
         "/models/{model_id:str}/usage",
         operation_id="getModelUsage",
         summary="A model's usage statistics per hour, day, week or month",
-        guards=[requires(SCOPE_MODELS)],
+        opt=requires(SCOPE_MODELS),
         responses=problem_responses(400, 401, 403, 404),
     )
     async def model_usage(
@@ -150,22 +147,20 @@ class UsageController(Controller):
         tz: TzParam = "UTC",
     ) -> UsageSeries:
         start, end = _range(window, from_, to)
-        zone = windows.zone(tz)
-        bounds = list(windows.boundaries(window, zone, start, end))
+        spans = windows.spans(window, windows.zone(tz), start, end)
         hours = await reads(request).model_hours(
-            principal(request).user_id, model_id,
-            windows.hour_index(bounds[0][0]), windows.hour_index(bounds[-1][1]),
+            principal(request).user_id, model_id, spans[0].first_hour, spans[-1].end_hour
         )
         if hours is None:  # not the caller's model
             raise ModelNotFoundError(str(model_id))
-        buckets = windows.bucketise(hours, window, zone, start, end, bounds=bounds)
+        buckets = windows.bucketise(hours, spans)
         return UsageSeries(window, tz, [presenters.bucket(b) for b in buckets])
 
     @get(
         "/usage/summary",
         operation_id="getUsageSummary",
         summary="The caller's usage across all models: totals, per model, and per window",
-        guards=[requires(SCOPE_MODELS)],
+        opt=requires(SCOPE_MODELS),
         sync_to_thread=True,
         responses=problem_responses(400, 401, 403),
     )

@@ -13,7 +13,7 @@ from domain.model import ModelStatus
 from modelledger.bootstrap import Container
 from modelledger.services import Actor
 from projections import queries
-from projections.windows import bucketise, hour_index, zone
+from projections.windows import bucketise, hour_index, spans, zone
 from tests.helpers import T0, dump, register, usage_records
 
 
@@ -162,7 +162,7 @@ class TestUsageProjection:
         hours = queries.usage_hours(
             container.store, "model", model_id, hour_index(start), hour_index(end)
         )
-        buckets = bucketise(hours, "day", tz, start, end)
+        buckets = bucketise(hours, spans("day", tz, start, end))
         assert sum(b.stats.requests for b in buckets) == 600
         for bucket in buckets:
             expected = [r for r in records if bucket.start <= r.occurred_at < bucket.end]  # type: ignore[operator]
