@@ -10,7 +10,6 @@ from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.plugins.prometheus import PrometheusConfig
 
 from api.auth import (
     SECURITY_SCHEME,
@@ -27,6 +26,7 @@ from api.controllers.usage import UsageController
 from api.errors import EXCEPTION_HANDLERS
 from api.group_commit import GroupCommitter
 from api.reads import Reads
+from api.request_metrics import RequestMetricsMiddleware
 from modelledger.artifacts import ArtifactStore
 from modelledger.bootstrap import Container, build
 from modelledger.logging_setup import configure_logging
@@ -88,12 +88,7 @@ def create_app(
             "reads": reads,
         }),
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[
-            PrometheusConfig(
-                app_name="modelledger", prefix="modelledger", group_path=True,
-                exclude=["^/metrics", "^/schema"],
-            ).middleware,
-        ],
+        middleware=[RequestMetricsMiddleware()],
         openapi_config=OpenAPIConfig(
             title="Model Ledger",
             version="0.1.0",

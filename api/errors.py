@@ -79,33 +79,56 @@ def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[P
 def _validation_exception(exc: ValidationException) -> Response[Problem]:
     """Litestar's parameter and body checks: 400, or 422 for a body field the schema lacks."""
     invalid: list[InvalidParam] = []
-    status = 400
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if not isinstance(item, dict):
             continue
         message = str(item.get("message", "invalid value"))
         name = str(item.get("key") or item.get("source") or "body")
         if (match := _UNKNOWN_FIELD.search(message)) is not None:
-            status, name = 422, match.group(1)
+            name = match.group(1)
         invalid.append(InvalidParam(name=name, reason=message))
     detail = "; ".join(f"{p.name}: {p.reason}" for p in invalid) or "invalid request"
-    return problem(status, detail, invalid=invalid or None)
+    return problem(status_of(exc), detail, invalid=invalid or None)
 
 
-def _domain_error(_: Request[Any, Any, Any], exc: ModelLedgerError) -> Response[Problem]:
+_DomainKinds = type[ModelLedgerError] | tuple[type[ModelLedgerError], ...]
+_DOMAIN_STATUS: tuple[tuple[_DomainKinds, int], ...] = (
+    (ValidationError, 422),
+    (ModelNotFoundError, 404),
+    ((NameTakenError, ModelDeletedError, InvalidStatusTransitionError, VersionConflictError), 409),
+)
+
+
+def status_of(exc: BaseException) -> int:
+    """The status of the problem ``EXCEPTION_HANDLERS`` answer ``exc`` with."""
+    if isinstance(exc, ValidationException):
+        unknown = any(
+            isinstance(item, dict) and _UNKNOWN_FIELD.search(str(item.get("message", "")))
+            for item in (exc.extra if isinstance(exc.extra, list) else [])
+        )
+        return 422 if unknown else 400
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    if isinstance(exc, WindowError):
+        return 400
+    if isinstance(exc, ModelLedgerError):
+        return next((status for kinds, status in _DOMAIN_STATUS if isinstance(exc, kinds)), 500)
+    return 500
+
+
+def _domain_error(request: Request[Any, Any, Any], exc: ModelLedgerError) -> Response[Problem]:
+    status = status_of(exc)
     if isinstance(exc, ValidationError):
-        return problem(422, str(exc), invalid=[InvalidParam(exc.field, exc.message)])
+        return problem(status, str(exc), invalid=[InvalidParam(exc.field, exc.message)])
     if isinstance(exc, ModelNotFoundError):
-        return problem(404, "model not found")
-    if isinstance(exc, NameTakenError | ModelDeletedError | InvalidStatusTransitionError):
-        return problem(409, str(exc))
-    if isinstance(exc, VersionConflictError):
-        return problem(409, str(exc))
-    return _unexpected(_, exc)
+        return problem(status, "model not found")
+    if status != 500:  # noqa: PLR2004 - the status of an unexpected error
+        return problem(status, str(exc))
+    return _unexpected(request, exc)
 
 
 def _window_error(_: Request[Any, Any, Any], exc: WindowError) -> Response[Problem]:
-    return problem(400, str(exc), invalid=[InvalidParam(exc.parameter, exc.message)])
+    return problem(status_of(exc), str(exc), invalid=[InvalidParam(exc.parameter, exc.message)])
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -110,3 +111,35 @@ def test_metrics_count_usage_stored_not_duplicates(
     after = client.get("/metrics").text
     assert _ingested(after, "batch") - _ingested(before, "batch") == 3
     assert _ingested(after, "single") - _ingested(before, "single") == 1
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{wanted}}} "
+    return next((float(line.removeprefix(prefix)) for line in text.splitlines()
+                 if line.startswith(prefix)), 0.0)
+
+
+def test_metrics_count_requests_and_their_latency_per_route_template_and_status(
+    client: TestClient[Any], register: Callable[..., dict[str, Any]], alice: Headers
+) -> None:
+    model_id = register(alice)["id"]
+    route = {"method": "GET", "path": "/api/models/{model_id}"}
+    before = client.get("/metrics").text
+    for _ in range(3):
+        assert client.get(f"/api/models/{model_id}", headers=alice).status_code == 200
+    assert client.get(f"/api/models/{model_id}").status_code == 401
+    missing = client.get(f"/api/models/{uuid.uuid4()}", headers=alice)
+    assert missing.status_code == 404
+    after = client.get("/metrics").text
+    ok, denied = {**route, "status_code": "200"}, {**route, "status_code": "401"}
+    not_found = {**route, "status_code": "404"}
+    assert (_sample(after, "modelledger_requests_total", **not_found)
+            - _sample(before, "modelledger_requests_total", **not_found)) == 1
+    assert (_sample(after, "modelledger_requests_total", **ok)
+            - _sample(before, "modelledger_requests_total", **ok)) == 3
+    assert (_sample(after, "modelledger_requests_total", **denied)
+            - _sample(before, "modelledger_requests_total", **denied)) == 1
+    assert (_sample(after, "modelledger_request_duration_seconds_count", **ok)
+            - _sample(before, "modelledger_request_duration_seconds_count", **ok)) == 3
+    assert 'path="/metrics"' not in after
