@@ -85,7 +85,7 @@ def get_model(store: ReadStore, owner_id: UUID, model_id: UUID) -> ModelRow | No
 
 def list_models_statements(
     store: ReadStore,
-    owner_id: UUID,
+    owner_id: UUID | None,
     *,
     limit: int,
     sort: str = "created_at",
@@ -95,11 +95,14 @@ def list_models_statements(
     name_contains: str | None = None,
     include_deleted: bool = False,
 ) -> tuple[Statement, Statement]:
-    """``list_models``'s two SELECTs: the page (rows for ``list_row``) and the total."""
+    """``list_models``'s two SELECTs: the page (rows for ``list_row``) and the total.
+
+    ``owner_id`` None: the owner is an outer query's ``o.owner`` (``list_models_for_owners``).
+    """
     if sort not in SORTABLE:
         raise ValueError(f"cannot sort by {sort!r}")
-    where = ["m.owner_id = ?"]
-    params: list[Any] = [store.to_db(owner_id, "uuid")]
+    where = ["m.owner_id = ?" if owner_id is not None else "m.owner_id = o.owner"]
+    params: list[Any] = [store.to_db(owner_id, "uuid")] if owner_id is not None else []
     if status is not None:
         where.append("m.status = ?")
         params.append(status)
@@ -143,37 +146,57 @@ def list_models(
     return rows, total
 
 
-def list_models_in_one(store: ReadStore, owner_id: UUID, **filters: Any) -> Statement:
-    """PostgreSQL: ``list_models``'s page and total in one statement (one round trip).
+# PostgreSQL: the API's batched reads (``api/reads.py``). Each answers many keys at once, so
+# concurrent requests share one statement.
 
-    Rows: the total, then a ``list_row``'s columns; a single row with a NULL id when the page
-    is empty.
+
+def get_models_statement(store: ReadStore, model_ids: Sequence[UUID]) -> Statement:
+    """PostgreSQL: ``get_model``'s SELECT for many models, whoever owns them (``model_row``s;
+    the caller checks the owner)."""
+    return (
+        store.q(
+            f"SELECT {_MODEL_COLUMNS}, {_TOTALS_COLUMNS} FROM model_view m "
+            "LEFT JOIN usage_model_totals t ON t.model_id = m.id WHERE m.id = ANY(?)"
+        ),
+        [list(model_ids)],
+    )
+
+
+def list_models_for_owners(
+    store: ReadStore, owner_ids: Sequence[UUID], **filters: Any
+) -> Statement:
+    """PostgreSQL: ``list_models``'s page and total for each owner, with the same filters.
+
+    Rows, owner by owner in the given order: the owner, the total, then a ``list_row``'s
+    columns; a single row with a NULL id for an empty page.
     """
-    (page, page_params), (count, count_params) = list_models_statements(store, owner_id, **filters)
+    (page, page_params), (count, count_params) = list_models_statements(store, None, **filters)
     sort = filters.get("sort", "created_at")
     direction = "DESC" if filters.get("descending") else "ASC"
-    statement = (
-        f"SELECT c.n, p.* FROM ({count}) AS c(n) LEFT JOIN LATERAL ({page}) AS p ON true "
-        f"ORDER BY p.{sort} {direction}, p.id {direction}"
+    statement = store.q(
+        "SELECT o.owner, c.n, p.* FROM unnest(?::uuid[]) WITH ORDINALITY AS o(owner, ord) "
+        f"CROSS JOIN LATERAL ({count}) AS c(n) LEFT JOIN LATERAL ({page}) AS p ON true "
+        f"ORDER BY o.ord, p.{sort} {direction}, p.id {direction}"
     )
-    return statement, [*count_params, *page_params]
+    return statement, [list(owner_ids), *count_params, *page_params]
 
 
-def model_hours_in_one(
-    store: ReadStore, owner_id: UUID, model_id: UUID, hour_from: int, hour_to: int
+def model_hours_statement(
+    store: ReadStore, model_ids: Sequence[UUID], hour_from: int, hour_to: int
 ) -> Statement:
-    """PostgreSQL: whether the model is the owner's, and its hourly rows, in one statement.
+    """PostgreSQL: the owner and the hourly rows of each known model among ``model_ids``.
 
-    Rows: 0 or 1 (owned), then ``hour_rows``'s columns; a single row with a NULL hour when there
-    are no rows (or the model is not the owner's).
+    Rows: the model id, its owner, then ``hour_rows``'s columns (NULL when none), by model and
+    hour.
     """
-    hours, params = usage_hours_statement(store, "model", model_id, hour_from, hour_to)
-    owned = store.q("SELECT count(*) FROM model_view WHERE id = ? AND owner_id = ?")
-    statement = (
-        f"SELECT o.n, h.* FROM ({owned}) AS o(n) "
-        f"LEFT JOIN LATERAL ({hours}) AS h ON o.n > 0 ORDER BY h.hour"
+    return (
+        store.q(
+            f"SELECT m.id, m.owner_id, h.hour, {', '.join(f'h.{n}' for n in STATS_NAMES)} "
+            "FROM model_view m LEFT JOIN usage_model_hourly h ON h.model_id = m.id "
+            "AND h.hour >= ? AND h.hour < ? WHERE m.id = ANY(?) ORDER BY m.id, h.hour"
+        ),
+        [hour_from, hour_to, list(model_ids)],
     )
-    return statement, [store.to_db(model_id, "uuid"), store.to_db(owner_id, "uuid"), *params]
 
 
 def model_lookup(store: ReadStore, model_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, str]]:

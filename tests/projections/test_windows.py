@@ -1,0 +1,55 @@
+"""Windows: the cached hour spans are exactly the windows computed afresh for any range."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from projections.windows import WINDOWS, WindowError, boundaries, hour_index, spans, zone
+
+ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
+moments = st.datetimes(
+    min_value=datetime(2020, 1, 1),  # noqa: DTZ001 - hypothesis wants naive bounds
+    max_value=datetime(2030, 1, 1),  # noqa: DTZ001
+    timezones=st.just(UTC),
+)
+
+
+@given(
+    window=st.sampled_from(WINDOWS),
+    tz=st.sampled_from(ZONES),
+    start=moments,
+    length=st.timedeltas(min_value=timedelta(seconds=1), max_value=timedelta(days=400)),
+)
+def test_spans_are_the_windows_of_the_exact_range(
+    window: str, tz: str, start: datetime, length: timedelta
+) -> None:
+    def fresh() -> list[tuple[datetime, datetime, int, int]]:
+        return [(s, e, hour_index(s), hour_index(e))
+                for s, e in boundaries(window, zone(tz), start, start + length)]
+
+    def cached() -> list[tuple[datetime, datetime, int, int]]:
+        return [(s.start, s.end, s.first_hour, s.end_hour)
+                for s in spans(window, zone(tz), start, start + length)]
+
+    try:
+        expected = fresh()
+    except WindowError as error:
+        refused = error.parameter
+    else:
+        assert cached() == expected
+        assert cached() == expected  # and again, from the cache
+        return
+    with pytest.raises(WindowError) as raised:
+        cached()
+    assert raised.value.parameter == refused
+
+
+def test_an_empty_range_is_refused_naming_from() -> None:
+    moment = datetime(2026, 1, 1, 12, 30, tzinfo=UTC)
+    with pytest.raises(WindowError) as raised:
+        spans("day", zone("UTC"), moment, moment - timedelta(minutes=10))
+    assert raised.value.parameter == "from"
