@@ -9,6 +9,8 @@ Histograms merge by adding counts, which makes hourly buckets combine into any l
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -55,24 +57,16 @@ def percentile(histogram: Mapping[int, int], q: float) -> float | None:
 
 
 def percentiles(histogram: Mapping[int, int], qs: Iterable[float]) -> list[float | None]:
-    """Several quantiles in one pass over the sorted buckets."""
+    """Several nearest-rank quantiles: each is the first bucket whose running count reaches
+    its rank (``bisect`` over the running counts; a model's all-time histogram has ~100 buckets).
+    """
     qs = list(qs)
     if len(histogram) == 1:  # common in short windows: every quantile is that bucket's value
         ((index, count),) = histogram.items()
         return [bucket_value(index) if count else None] * len(qs)
-    total = sum(histogram.values())
+    keys = sorted(histogram)
+    running = list(accumulate(map(histogram.__getitem__, keys)))
+    total = running[-1] if running else 0
     if total == 0:
         return [None] * len(qs)
-    ranks = [max(1, math.ceil(q * total)) for q in qs]
-    results: list[float | None] = [None] * len(qs)
-    order = sorted(range(len(qs)), key=ranks.__getitem__)
-    pending = 0
-    seen = 0
-    for index in sorted(histogram):
-        seen += histogram[index]
-        while pending < len(order) and seen >= ranks[order[pending]]:
-            results[order[pending]] = bucket_value(index)
-            pending += 1
-        if pending == len(order):
-            break
-    return results
+    return [bucket_value(keys[bisect_left(running, max(1, math.ceil(q * total)))]) for q in qs]

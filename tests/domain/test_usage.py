@@ -73,9 +73,11 @@ class TestLatencyHistogram:
         assert estimate is not None
         assert abs(estimate - exact) <= latency.RELATIVE_ERROR * exact + 1e-9
 
-    def test_percentiles_agree_with_single_percentile(self) -> None:
-        histogram = {latency.bucket_of(v): 1 for v in range(1, 5000, 7)}
-        qs = [0.99, 0.5, 0.95]
+    @given(st.dictionaries(st.integers(-1, 2_000), st.integers(0, 50), max_size=40),
+           st.lists(st.sampled_from([0.01, 0.5, 0.9, 0.95, 0.99, 1.0]), min_size=1, max_size=4))
+    def test_percentiles_agree_with_single_percentile(
+        self, histogram: dict[int, int], qs: list[float]
+    ) -> None:
         assert latency.percentiles(histogram, qs) == [latency.percentile(histogram, q) for q in qs]
 
     def test_empty_histogram_has_no_percentile(self) -> None:
