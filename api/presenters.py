@@ -12,50 +12,39 @@ import msgspec
 
 from api import schemas
 from api.errors import InvalidParameterError
-from domain.usage_stats import UsageStats
 
 if TYPE_CHECKING:
+    from domain.usage_stats import UsageStats
     from projections.queries import ModelRow
     from projections.windows import Bucket
 
 
-def _summary(stats: UsageStats) -> dict[str, Any]:
-    """The fields a usage total and a window bucket share."""
+_Summary = tuple[
+    int, int, int, float | None, float | None, float | None, float | None,
+    float | None, float | None, float | None, int, int,
+]
+
+
+def _summary(stats: UsageStats) -> _Summary:
+    """The fields a usage total and a window bucket share, in their declaration order from
+    ``successes`` to ``output_bytes`` (positional: a 90-day series builds 91 buckets).
+    """
+    if not stats.requests:  # most buckets of a sparse series; served requests are the only
+        # source of every field but ``rejected``
+        return (0, 0, stats.rejected, None, None, None, None, None, None, None, 0, 0)
     p50, p95, p99 = stats.percentiles_ms(0.5, 0.95, 0.99)
-    return {
-        "successes": stats.successes,
-        "failures": stats.failures,
-        "rejected": stats.rejected,
-        "success_rate": stats.success_rate,
-        "avg_response_ms": stats.avg_ms,
-        "min_response_ms": stats.min_ms,
-        "max_response_ms": stats.max_ms,
-        "p50_response_ms": p50,
-        "p95_response_ms": p95,
-        "p99_response_ms": p99,
-        "input_bytes": stats.input_bytes,
-        "output_bytes": stats.output_bytes,
-    }
-
-
-# Served requests are the only source of every field but ``rejected``.
-_NO_REQUESTS = {k: v for k, v in _summary(UsageStats()).items() if k != "rejected"}
+    return (
+        stats.successes, stats.failures, stats.rejected, stats.success_rate, stats.avg_ms,
+        stats.min_ms, stats.max_ms, p50, p95, p99, stats.input_bytes, stats.output_bytes,
+    )
 
 
 def totals(stats: UsageStats) -> schemas.UsageTotals:
-    return schemas.UsageTotals(
-        total_requests=stats.requests, last_used_at=stats.last_at, **_summary(stats)
-    )
+    return schemas.UsageTotals(stats.requests, *_summary(stats), stats.last_at)
 
 
 def bucket(b: Bucket) -> schemas.UsageBucket:
-    if not b.stats.requests:  # most buckets of a sparse series: only ``rejected`` can vary
-        return schemas.UsageBucket(
-            start=b.start, end=b.end, requests=0, **_NO_REQUESTS, rejected=b.stats.rejected
-        )
-    return schemas.UsageBucket(
-        start=b.start, end=b.end, requests=b.stats.requests, **_summary(b.stats)
-    )
+    return schemas.UsageBucket(b.start, b.end, b.stats.requests, *_summary(b.stats))
 
 
 def _artifact(values: dict[str, Any]) -> schemas.Artifact | None:

@@ -58,9 +58,7 @@ def list_row(store: ReadStore, row: Sequence[Any]) -> ModelRow:
 def _stats(store: ReadStore, values: Sequence[Any]) -> UsageStats:
     if values[0] is None:
         return UsageStats()
-    converted = store.row_from_db(values, _STATS_KIND_LIST)
-    converted[9] = bytes(converted[9])
-    return stats_from_values(converted)
+    return stats_from_values(store.row_from_db(values, _STATS_KIND_LIST))
 
 
 def get_model_statement(store: ReadStore, owner_id: UUID, model_id: UUID) -> Statement:

@@ -105,11 +105,11 @@ class ReadStore(ABC):
     def from_db(self, value: Any, kind: str) -> Any:  # noqa: ARG002 - backends convert by kind
         return value
 
-    def row_from_db(self, values: Sequence[Any], kinds: Sequence[str]) -> list[Any]:
-        """``from_db`` of each value; a list of the values as they are where the driver already
-        returns every type as Python's (PostgreSQL)."""
+    def row_from_db(self, values: Sequence[Any], kinds: Sequence[str]) -> Sequence[Any]:
+        """``from_db`` of each value; the values themselves where the driver already returns
+        every type as Python's (PostgreSQL)."""
         if type(self).from_db is ReadStore.from_db:
-            return list(values)
+            return values
         return [self.from_db(v, k) for v, k in zip(values, kinds, strict=True)]
 
     # -- schema -------------------------------------------------------------------------
