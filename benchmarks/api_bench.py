@@ -197,13 +197,15 @@ def lua_list(values: list[str]) -> str:
     return "{" + ", ".join(json.dumps(v) for v in values) + "}"
 
 
-def wrk(args: argparse.Namespace, url: str, name: str, script: str) -> Result:
+def wrk(
+    args: argparse.Namespace, url: str, name: str, script: str, connections: int | None = None
+) -> Result:
     """Run wrk with ``script`` (which defines ``request``) and parse its summary."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script + LUA_DONE)
     try:
         out = subprocess.run(  # noqa: S603 - our own command line
-            [args.wrk, "-t", str(args.threads), "-c", str(args.connections), "-d",
+            [args.wrk, "-t", str(args.threads), "-c", str(connections or args.connections), "-d",
              f"{args.seconds}s", "--timeout", "10s", "-s", handle.name, url],
             capture_output=True, text=True, check=True,
         ).stdout
@@ -347,7 +349,7 @@ def summary(
               f">= 5x: {'met' if ratio >= 5 else 'NOT met'}")
 
 
-def main(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - the phases, in order
+def main(args: argparse.Namespace) -> None:  # noqa: C901, PLR0912, PLR0915 - the phases, in order
     if shutil.which(args.wrk) is None:
         sys.exit(f"{args.wrk} not found: apt-get install wrk")
     schema = args.schema or f"bench_{secrets.token_hex(4)}"
@@ -387,10 +389,10 @@ def main(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - the phases,
                   f"load {load_average()}", flush=True)
             wait_for_projections(server.url)
 
-        def run(name: str, script: str) -> Result:
+        def run(name: str, script: str, connections: int | None = None) -> Result:
             pid = server.proc.pid if server.proc is not None else os.getpid()
             cpu = server_cpu_seconds(pid)
-            result = wrk(args, server.url, name, script)
+            result = wrk(args, server.url, name, script, connections)
             result.cpu_us = (server_cpu_seconds(pid) - cpu) / max(result.requests, 1) * 1e6
             results.append(result)
             print(f"{name:<44} {result.rps:>9.0f} req/s  p50 {result.p50:6.1f} ms  "
@@ -413,9 +415,12 @@ def main(args: argparse.Namespace) -> None:  # noqa: C901, PLR0915 - the phases,
             run("GET /api/models/{id}", read_script(
                 [f"/api/models/{m}" for _, m in detail], [tokens[u] for u, _ in detail]))
         if "series" in phases:
-            run("GET usage, 90 daily buckets", read_script(
+            series = read_script(
                 [f"/api/models/{m}/usage?window=day&from={frm}" for _, m in detail],
-                [tokens[u] for u, _ in detail]))
+                [tokens[u] for u, _ in detail])
+            run("GET usage, 90 daily buckets", series)
+            for fewer in args.series_connections:  # context: the same series under less load
+                run(f"GET usage, 90 daily buckets, {fewer} clients", series, fewer)
         if "alone" in phases:
             server.stop()
             server.start(group_commit=False)
@@ -446,6 +451,10 @@ if __name__ == "__main__":
                         help="usage events for the batch ingest phase (0 skips it)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--series-connections", default="16",
+                        type=lambda v: [int(x) for x in v.split(",") if x],
+                        help="also run the series phase with these connection counts "
+                        "(comma-separated; empty: none)")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--wrk", default="wrk")
     parser.add_argument("--pool-size", type=int, default=4, help="MODELLEDGER_PG_POOL_SIZE")
