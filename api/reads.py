@@ -12,6 +12,7 @@ The SQL and the row conversion are ``projections.queries``'s, so both paths answ
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
@@ -19,20 +20,22 @@ from litestar.concurrency import sync_to_thread
 from psycopg_pool import AsyncConnectionPool
 
 from api.read_batching import Coalescer
-from projections import queries
+from domain.usage_stats import UsageStats
+from projections import queries, windows
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from uuid import UUID
 
-    from domain.usage_stats import UsageStats
     from modelledger.settings import Settings
     from projections.store import ReadStore
+    from projections.windows import Bucket, Span
 
-HourRows = list[tuple[int, "UsageStats"]]
 Page = tuple[list[queries.ModelRow], int]
 ListKey = tuple["UUID", tuple[tuple[str, Any], ...]]  # the owner, the filters
-HoursKey = tuple["UUID", int, int]  # the model, the first hour, the hour after the last
+# The model, the window, the time zone, the first hour, the hour after the last: the windows
+# (``windows.spans``) are a function of the last four.
+SeriesKey = tuple["UUID", str, str, int, int]
 
 
 class Reads:
@@ -52,10 +55,10 @@ class Reads:
                 name="modelledger-api-read",
             )
         # Batch sizes: a batch's answers all wait for its last row, so the more rows a key
-        # brings (1 for a detail, up to 100 for a page, up to 2,200 for a series) the fewer keys.
+        # brings (1 for a detail, up to 100 for a page, 91 for a 90-day series) the fewer keys.
         self.models = Coalescer(self._fetch_models, max_batch=64)
         self.pages = Coalescer(self._fetch_pages, max_batch=16)
-        self.hours = Coalescer(self._fetch_hours, max_batch=8)
+        self.series = Coalescer(self._fetch_series, max_batch=8)
 
     async def open(self) -> None:
         if self.pool is not None:
@@ -112,35 +115,51 @@ class Reads:
 
     # -- usage series -------------------------------------------------------------------------
 
-    async def model_hours(
-        self, owner_id: UUID, model_id: UUID, hour_from: int, hour_to: int
-    ) -> HourRows | None:
-        """The model's hourly rows, or None unless it is ``owner_id``'s model."""
+    async def model_series(
+        self, owner_id: UUID, model_id: UUID, window: str, tz: str, spans: Sequence[Span]
+    ) -> list[Bucket] | None:
+        """The model's statistics per window (``spans``), or None unless it is ``owner_id``'s
+        model. On PostgreSQL the hours are summed per window in SQL (a busy model has 2,160
+        hourly rows in 90 days, and Python would build and merge each)."""
         if self.pool is None:
-            def both() -> HourRows | None:
+            def both() -> list[Bucket] | None:
                 if queries.get_model(self.store, owner_id, model_id) is None:
                     return None
-                return queries.usage_hours(self.store, "model", model_id, hour_from, hour_to)
+                hours = queries.usage_hours(
+                    self.store, "model", model_id, spans[0].first_hour, spans[-1].end_hour
+                )
+                return windows.bucketise(hours, spans)
 
             return await sync_to_thread(both)
-        found = await self.hours.load((model_id, hour_from, hour_to))
+        key = (model_id, window, tz, spans[0].first_hour, spans[-1].end_hour)
+        found = await self.series.load(key)
         if found is None or found[0] != owner_id:
             return None
         return found[1]
 
-    async def _fetch_hours(
-        self, keys: Sequence[HoursKey]
-    ) -> dict[HoursKey, tuple[UUID, HourRows]]:
-        found: dict[HoursKey, tuple[UUID, HourRows]] = {}
-        for (hour_from, hour_to), models in _grouped(keys, lambda k: (k[1:], k[0])).items():
-            rows = await self._run(
-                queries.model_hours_statement(self.store, models, hour_from, hour_to)
-            )
+    async def _fetch_series(
+        self, keys: Sequence[SeriesKey]
+    ) -> dict[SeriesKey, tuple[UUID, list[Bucket]]]:
+        found: dict[SeriesKey, tuple[UUID, list[Bucket]]] = {}
+        for shared, models in _grouped(keys, lambda key: (key[1:], key[0])).items():
+            window, tz, first_hour, end_hour = shared
+            spans = windows.spans(window, windows.zone(tz), _hour(first_hour), _hour(end_hour))
+            rows = await self._run(queries.model_windows_statement(
+                self.store, models, [span.first_hour for span in spans], end_hour
+            ))
             for model_id, of_model in groupby(rows, lambda r: r[0]):
                 listed = list(of_model)
-                hours = queries.hour_rows(self.store, [r[2:] for r in listed if r[2] is not None])
-                found[model_id, hour_from, hour_to] = (listed[0][1], hours)
+                summed = dict(queries.windows_row(r[2:]) for r in listed if r[2] is not None)
+                buckets = [
+                    windows.Bucket(span.start, span.end, summed.get(index) or UsageStats())
+                    for index, span in enumerate(spans)
+                ]
+                found[(model_id, *shared)] = (listed[0][1], buckets)
         return found
+
+
+def _hour(index: int) -> datetime:
+    return datetime.fromtimestamp(index * 3600, UTC)
 
 
 def _grouped(keys: Sequence[Any], split: Callable[[Any], tuple[Any, Any]]) -> dict[Any, list[Any]]:

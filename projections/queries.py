@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from domain.usage_stats import UsageStats
-from projections.store import ReadStore, stats_from_values
+from projections.store import ReadStore, stats_from_sums, stats_from_values
 from projections.tables import MODEL_VIEW, STATS_COLUMNS, STATS_NAMES
 
 if TYPE_CHECKING:
@@ -179,22 +179,35 @@ def list_models_for_owners(
     return statement, [list(owner_ids), *count_params, *page_params]
 
 
-def model_hours_statement(
-    store: ReadStore, model_ids: Sequence[UUID], hour_from: int, hour_to: int
+def model_windows_statement(
+    store: ReadStore, model_ids: Sequence[UUID], window_starts: Sequence[int], hour_to: int
 ) -> Statement:
-    """PostgreSQL: the owner and the hourly rows of each known model among ``model_ids``.
+    """PostgreSQL: the owner of each known model among ``model_ids`` and its hourly rows summed
+    per window, the windows being consecutive and starting at the hours ``window_starts``
+    (the last ends at ``hour_to``).
 
-    Rows: the model id, its owner, then ``hour_rows``'s columns (NULL when none), by model and
-    hour.
+    Rows: the model id, its owner, then the window's 1-based index and ``windows_row``'s
+    columns (NULL when the model has no rows in range), by model and window.
     """
+    sums = ", ".join(
+        f"min(h.{n})" if n == "min_us" else f"max(h.{n})" if n in {"max_us", "last_at"}
+        else "array_agg(h.histogram)" if n == "histogram" else f"sum(h.{n})::bigint"
+        for n in STATS_NAMES
+    )
     return (
         store.q(
-            f"SELECT m.id, m.owner_id, h.hour, {', '.join(f'h.{n}' for n in STATS_NAMES)} "
-            "FROM model_view m LEFT JOIN usage_model_hourly h ON h.model_id = m.id "
-            "AND h.hour >= ? AND h.hour < ? WHERE m.id = ANY(?) ORDER BY m.id, h.hour"
+            "SELECT m.id, m.owner_id, w.* FROM model_view m LEFT JOIN LATERAL ("
+            f"SELECT width_bucket(h.hour, ?::bigint[]) AS window_index, {sums} "
+            "FROM usage_model_hourly h WHERE h.model_id = m.id AND h.hour >= ? AND h.hour < ? "
+            "GROUP BY 1) AS w ON true WHERE m.id = ANY(?) ORDER BY m.id, w.window_index"
         ),
-        [hour_from, hour_to, list(model_ids)],
+        [list(window_starts), window_starts[0], hour_to, list(model_ids)],
     )
+
+
+def windows_row(row: Sequence[Any]) -> tuple[int, UsageStats]:
+    """A ``model_windows_statement`` window: its 0-based index and its summed statistics."""
+    return int(row[0]) - 1, stats_from_sums(row[1:])
 
 
 def model_lookup(store: ReadStore, model_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, str]]:

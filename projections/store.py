@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from domain import latency
 from domain.usage_stats import UsageStats
 from projections.tables import (
     MODEL_VIEW,
@@ -359,8 +360,22 @@ def stats_values(stats: UsageStats) -> tuple[Any, ...]:
 
 def stats_from_values(values: Sequence[Any]) -> UsageStats:
     """The inverse of ``stats_values`` (values already in Python types)."""
+    return _stats_with(values, _hist_decoder.decode(values[9]))
+
+
+def stats_from_sums(values: Sequence[Any]) -> UsageStats:
+    """``stats_from_values`` for rows summed in SQL: the histogram column holds the encoded
+    histograms of every row summed, which are decoded and added up here."""
+    histograms = values[9]
+    histogram: dict[int, int] = _hist_decoder.decode(histograms[0])
+    for encoded in histograms[1:]:
+        latency.merge_into(histogram, _hist_decoder.decode(encoded))
+    return _stats_with(values, histogram)
+
+
+def _stats_with(values: Sequence[Any], histogram: dict[int, int]) -> UsageStats:
     (requests, successes, failures, rejected, total_us, min_us, max_us,
-     input_bytes, output_bytes, histogram, last_at) = values
+     input_bytes, output_bytes, _, last_at) = values
     return UsageStats(
         requests=requests,
         successes=successes,
@@ -371,7 +386,7 @@ def stats_from_values(values: Sequence[Any]) -> UsageStats:
         max_us=max_us,
         input_bytes=input_bytes,
         output_bytes=output_bytes,
-        histogram=_hist_decoder.decode(histogram),
+        histogram=histogram,
         last_at=last_at,
     )
 

@@ -148,12 +148,11 @@ class UsageController(Controller):
     ) -> UsageSeries:
         start, end = _range(window, from_, to)
         spans = windows.spans(window, windows.zone(tz), start, end)
-        hours = await reads(request).model_hours(
-            principal(request).user_id, model_id, spans[0].first_hour, spans[-1].end_hour
+        buckets = await reads(request).model_series(
+            principal(request).user_id, model_id, window, tz, spans
         )
-        if hours is None:  # not the caller's model
+        if buckets is None:  # not the caller's model
             raise ModelNotFoundError(str(model_id))
-        buckets = windows.bucketise(hours, spans)
         return UsageSeries(window, tz, [presenters.bucket(b) for b in buckets])
 
     @get(

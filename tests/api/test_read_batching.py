@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pytest
@@ -11,7 +12,8 @@ import pytest
 from api.read_batching import Coalescer
 from api.reads import Reads
 from modelledger.services import Actor
-from tests.helpers import register
+from projections import queries, windows
+from tests.helpers import T0, register, usage_records
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -149,3 +151,38 @@ async def test_concurrent_api_reads_share_statements_and_each_sees_only_its_owne
     assert [p[1] for p in pages] == [30, 30, 30]
     assert [r["name"] for r in pages[1][0]] == ["b0", "b1", "b10", "b11", "b12"]
     assert {r["owner_id"] for r in pages[0][0]} == {alice}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+@pytest.mark.parametrize(("window", "tz"), [
+    ("hour", "UTC"), ("day", "UTC"), ("day", "America/New_York"), ("week", "Europe/Berlin"),
+    ("month", "Asia/Tokyo"),
+])
+async def test_series_summed_in_sql_equal_the_hourly_rows_merged_in_python(
+    container: Container, window: str, tz: str
+) -> None:
+    owner = uuid.uuid4()
+    busy, quiet = register(container, owner, "busy"), register(container, owner, "quiet")
+    records = (usage_records(busy, 700, start=T0, every=timedelta(minutes=13))
+               + usage_records(quiet, 9, start=T0, prefix="q", every=timedelta(hours=19)))
+    container.ingest.record_batch(records, caller_id=owner, may_record_any=False)
+    container.projector.catch_up("usage")
+    spans = windows.spans(window, windows.zone(tz), T0 - timedelta(days=2), T0 + timedelta(days=9))
+    reads = Reads(container.store, container.settings)
+    await reads.open()
+    try:
+        summed = await asyncio.gather(*(
+            reads.model_series(owner, m, window, tz, spans) for m in (busy, quiet, busy)
+        ))
+        stranger = await reads.model_series(uuid.uuid4(), busy, window, tz, spans)
+    finally:
+        await reads.close()
+    for model_id, buckets in zip((busy, quiet, busy), summed, strict=True):
+        hours = queries.usage_hours(
+            container.store, "model", model_id, spans[0].first_hour, spans[-1].end_hour
+        )
+        assert buckets == windows.bucketise(hours, spans)
+    assert summed[0] is not None
+    assert sum(b.stats.requests for b in summed[0]) == 700
+    assert stranger is None
