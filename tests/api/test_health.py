@@ -91,10 +91,16 @@ class TestTokenCache:
         assert verifier._verified == {}
 
 
-def _ingested(text: str, route: str) -> float:
-    prefix = f'modelledger_usage_ingested_total{{route="{route}"}} '
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of the metrics page (0 when it is not there yet)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{wanted}}} "
     return next((float(line.removeprefix(prefix)) for line in text.splitlines()
                  if line.startswith(prefix)), 0.0)
+
+
+def _ingested(text: str, route: str) -> float:
+    return _sample(text, "modelledger_usage_ingested_total", route=route)
 
 
 def test_metrics_count_usage_stored_not_duplicates(
@@ -111,13 +117,6 @@ def test_metrics_count_usage_stored_not_duplicates(
     after = client.get("/metrics").text
     assert _ingested(after, "batch") - _ingested(before, "batch") == 3
     assert _ingested(after, "single") - _ingested(before, "single") == 1
-
-
-def _sample(text: str, name: str, **labels: str) -> float:
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    prefix = f"{name}{{{wanted}}} "
-    return next((float(line.removeprefix(prefix)) for line in text.splitlines()
-                 if line.startswith(prefix)), 0.0)
 
 
 def test_metrics_count_requests_and_their_latency_per_route_template_and_status(
