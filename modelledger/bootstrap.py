@@ -54,6 +54,7 @@ class Container:
             ),
             self.wakeups,
             poll_interval=self.settings.poll_interval,
+            linger=self.settings.projection_linger,
         )
         threads = worker.start(stop)
         if conninfo is not None:

@@ -87,6 +87,13 @@ class Settings:
         default=1.0,
         metadata={"doc": "Seconds between polls of the event log when no notification arrives."},
     )
+    projection_linger: float = field(
+        default=0.1,
+        metadata={"doc": (
+            "Seconds the projection worker waits after a partial batch, so that a trickle of "
+            "events is folded in fewer, larger transactions (0: fold at once)."
+        )},
+    )
     usage_retention_days: int = field(
         default=30,
         metadata={"doc": "Raw usage events older than this are compacted into hourly roll-ups."},
@@ -191,7 +198,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
              "projection_batch_size": int, "usage_retention_days": int,
              "archive_retention_days": int, "job_history_days": int,
              "embedded_worker": bool, "archive_enabled": bool, "group_commit": bool,
-             "poll_interval": float}
+             "poll_interval": float, "projection_linger": float}
     values: dict[str, object] = {}
     for f in fields(Settings):
         raw = environ.get(PREFIX + f.name.upper())

@@ -113,12 +113,17 @@ class Worker:
         wakeups: Wakeups,
         *,
         poll_interval: float = 1.0,
+        linger: float = 0.0,
         on_error: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         self.projector = projector
         self.leadership = leadership
         self.wakeups = wakeups
         self.poll_interval = poll_interval
+        # After a partial batch, wait this long before the next: under a steady trickle (single
+        # ingest spreads ~3,000 events/s over thousands of models) folding every few events
+        # separately cost ~110 µs of CPU per event against ~45 with a 0.1 s linger.
+        self.linger = linger
         self.on_error = on_error
         self.leading: set[str] = set()
 
@@ -136,6 +141,8 @@ class Worker:
                         processed = self.projector.catch_up(name)
                         if processed == 0:
                             self.wakeups.wait(source, self.poll_interval)
+                        elif processed < self.projector.batch_size and self.linger > 0:
+                            stop.wait(self.linger)
                 except Exception as error:
                     log.exception("projection %s failed; retrying", name)
                     if self.on_error is not None:

@@ -93,6 +93,46 @@ class TestFollowing:
         finally:
             container.close()
 
+    def test_a_trickle_is_folded_in_a_few_lingering_transactions_and_every_event_lands(
+        self, container: Container, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        owner = uuid.uuid4()
+        model_id = register(container, owner, "m")
+        folded: list[int] = []
+        catch_up = container.projector.catch_up
+
+        def observed(name: str) -> int:  # records how many events each transaction folded
+            processed = catch_up(name)
+            if name == "usage" and processed:
+                folded.append(processed)
+            return processed
+
+        monkeypatch.setattr(container.projector, "catch_up", observed)
+        wakeups = Wakeups(["registry", "usage"])
+        worker = Worker(container.projector, leadership(container), wakeups, poll_interval=0.05,
+                        linger=0.25)
+        stop = threading.Event()
+        threads = worker.start(stop)
+        now = datetime.now(UTC)
+        try:
+            for burst in range(20):  # 100 events in 20 small appends over about half a second
+                container.usage_ledger.record([
+                    record_usage(model_id=model_id, owner_id=owner, request_id=f"t{burst}-{i}",
+                                 occurred_at=now, response_time_ms=5, input_bytes=1,
+                                 output_bytes=1, success=True, now=now)
+                    for i in range(5)
+                ])
+                wakeups.notify("usage")
+                time.sleep(0.025)
+            wait_until(lambda: position(container, "usage") == 100)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=5)
+        assert sum(folded) == 100
+        assert len(folded) <= 8  # without the linger: about one per append (20)
+        assert container.models.get(owner, model_id).usage.requests == 100
+
     def test_a_standby_worker_takes_over_when_the_leader_stops(self, container: Container) -> None:
         owner = uuid.uuid4()
         model_id = register(container, owner, "m")
