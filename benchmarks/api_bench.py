@@ -28,6 +28,7 @@ import random
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -138,6 +139,10 @@ class Server:
         self.url = f"http://127.0.0.1:{args.port}"
 
     def start(self, *, group_commit: bool = True) -> None:
+        # Another server on the port would answer the readiness check and be measured instead.
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", self.args.port)) == 0:
+                raise RuntimeError(f"port {self.args.port} is in use: stop that server first")
         env = {**os.environ, "MODELLEDGER_DATABASE_URL": self.args.pg,
                "MODELLEDGER_PG_SCHEMA": self.schema, "MODELLEDGER_JWT_SECRET": SECRET,
                "MODELLEDGER_DATA_DIR": str(self.data_dir), "MODELLEDGER_LOG_LEVEL": "WARNING",
