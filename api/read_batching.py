@@ -39,6 +39,7 @@ class Coalescer(Generic[K, V]):
         self.max_in_flight = max_in_flight
         self._waiting: dict[K, list[asyncio.Future[V | None]]] = {}
         self._in_flight = 0
+        self._running: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
         self.batches = 0  # statements run, for tests and curiosity
         self.keys = 0  # keys answered by them
 
@@ -53,7 +54,9 @@ class Coalescer(Generic[K, V]):
         keys = list(self._waiting)[: self.max_batch]
         batch = {key: self._waiting.pop(key) for key in keys}
         self._in_flight += 1
-        asyncio.get_running_loop().create_task(self._run(batch), name="read-batch")
+        task = asyncio.get_running_loop().create_task(self._run(batch), name="read-batch")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _run(self, batch: dict[K, list[asyncio.Future[V | None]]]) -> None:
         try:
