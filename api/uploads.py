@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from litestar.concurrency import sync_to_thread
 from litestar.openapi.spec import (
     OpenAPIMediaType,
     OpenAPIType,
@@ -128,8 +129,10 @@ async def _read_multipart(
     try:
         with PushMultipartParser(boundary, max_segment_count=16) as parser:
             async for chunk in _with_eof(request):
-                for part in parser.parse(chunk):
-                    reader.feed(part)
+                # Parsing, hashing and writing the file happen in a worker thread, one chunk
+                # at a time: a large upload must not hold the event loop (hashlib and file
+                # writes release the GIL).
+                await sync_to_thread(_parse, parser, reader, chunk)
         return reader.registration()
     except ArtifactTooLargeError as error:
         _discard(reader.upload)
@@ -140,6 +143,11 @@ async def _read_multipart(
     except BaseException:
         _discard(reader.upload)
         raise
+
+
+def _parse(parser: PushMultipartParser, reader: _FormReader, chunk: bytes) -> None:
+    for part in parser.parse(chunk):
+        reader.feed(part)
 
 
 async def _with_eof(request: Request[Any, Any, Any]) -> Any:
