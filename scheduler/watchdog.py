@@ -52,13 +52,6 @@ def check(
     return report
 
 
-def stalled(
-    container: Container, *, after: timedelta = STALL_AFTER, now: datetime | None = None
-) -> list[str]:
-    """Names of projections with lag that have made no progress for ``after``."""
-    return [p.name for p in check(container, after=after, now=now) if p.stalled]
-
-
 def projection_watchdog(container: Container) -> dict[str, Any]:
     """Job: log stalled projections; the summary names them with every lag."""
     report = check(container)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from modelledger.services import Actor
-from scheduler import archive, history, jobs, run_job, stalled, start_in_process
+from scheduler import archive, history, jobs, run_job, start_in_process, watchdog
 from scheduler.locks import job_lock
 from scheduler.runner import JOBS, build_scheduler
 from tests.scheduler.usage_fixtures import old_usage, register_models
@@ -76,6 +76,10 @@ def test_models_with_long_histories_are_snapshotted_once(container: Container) -
     (snapshot,) = snapshots.get(long_lived)
     assert snapshot.originator_version == 13
     assert container.models.get(owner, long_lived)["description"] == "d11"
+
+
+def stalled(container: Container, now: datetime | None = None) -> list[str]:
+    return [p.name for p in watchdog.check(container, now=now) if p.stalled]
 
 
 def test_a_projection_with_lag_and_no_progress_is_reported_stalled(container: Container) -> None:
