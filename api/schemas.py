@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime  # noqa: TC003 - needed at run time by msgspec/Litestar
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID  # noqa: TC003 - needed at run time by msgspec/Litestar
 
 import msgspec
+
+from modelledger.audit import AuditEntry  # noqa: TC001 - needed at run time by msgspec/Litestar
 
 MAX_BATCH = 10_000
 
@@ -83,17 +85,8 @@ class ModelPage(msgspec.Struct):
     total: int
 
 
-class HistoryEntry(msgspec.Struct):
-    type: str
-    at: datetime
-    actor: str
-    correlation_id: str
-    changes: dict[str, Any]
-    version: int
-
-
 class HistoryPage(msgspec.Struct):
-    items: list[HistoryEntry]
+    items: list[AuditEntry]
     next_cursor: str | None
     total: int
 
@@ -185,18 +178,6 @@ class ProjectionState(msgspec.Struct):
     position: int
     head: int
     lag: int
-
-
-class JobRunOut(msgspec.Struct):
-    """One run of a scheduler job."""
-
-    id: str
-    job: str
-    started_at: datetime
-    finished_at: datetime | None
-    outcome: str  # running, ok, error
-    summary: dict[str, Any]
-    host: str
 
 
 class Liveness(msgspec.Struct):

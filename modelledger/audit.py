@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from datetime import datetime  # noqa: TC003 - the API documents this struct at run time
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
+
+import msgspec
 
 from domain.model import Model
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from datetime import datetime
 
 
-@dataclass(frozen=True)
-class AuditEntry:
+class AuditEntry(msgspec.Struct, frozen=True):
+    """One event of the trail; also an item of ``GET /api/models/{id}/history``."""
+
     type: str
     at: datetime
     actor: str

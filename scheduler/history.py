@@ -6,9 +6,10 @@ import json
 import socket
 import uuid
 import weakref
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 if TYPE_CHECKING:
     from projections.store import ReadStore
@@ -23,8 +24,9 @@ _TS = "%Y-%m-%dT%H:%M:%S.%f+00:00"  # fixed width: text order is time order
 _ready: weakref.WeakSet[ReadStore] = weakref.WeakSet()  # stores whose table exists
 
 
-@dataclass(frozen=True)
-class JobRun:
+class JobRun(msgspec.Struct, frozen=True):
+    """One run of a job; also an item of ``GET /api/admin/jobs``."""
+
     id: str
     job: str
     started_at: datetime

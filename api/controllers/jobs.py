@@ -10,8 +10,7 @@ from litestar.params import QueryParameter
 from api.auth import SCOPE_ADMIN, requires
 from api.deps import ApiRequest, container
 from api.errors import problem_responses
-from api.schemas import JobRunOut
-from scheduler.history import recent
+from scheduler.history import JobRun, recent
 
 
 class JobsController(Controller):
@@ -33,9 +32,5 @@ class JobsController(Controller):
         job: Annotated[
             str | None, QueryParameter(max_length=100, description="Only runs of this job")
         ] = None,
-    ) -> list[JobRunOut]:
-        runs = recent(container(request).store, limit=limit, job=job)
-        return [
-            JobRunOut(r.id, r.job, r.started_at, r.finished_at, r.outcome, r.summary, r.host)
-            for r in runs
-        ]
+    ) -> list[JobRun]:
+        return recent(container(request).store, limit=limit, job=job)

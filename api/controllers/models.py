@@ -14,7 +14,7 @@ from api import presenters
 from api.auth import SCOPE_MODELS, requires
 from api.deps import ApiRequest, actor, artifacts, container, principal, reads
 from api.errors import InvalidParameterError, PreconditionFailedError, problem_responses
-from api.schemas import HistoryEntry, HistoryPage, ModelDetail, ModelPage, ModelUpdate
+from api.schemas import HistoryPage, ModelDetail, ModelPage, ModelUpdate
 from api.uploads import RegisterOperation, read_registration
 from domain.errors import ModelNotFoundError, VersionConflictError
 from domain.model import ModelStatus
@@ -209,12 +209,7 @@ class ModelController(Controller):
         next_cursor = None
         if len(page) == limit and page[-1].version < entries[-1].version:
             next_cursor = presenters.encode_cursor("history", page[-1].version)
-        items = [
-            HistoryEntry(type=e.type, at=e.at, actor=e.actor, correlation_id=e.correlation_id,
-                         changes=e.changes, version=e.version)
-            for e in page
-        ]
-        return HistoryPage(items, next_cursor, len(entries))
+        return HistoryPage(page, next_cursor, len(entries))
 
 
 def _after(cursor: str, sort: str) -> tuple[Any, UUID]:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
@@ -64,7 +65,9 @@ def audit(
     if moment is not None:
         usage = [u for u in usage if datetime.fromisoformat(u["occurred_at"]) <= moment]
     if as_json:
-        document: dict[str, object] = {"events": [e.__dict__ for e in entries], "state": state}
+        document: dict[str, object] = {
+            "events": [msgspec.structs.asdict(e) for e in entries], "state": state
+        }
         if archived_usage:
             document["archived_usage"] = usage
         click.echo(json.dumps(document, default=str, indent=2))

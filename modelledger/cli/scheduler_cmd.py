@@ -9,6 +9,7 @@ import threading
 from datetime import timedelta
 
 import click
+import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 from rich.table import Table
@@ -114,7 +115,7 @@ def jobs(ctx: click.Context, *, limit: int, as_json: bool) -> None:
         runs = history.recent(c.store, limit=limit)
     if as_json:
         for run in runs:
-            click.echo(json.dumps(run.__dict__, default=str))
+            click.echo(json.dumps(msgspec.structs.asdict(run), default=str))
         return
     table = Table("job", "started", "seconds", "outcome", "summary", "host")
     for run in runs:
