@@ -44,7 +44,8 @@ def write(directory: Path, events: Iterable[tuple[int, PredictionUsage.Recorded]
         by_day[e.occurred_at.astimezone(UTC).date()].append(
             _encoder.encode(_line(notification_id, e))
         )
-    return write_lines(directory, {day: b"\n".join(lines) + b"\n" for day, lines in by_day.items()})
+    encoded = {day: b"\n".join(lines) + b"\n" for day, lines in by_day.items()}
+    return write_lines(directory, compress_lines(encoded))
 
 
 def compress_lines(by_day: Mapping[date, bytes]) -> dict[date, bytes]:
@@ -52,15 +53,12 @@ def compress_lines(by_day: Mapping[date, bytes]) -> dict[date, bytes]:
     return {day: gzip.compress(lines, compresslevel=1) for day, lines in by_day.items()}
 
 
-def write_lines(
-    directory: Path, by_day: Mapping[date, bytes], *, compressed: bool = False
-) -> int:
-    """Append each day's JSON Lines (encoded, newline-terminated; or ``compress_lines``'
-    gzip members when ``compressed``) to its file, synced to disk; returns bytes written."""
+def write_lines(directory: Path, by_day: Mapping[date, bytes]) -> int:
+    """Append each day's gzip member (``compress_lines``) to its file, synced to disk; returns
+    bytes written."""
     directory.mkdir(parents=True, exist_ok=True)
     written = 0
-    for day, lines in sorted(by_day.items()):
-        payload = lines if compressed else gzip.compress(lines, compresslevel=1)
+    for day, payload in sorted(by_day.items()):
         with (directory / f"{_PREFIX}{day.isoformat()}{_SUFFIX}").open("ab") as file:
             file.write(payload)
             file.flush()

@@ -361,9 +361,7 @@ def _compact_chunk(
     if summary.dry_run or not compacted:
         return
     if archive_to is not None:
-        summary.archived_bytes += archive.write_lines(
-            archive_to, chunk.archive_payloads_now(), compressed=True
-        )
+        summary.archived_bytes += archive.write_lines(archive_to, chunk.archive_payloads_now())
     change = Replacement(
         raw_topic=RAW_TOPIC, raw_ranges=chunk.ranges(), delete_ids=delete_ids, rollups=rollups
     )
