@@ -61,22 +61,20 @@ def _stats(store: ReadStore, values: Sequence[Any]) -> UsageStats:
     return stats_from_values(store.row_from_db(values, _STATS_KIND_LIST))
 
 
-def get_model_statement(store: ReadStore, owner_id: UUID, model_id: UUID) -> Statement:
-    """``get_model``'s SELECT: one row (``model_row``) or none."""
-    return (
-        store.q(
-            f"SELECT {_MODEL_COLUMNS}, {_TOTALS_COLUMNS} FROM model_view m "
-            "LEFT JOIN usage_model_totals t ON t.model_id = m.id "
-            "WHERE m.id = ? AND m.owner_id = ?"
-        ),
-        [store.to_db(model_id, "uuid"), store.to_db(owner_id, "uuid")],
-    )
+# ``model_row``s: a model and its totals.
+_DETAIL_SELECT = (
+    f"SELECT {_MODEL_COLUMNS}, {_TOTALS_COLUMNS} FROM model_view m "
+    "LEFT JOIN usage_model_totals t ON t.model_id = m.id"
+)
 
 
 def get_model(store: ReadStore, owner_id: UUID, model_id: UUID) -> ModelRow | None:
     """The owner's model with its usage summary, or None (also for another owner's model)."""
     with store.read() as cur:
-        cur.execute(*get_model_statement(store, owner_id, model_id))
+        cur.execute(
+            store.q(f"{_DETAIL_SELECT} WHERE m.id = ? AND m.owner_id = ?"),
+            (store.to_db(model_id, "uuid"), store.to_db(owner_id, "uuid")),
+        )
         row = cur.fetchone()
     return None if row is None else model_row(store, row)
 
@@ -151,13 +149,7 @@ def list_models(
 def get_models_statement(store: ReadStore, model_ids: Sequence[UUID]) -> Statement:
     """PostgreSQL: ``get_model``'s SELECT for many models, whoever owns them (``model_row``s;
     the caller checks the owner)."""
-    return (
-        store.q(
-            f"SELECT {_MODEL_COLUMNS}, {_TOTALS_COLUMNS} FROM model_view m "
-            "LEFT JOIN usage_model_totals t ON t.model_id = m.id WHERE m.id = ANY(?)"
-        ),
-        [list(model_ids)],
-    )
+    return store.q(f"{_DETAIL_SELECT} WHERE m.id = ANY(?)"), [list(model_ids)]
 
 
 def list_models_for_owners(
@@ -216,32 +208,21 @@ def model_lookup(store: ReadStore, model_ids: Sequence[UUID]) -> dict[UUID, tupl
         return store.owners_and_statuses(cur, list(dict.fromkeys(model_ids)))
 
 
-def usage_hours_statement(
-    store: ReadStore, scope: str, key: UUID, hour_from: int, hour_to: int
-) -> Statement:
-    """``usage_hours``'s SELECT (rows for ``hour_rows``)."""
-    table, column = {"model": ("usage_model_hourly", "model_id"),
-                     "owner": ("usage_owner_hourly", "owner_id")}[scope]
-    return (
-        store.q(
-            f"SELECT hour, {', '.join(STATS_NAMES)} FROM {table} "
-            f"WHERE {column} = ? AND hour >= ? AND hour < ? ORDER BY hour"
-        ),
-        [store.to_db(key, "uuid"), hour_from, hour_to],
-    )
-
-
-def hour_rows(store: ReadStore, rows: Sequence[Sequence[Any]]) -> list[tuple[int, UsageStats]]:
-    return [(int(row[0]), _stats(store, row[1:])) for row in rows]
-
-
 def usage_hours(
     store: ReadStore, scope: str, key: UUID, hour_from: int, hour_to: int
 ) -> list[tuple[int, UsageStats]]:
     """Hourly statistics rows of a model or an owner with ``hour_from <= hour < hour_to``."""
+    table, column = {"model": ("usage_model_hourly", "model_id"),
+                     "owner": ("usage_owner_hourly", "owner_id")}[scope]
     with store.read() as cur:
-        cur.execute(*usage_hours_statement(store, scope, key, hour_from, hour_to))
-        return hour_rows(store, cur.fetchall())
+        cur.execute(
+            store.q(
+                f"SELECT hour, {', '.join(STATS_NAMES)} FROM {table} "
+                f"WHERE {column} = ? AND hour >= ? AND hour < ? ORDER BY hour"
+            ),
+            (store.to_db(key, "uuid"), hour_from, hour_to),
+        )
+        return [(int(row[0]), _stats(store, row[1:])) for row in cur.fetchall()]
 
 
 def owner_usage(
