@@ -78,17 +78,24 @@ def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[P
 
 def _validation_exception(exc: ValidationException) -> Response[Problem]:
     """Litestar's parameter and body checks: 400, or 422 for a body field the schema lacks."""
+    invalid, unknown_field = _validation_params(exc)
+    detail = "; ".join(f"{p.name}: {p.reason}" for p in invalid) or "invalid request"
+    return problem(422 if unknown_field else 400, detail, invalid=invalid or None)
+
+
+def _validation_params(exc: ValidationException) -> tuple[list[InvalidParam], bool]:
+    """The problems Litestar found, and whether one is a body field the schema lacks."""
     invalid: list[InvalidParam] = []
+    unknown_field = False
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if not isinstance(item, dict):
             continue
         message = str(item.get("message", "invalid value"))
         name = str(item.get("key") or item.get("source") or "body")
         if (match := _UNKNOWN_FIELD.search(message)) is not None:
-            name = match.group(1)
+            name, unknown_field = match.group(1), True
         invalid.append(InvalidParam(name=name, reason=message))
-    detail = "; ".join(f"{p.name}: {p.reason}" for p in invalid) or "invalid request"
-    return problem(status_of(exc), detail, invalid=invalid or None)
+    return invalid, unknown_field
 
 
 _DomainKinds = type[ModelLedgerError] | tuple[type[ModelLedgerError], ...]
@@ -102,11 +109,7 @@ _DOMAIN_STATUS: tuple[tuple[_DomainKinds, int], ...] = (
 def status_of(exc: BaseException) -> int:
     """The status of the problem ``EXCEPTION_HANDLERS`` answer ``exc`` with."""
     if isinstance(exc, ValidationException):
-        unknown = any(
-            isinstance(item, dict) and _UNKNOWN_FIELD.search(str(item.get("message", "")))
-            for item in (exc.extra if isinstance(exc.extra, list) else [])
-        )
-        return 422 if unknown else 400
+        return 422 if _validation_params(exc)[1] else 400
     if isinstance(exc, HTTPException):
         return exc.status_code
     if isinstance(exc, WindowError):
