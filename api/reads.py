@@ -24,7 +24,7 @@ from domain.usage_stats import UsageStats
 from projections import queries, windows
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from uuid import UUID
 
     from modelledger.settings import Settings
@@ -107,10 +107,10 @@ class Reads:
             rows = await self._run(
                 queries.list_models_for_owners(self.store, owners, **dict(filters))
             )
-            for owner, owned in groupby(rows, lambda r: r[0]):
-                listed = list(owned)
-                models = [queries.list_row(self.store, r[2:]) for r in listed if r[2] is not None]
-                pages[owner, filters] = (models, int(listed[0][1]))
+            for owner, total, listed in _per_key(rows):
+                pages[owner, filters] = (
+                    [queries.list_row(self.store, row) for row in listed], int(total)
+                )
         return pages
 
     # -- usage series -------------------------------------------------------------------------
@@ -147,15 +147,22 @@ class Reads:
             rows = await self._run(queries.model_windows_statement(
                 self.store, models, [span.first_hour for span in spans], end_hour
             ))
-            for model_id, of_model in groupby(rows, lambda r: r[0]):
-                listed = list(of_model)
-                summed = dict(queries.windows_row(r[2:]) for r in listed if r[2] is not None)
+            for model_id, owner_id, listed in _per_key(rows):
+                summed = dict(queries.windows_row(row) for row in listed)
                 buckets = [
                     windows.Bucket(span.start, span.end, summed.get(index) or UsageStats())
                     for index, span in enumerate(spans)
                 ]
-                found[(model_id, *shared)] = (listed[0][1], buckets)
+                found[(model_id, *shared)] = (owner_id, buckets)
         return found
+
+
+def _per_key(rows: list[Any]) -> Iterator[tuple[Any, Any, list[Any]]]:
+    """Rows of a batched statement (key, a per-key value, then a LEFT JOIN's columns, NULL
+    when it matched nothing), ordered by key: each key, its value and its joined rows."""
+    for key, of_key in groupby(rows, lambda row: row[0]):
+        listed = list(of_key)
+        yield key, listed[0][1], [row[2:] for row in listed if row[2] is not None]
 
 
 def _hour(index: int) -> datetime:

@@ -59,6 +59,10 @@ class PostgresStore(ReadStore):
     def q(self, sql: str) -> str:
         return sql.replace("?", "%s")
 
+    def row_from_db(self, values: Sequence[Any], kinds: Sequence[str]) -> Sequence[Any]:
+        del kinds  # psycopg already returns every logical type as the Python value it stands for
+        return values
+
     @contextmanager
     def write(self, lock_name: str) -> Iterator[Cursor]:
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:

@@ -107,10 +107,7 @@ class ReadStore(ABC):
         return value
 
     def row_from_db(self, values: Sequence[Any], kinds: Sequence[str]) -> Sequence[Any]:
-        """``from_db`` of each value; the values themselves where the driver already returns
-        every type as Python's (PostgreSQL)."""
-        if type(self).from_db is ReadStore.from_db:
-            return values
+        """``from_db`` of each value of a row."""
         return [self.from_db(v, k) for v, k in zip(values, kinds, strict=True)]
 
     # -- schema -------------------------------------------------------------------------

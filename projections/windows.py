@@ -65,12 +65,7 @@ def _normalise(wall: datetime, tz: ZoneInfo) -> datetime:
     return aware
 
 
-_FIXED_STEPS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
-
-
 def next_start(start: datetime, window: str, tz: ZoneInfo) -> datetime:
-    if tz.key == "UTC" and window in _FIXED_STEPS:
-        return start + _FIXED_STEPS[window]  # no DST: the slow path below gives the same
     if window == "hour":
         return (start.astimezone(UTC) + timedelta(hours=1)).astimezone(tz)
     wall = start.astimezone(tz).replace(tzinfo=None)
