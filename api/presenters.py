@@ -14,7 +14,7 @@ from api import schemas
 from api.errors import InvalidParameterError
 
 if TYPE_CHECKING:
-    from domain.usage_stats import UsageStats
+    from projections.figures import UsageFigures
     from projections.queries import ModelRow
     from projections.windows import Bucket
 
@@ -25,26 +25,25 @@ _Summary = tuple[
 ]
 
 
-def _summary(stats: UsageStats) -> _Summary:
+def _summary(f: UsageFigures) -> _Summary:
     """The fields a usage total and a window bucket share, in their declaration order from
     ``successes`` to ``output_bytes`` (positional: a 90-day series builds 91 buckets).
     """
-    if not stats.requests:  # most buckets of a sparse series; served requests are the only
+    if not f.requests:  # most buckets of a sparse series; served requests are the only
         # source of every field but ``rejected``
-        return (0, 0, stats.rejected, None, None, None, None, None, None, None, 0, 0)
-    p50, p95, p99 = stats.percentiles_ms(0.5, 0.95, 0.99)
+        return (0, 0, f.rejected, None, None, None, None, None, None, None, 0, 0)
     return (
-        stats.successes, stats.failures, stats.rejected, stats.success_rate, stats.avg_ms,
-        stats.min_ms, stats.max_ms, p50, p95, p99, stats.input_bytes, stats.output_bytes,
+        f.successes, f.failures, f.rejected, f.success_rate, f.avg_ms, f.min_ms, f.max_ms,
+        *f.percentiles_ms, f.input_bytes, f.output_bytes,
     )
 
 
-def totals(stats: UsageStats) -> schemas.UsageTotals:
-    return schemas.UsageTotals(stats.requests, *_summary(stats), stats.last_at)
+def totals(f: UsageFigures) -> schemas.UsageTotals:
+    return schemas.UsageTotals(f.requests, *_summary(f), f.last_at)
 
 
 def bucket(b: Bucket) -> schemas.UsageBucket:
-    return schemas.UsageBucket(b.start, b.end, b.stats.requests, *_summary(b.stats))
+    return schemas.UsageBucket(b.start, b.end, b.figures.requests, *_summary(b.figures))
 
 
 def _artifact(values: dict[str, Any]) -> schemas.Artifact | None:

@@ -20,8 +20,8 @@ from litestar.concurrency import sync_to_thread
 from psycopg_pool import AsyncConnectionPool
 
 from api.read_batching import Coalescer
-from domain.usage_stats import UsageStats
 from projections import queries, windows
+from projections.figures import EMPTY
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -119,16 +119,19 @@ class Reads:
         self, owner_id: UUID, model_id: UUID, window: str, tz: str, spans: Sequence[Span]
     ) -> list[Bucket] | None:
         """The model's statistics per window (``spans``), or None unless it is ``owner_id``'s
-        model. On PostgreSQL the hours are summed per window in SQL (a busy model has 2,160
-        hourly rows in 90 days, and Python would build and merge each)."""
+        model. Whole UTC days are read from the daily rows, anything else from the hourly ones;
+        on PostgreSQL windows of several rows are summed in SQL (a busy model has 2,160 hourly
+        rows in 90 days, and Python would build and merge each)."""
+        unit = windows.unit_hours(spans)
         if self.pool is None:
             def both() -> list[Bucket] | None:
                 if queries.get_model(self.store, owner_id, model_id) is None:
                     return None
-                hours = queries.usage_hours(
-                    self.store, "model", model_id, spans[0].first_hour, spans[-1].end_hour
+                rows = queries.usage_rows(
+                    self.store, "model", model_id, unit=unit,
+                    start=spans[0].first_hour // unit, end=spans[-1].end_hour // unit,
                 )
-                return windows.bucketise(hours, spans)
+                return windows.bucketise(rows, spans, unit)
 
             return await sync_to_thread(both)
         key = (model_id, window, tz, spans[0].first_hour, spans[-1].end_hour)
@@ -144,13 +147,15 @@ class Reads:
         for shared, models in _grouped(keys, lambda key: (key[1:], key[0])).items():
             window, tz, first_hour, end_hour = shared
             spans = windows.spans(window, windows.zone(tz), _hour(first_hour), _hour(end_hour))
+            unit = windows.unit_hours(spans)
             rows = await self._run(queries.model_windows_statement(
-                self.store, models, [span.first_hour for span in spans], end_hour
+                self.store, models, unit, [span.first_hour // unit for span in spans],
+                end_hour // unit,
             ))
             for model_id, owner_id, listed in _per_key(rows):
                 summed = dict(queries.windows_row(row) for row in listed)
                 buckets = [
-                    windows.Bucket(span.start, span.end, summed.get(index) or UsageStats())
+                    windows.Bucket(span.start, span.end, summed.get(index, EMPTY))
                     for index, span in enumerate(spans)
                 ]
                 found[(model_id, *shared)] = (owner_id, buckets)

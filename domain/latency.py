@@ -57,16 +57,22 @@ def percentile(histogram: Mapping[int, int], q: float) -> float | None:
 
 
 def percentiles(histogram: Mapping[int, int], qs: Iterable[float]) -> list[float | None]:
-    """Several nearest-rank quantiles: each is the first bucket whose running count reaches
+    """Several nearest-rank quantiles in microseconds (None when the histogram is empty)."""
+    buckets = percentile_buckets(histogram, qs)
+    return [None if index is None else bucket_value(index) for index in buckets]
+
+
+def percentile_buckets(histogram: Mapping[int, int], qs: Iterable[float]) -> list[int | None]:
+    """The bucket of each nearest-rank quantile: the first bucket whose running count reaches
     its rank (``bisect`` over the running counts; a model's all-time histogram has ~100 buckets).
     """
     qs = list(qs)
-    if len(histogram) == 1:  # common in short windows: every quantile is that bucket's value
+    if len(histogram) == 1:  # common in short windows: every quantile is that bucket
         ((index, count),) = histogram.items()
-        return [bucket_value(index) if count else None] * len(qs)
+        return [index if count else None] * len(qs)
     keys = sorted(histogram)
     running = list(accumulate(map(histogram.__getitem__, keys)))
     total = running[-1] if running else 0
     if total == 0:
         return [None] * len(qs)
-    return [bucket_value(keys[bisect_left(running, max(1, math.ceil(q * total)))]) for q in qs]
+    return [keys[bisect_left(running, max(1, math.ceil(q * total)))] for q in qs]

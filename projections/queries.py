@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from domain.usage_stats import UsageStats
-from projections.store import ReadStore, stats_from_sums, stats_from_values
+from projections.figures import EMPTY, UsageFigures, figures_from_row
+from projections.store import ReadStore, figures_from_sums, stats_from_values
 from projections.tables import MODEL_VIEW, STATS_COLUMNS, STATS_NAMES
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from uuid import UUID
+
+    from domain.usage_stats import UsageStats
 
 _MODEL_KINDS = dict(MODEL_VIEW.columns)
 _MODEL_KIND_LIST = tuple(kind for _, kind in MODEL_VIEW.columns)
@@ -27,11 +29,11 @@ Statement = tuple[str, list[Any]]
 
 @dataclass(frozen=True)
 class ModelRow:
-    """A row of ``model_view`` with the model's all-time usage summary (on a list page: only
+    """A row of ``model_view`` with the model's all-time usage figures (on a list page: only
     the request count)."""
 
     values: dict[str, Any]
-    usage: UsageStats
+    usage: UsageFigures
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -46,19 +48,20 @@ def _model_values(store: ReadStore, row: Sequence[Any]) -> dict[str, Any]:
 
 def model_row(store: ReadStore, row: Sequence[Any]) -> ModelRow:
     """A ``model_view`` row followed by its totals' ``STATS_COLUMNS`` (NULLs: no usage yet)."""
-    return ModelRow(_model_values(store, row), _stats(store, row[_MODEL_WIDTH:]))
+    return ModelRow(_model_values(store, row), _figures(store, row[_MODEL_WIDTH:]))
 
 
 def list_row(store: ReadStore, row: Sequence[Any]) -> ModelRow:
     """A ``model_view`` row followed by its request count (NULL: no usage yet): a list item
     shows the count, not percentiles, and decoding totals was most of converting a row."""
-    return ModelRow(_model_values(store, row), UsageStats(requests=row[_MODEL_WIDTH] or 0))
+    return ModelRow(_model_values(store, row), UsageFigures(requests=row[_MODEL_WIDTH] or 0))
 
 
-def _stats(store: ReadStore, values: Sequence[Any]) -> UsageStats:
+def _figures(store: ReadStore, values: Sequence[Any]) -> UsageFigures:
+    """A statistics row's figures (NULLs: no usage yet)."""
     if values[0] is None:
-        return UsageStats()
-    return stats_from_values(store.row_from_db(values, _STATS_KIND_LIST))
+        return EMPTY
+    return figures_from_row(store.row_from_db(values, _STATS_KIND_LIST))
 
 
 # ``model_row``s: a model and its totals.
@@ -171,35 +174,62 @@ def list_models_for_owners(
     return statement, [list(owner_ids), *count_params, *page_params]
 
 
-def model_windows_statement(
-    store: ReadStore, model_ids: Sequence[UUID], window_starts: Sequence[int], hour_to: int
-) -> Statement:
-    """PostgreSQL: the owner of each known model among ``model_ids`` and its hourly rows summed
-    per window, the windows being consecutive and starting at the hours ``window_starts``
-    (the last ends at ``hour_to``).
+_USAGE_TABLES = {
+    ("model", 1): ("usage_model_hourly", "model_id", "hour"),
+    ("owner", 1): ("usage_owner_hourly", "owner_id", "hour"),
+    ("model", 24): ("usage_model_daily", "model_id", "day"),
+    ("owner", 24): ("usage_owner_daily", "owner_id", "day"),
+}
 
-    Rows: the model id, its owner, then the window's 1-based index and ``windows_row``'s
-    columns (NULL when the model has no rows in range), by model and window.
+
+def model_windows_statement(
+    store: ReadStore, model_ids: Sequence[UUID], unit: int, window_starts: Sequence[int],
+    end: int,
+) -> Statement:
+    """PostgreSQL: the owner of each known model among ``model_ids`` and its statistics rows
+    summed per window, the windows being consecutive and starting at the ``window_starts``
+    (the last ends at ``end``), all counted in ``unit`` hours: 1 (hourly rows) or 24 (daily).
+
+    Rows: the model id, its owner, then the window's 0-based index and ``windows_row``'s
+    columns (NULL when the model has no rows in range), by model and window. When each window
+    is one row (a daily series in UTC, an hourly series) nothing is summed: the rows are read
+    as stored, percentiles included.
     """
-    sums = ", ".join(
-        f"min(h.{n})" if n == "min_us" else f"max(h.{n})" if n in {"max_us", "last_at"}
-        else "array_agg(h.histogram)" if n == "histogram" else f"sum(h.{n})::bigint"
-        for n in STATS_NAMES
-    )
+    table, _, index = _USAGE_TABLES["model", unit]
+    if len(window_starts) == end - window_starts[0]:  # one unit per window
+        return (
+            store.q(
+                f"SELECT m.id, m.owner_id, h.{index} - ?, {_ROW_COLUMNS} FROM model_view m "
+                f"LEFT JOIN {table} h ON h.model_id = m.id AND h.{index} >= ? AND h.{index} < ? "
+                f"WHERE m.id = ANY(?) ORDER BY m.id, h.{index}"
+            ),
+            [window_starts[0], window_starts[0], end, list(model_ids)],
+        )
     return (
         store.q(
             "SELECT m.id, m.owner_id, w.* FROM model_view m LEFT JOIN LATERAL ("
-            f"SELECT width_bucket(h.hour, ?::bigint[]) AS window_index, {sums} "
-            "FROM usage_model_hourly h WHERE h.model_id = m.id AND h.hour >= ? AND h.hour < ? "
+            f"SELECT width_bucket(h.{index}, ?::bigint[]) - 1 AS window_index, {_SUMS} "
+            f"FROM {table} h WHERE h.model_id = m.id AND h.{index} >= ? AND h.{index} < ? "
             "GROUP BY 1) AS w ON true WHERE m.id = ANY(?) ORDER BY m.id, w.window_index"
         ),
-        [list(window_starts), window_starts[0], hour_to, list(model_ids)],
+        [list(window_starts), window_starts[0], end, list(model_ids)],
     )
 
 
-def windows_row(row: Sequence[Any]) -> tuple[int, UsageStats]:
-    """A ``model_windows_statement`` window: its 0-based index and its summed statistics."""
-    return int(row[0]) - 1, stats_from_sums(row[1:])
+# A row as stored: its histogram is not needed (NULL), its percentile buckets are.
+_ROW_COLUMNS = ", ".join("NULL" if n == "histogram" else f"h.{n}" for n in STATS_NAMES)
+# Summed rows: a window of one row keeps that row's percentile buckets (min of one value).
+_SUMS = ", ".join(
+    f"min(h.{n})" if n == "min_us" or n.endswith("_bucket")
+    else f"max(h.{n})" if n in {"max_us", "last_at"}
+    else "array_agg(h.histogram)" if n == "histogram" else f"sum(h.{n})::bigint"
+    for n in STATS_NAMES
+)
+
+
+def windows_row(row: Sequence[Any]) -> tuple[int, UsageFigures]:
+    """A ``model_windows_statement`` window: its 0-based index and its figures."""
+    return int(row[0]), figures_from_sums(row[1:])
 
 
 def model_lookup(store: ReadStore, model_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, str]]:
@@ -208,34 +238,37 @@ def model_lookup(store: ReadStore, model_ids: Sequence[UUID]) -> dict[UUID, tupl
         return store.owners_and_statuses(cur, list(dict.fromkeys(model_ids)))
 
 
-def usage_hours(
-    store: ReadStore, scope: str, key: UUID, hour_from: int, hour_to: int
+def usage_rows(
+    store: ReadStore, scope: str, key: UUID, *, unit: int, start: int, end: int
 ) -> list[tuple[int, UsageStats]]:
-    """Hourly statistics rows of a model or an owner with ``hour_from <= hour < hour_to``."""
-    table, column = {"model": ("usage_model_hourly", "model_id"),
-                     "owner": ("usage_owner_hourly", "owner_id")}[scope]
+    """Statistics rows of a model or an owner (``scope``) by hour (``unit`` 1) or UTC day
+    (``unit`` 24), ``start <= index < end``, in order."""
+    table, column, index = _USAGE_TABLES[scope, unit]
     with store.read() as cur:
         cur.execute(
             store.q(
-                f"SELECT hour, {', '.join(STATS_NAMES)} FROM {table} "
-                f"WHERE {column} = ? AND hour >= ? AND hour < ? ORDER BY hour"
+                f"SELECT {index}, {', '.join(STATS_NAMES)} FROM {table} "
+                f"WHERE {column} = ? AND {index} >= ? AND {index} < ? ORDER BY {index}"
             ),
-            (store.to_db(key, "uuid"), hour_from, hour_to),
+            (store.to_db(key, "uuid"), start, end),
         )
-        return [(int(row[0]), _stats(store, row[1:])) for row in cur.fetchall()]
+        return [
+            (int(row[0]), stats_from_values(store.row_from_db(row[1:], _STATS_KIND_LIST)))
+            for row in cur.fetchall()
+        ]
 
 
 def owner_usage(
     store: ReadStore, owner_id: UUID
-) -> tuple[UsageStats, list[tuple[UUID, str | None, UsageStats]]]:
-    """An owner's all-time totals and the per-model breakdown (id, name, statistics)."""
+) -> tuple[UsageFigures, list[tuple[UUID, str | None, UsageFigures]]]:
+    """An owner's all-time totals and the per-model breakdown (id, name, figures)."""
     with store.read() as cur:
         cur.execute(
             store.q(f"SELECT {', '.join(STATS_NAMES)} FROM usage_owner_totals WHERE owner_id = ?"),
             (store.to_db(owner_id, "uuid"),),
         )
         row = cur.fetchone()
-        totals = UsageStats() if row is None else _stats(store, row)
+        totals = EMPTY if row is None else _figures(store, row)
         cur.execute(
             store.q(
                 f"SELECT t.model_id, m.name, {', '.join('t.' + n for n in STATS_NAMES)} "
@@ -245,7 +278,7 @@ def owner_usage(
             (store.to_db(owner_id, "uuid"),),
         )
         per_model = [
-            (store.from_db(r[0], "uuid"), r[1], _stats(store, r[2:])) for r in cur.fetchall()
+            (store.from_db(r[0], "uuid"), r[1], _figures(store, r[2:])) for r in cur.fetchall()
         ]
     return totals, per_model
 

@@ -16,11 +16,14 @@ import msgspec
 
 from domain import latency
 from domain.usage_stats import UsageStats
+from projections.figures import UsageFigures, figures_from_row, figures_of, percentile_buckets
 from projections.tables import (
     MODEL_VIEW,
     PROJECTION_TABLES,
+    USAGE_MODEL_DAILY,
     USAGE_MODEL_HOURLY,
     USAGE_MODEL_TOTALS,
+    USAGE_OWNER_DAILY,
     USAGE_OWNER_HOURLY,
     USAGE_OWNER_TOTALS,
     Table,
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
     from projections.usage_view import UsageDelta
 
 # Bumped when a projection's tables or fold change: the old tables must then be rebuilt.
-SCHEMA_VERSIONS: dict[str, int] = {"models": 1, "usage": 1}
+SCHEMA_VERSIONS: dict[str, int] = {"models": 1, "usage": 2}
 NEXT = "__next"  # suffix of the tables a rebuild builds aside
 
 _hist_encoder = msgspec.msgpack.Encoder()
@@ -265,12 +268,13 @@ class ReadStore(ABC):
         cache = self._stats_caches.setdefault("usage" + suffix, _StatsCache())
         cache.begin(before)
         try:
-            self._merge_stats(
-                cur, _suffixed(USAGE_MODEL_HOURLY, suffix), delta.model_hourly, (), cache
-            )
-            self._merge_stats(
-                cur, _suffixed(USAGE_OWNER_HOURLY, suffix), delta.owner_hourly, (), cache
-            )
+            for table, stats in (
+                (USAGE_MODEL_HOURLY, delta.model_hourly),
+                (USAGE_OWNER_HOURLY, delta.owner_hourly),
+                (USAGE_MODEL_DAILY, delta.model_daily),
+                (USAGE_OWNER_DAILY, delta.owner_daily),
+            ):
+                self._merge_stats(cur, _suffixed(table, suffix), stats, (), cache)
             self._merge_stats(
                 cur,
                 _suffixed(USAGE_MODEL_TOTALS, suffix),
@@ -352,6 +356,7 @@ def stats_values(stats: UsageStats) -> tuple[Any, ...]:
         stats.output_bytes,
         _hist_encoder.encode(dict(sorted(stats.histogram.items()))),  # canonical bytes
         stats.last_at,
+        *percentile_buckets(stats),
     )
 
 
@@ -360,19 +365,23 @@ def stats_from_values(values: Sequence[Any]) -> UsageStats:
     return _stats_with(values, _hist_decoder.decode(values[9]))
 
 
-def stats_from_sums(values: Sequence[Any]) -> UsageStats:
-    """``stats_from_values`` for rows summed in SQL: the histogram column holds the encoded
-    histograms of every row summed, which are decoded and added up here."""
+def figures_from_sums(values: Sequence[Any]) -> UsageFigures:
+    """Figures of rows summed in SQL (``STATS_COLUMNS``' sums, extremes, the array of the
+    rows' encoded histograms, the latest ``last_at`` and, when one row was summed, its
+    percentile buckets): only several rows' histograms are decoded and added up. A NULL
+    array: one row read as stored."""
     histograms = values[9]
+    if histograms is None or len(histograms) == 1:
+        return figures_from_row(values)
     histogram: dict[int, int] = _hist_decoder.decode(histograms[0])
     for encoded in histograms[1:]:
         latency.merge_into(histogram, _hist_decoder.decode(encoded))
-    return _stats_with(values, histogram)
+    return figures_of(_stats_with(values, histogram))
 
 
 def _stats_with(values: Sequence[Any], histogram: dict[int, int]) -> UsageStats:
     (requests, successes, failures, rejected, total_us, min_us, max_us,
-     input_bytes, output_bytes, _, last_at) = values
+     input_bytes, output_bytes, _, last_at) = values[:11]
     return UsageStats(
         requests=requests,
         successes=successes,

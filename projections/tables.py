@@ -65,6 +65,11 @@ STATS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("output_bytes", "int"),
     ("histogram", "bytes"),
     ("last_at", "ts"),
+    # The histogram buckets of p50, p95 and p99 (``figures.percentile_buckets``): derived from
+    # ``histogram`` when the row is written, so reading one row decodes no histogram.
+    ("p50_bucket", "int"),
+    ("p95_bucket", "int"),
+    ("p99_bucket", "int"),
 )
 
 USAGE_MODEL_HOURLY = Table(
@@ -76,6 +81,18 @@ USAGE_OWNER_HOURLY = Table(
     name="usage_owner_hourly",
     columns=(("owner_id", "uuid"), ("hour", "int"), *STATS_COLUMNS),
     key=("owner_id", "hour"),
+)
+# Whole UTC days (``day`` = hour index // 24): a daily series in UTC reads one row per bucket
+# (a busy model has 24 hourly rows a day), weeks and months sum 7 to 31.
+USAGE_MODEL_DAILY = Table(
+    name="usage_model_daily",
+    columns=(("model_id", "uuid"), ("day", "int"), *STATS_COLUMNS),
+    key=("model_id", "day"),
+)
+USAGE_OWNER_DAILY = Table(
+    name="usage_owner_daily",
+    columns=(("owner_id", "uuid"), ("day", "int"), *STATS_COLUMNS),
+    key=("owner_id", "day"),
 )
 USAGE_MODEL_TOTALS = Table(
     name="usage_model_totals",
@@ -91,7 +108,10 @@ USAGE_OWNER_TOTALS = Table(
 
 PROJECTION_TABLES: dict[str, tuple[Table, ...]] = {
     "models": (MODEL_VIEW,),
-    "usage": (USAGE_MODEL_HOURLY, USAGE_OWNER_HOURLY, USAGE_MODEL_TOTALS, USAGE_OWNER_TOTALS),
+    "usage": (
+        USAGE_MODEL_HOURLY, USAGE_OWNER_HOURLY, USAGE_MODEL_DAILY, USAGE_OWNER_DAILY,
+        USAGE_MODEL_TOTALS, USAGE_OWNER_TOTALS,
+    ),
 }
 
 STATS_NAMES: tuple[str, ...] = tuple(name for name, _ in STATS_COLUMNS)

@@ -1,7 +1,8 @@
 """The ``usage`` projection's fold: usage events become mergeable ``UsageStats`` deltas.
 
-Each event is added once, to its model-hour; the owner-hour and the all-time totals are
-merged from those, so a batch costs one ``add_request`` per event plus one merge per key.
+Each event is added once, to its model-hour; the owner-hour, the model's and the owner's
+(UTC) day and the all-time totals are merged from those, so a batch costs one
+``add_request`` per event plus one merge per key.
 
 A ``UsageRollup.Recorded`` (written by compaction) is merged into its model-hour like the raw
 events it replaces. No projection ever counts both: compaction gives each roll-up the
@@ -35,6 +36,8 @@ class UsageDelta:
 
     model_hourly: dict[tuple[UUID, int], UsageStats] = field(default_factory=dict)
     owner_hourly: dict[tuple[UUID, int], UsageStats] = field(default_factory=dict)
+    model_daily: dict[tuple[UUID, int], UsageStats] = field(default_factory=dict)
+    owner_daily: dict[tuple[UUID, int], UsageStats] = field(default_factory=dict)
     model_totals: dict[UUID, UsageStats] = field(default_factory=dict)
     owner_totals: dict[UUID, UsageStats] = field(default_factory=dict)
     model_owner: dict[UUID, UUID] = field(default_factory=dict)
@@ -55,6 +58,8 @@ def fold_usage_events(events: Iterable[object]) -> UsageDelta:
     for (model_id, hour), stats in delta.model_hourly.items():
         owner_id = delta.model_owner[model_id]
         _merged(delta.owner_hourly, (owner_id, hour)).merge(stats)
+        _merged(delta.model_daily, (model_id, hour // 24)).merge(stats)
+        _merged(delta.owner_daily, (owner_id, hour // 24)).merge(stats)
         _merged(delta.model_totals, model_id).merge(stats)
     for model_id, stats in delta.model_totals.items():
         _merged(delta.owner_totals, delta.model_owner[model_id]).merge(stats)

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from domain.usage_stats import UsageStats
+from projections.figures import EMPTY, UsageFigures, figures_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
 WINDOWS = ("hour", "day", "week", "month")
+DAY = 24  # hours: the unit of the daily statistics tables
 MAX_BUCKETS = {"hour": 24 * 31, "day": 731, "week": 260, "month": 120}
 
 
@@ -39,7 +41,7 @@ def zone(name: str) -> ZoneInfo:
 class Bucket:
     start: datetime
     end: datetime
-    stats: UsageStats
+    figures: UsageFigures
 
 
 def floor_local(moment: datetime, window: str, tz: ZoneInfo) -> datetime:
@@ -137,24 +139,33 @@ def _spans(window: str, tz: ZoneInfo, first: datetime, following: datetime) -> t
     return tuple(Span(s, e, hour_index(s), hour_index(e)) for s, e in bounds)
 
 
-def bucketise(hours: Sequence[tuple[int, UsageStats]], windows: Sequence[Span]) -> list[Bucket]:
-    """Merge hourly rows (sorted by hour) into ``windows`` (from ``spans``).
+def unit_hours(windows: Sequence[Span]) -> int:
+    """24 when every window is made of whole UTC days (the daily tables answer), else 1."""
+    whole_days = windows[-1].end_hour % DAY == 0
+    return DAY if whole_days and all(span.first_hour % DAY == 0 for span in windows) else 1
 
-    A window of a single hourly row shares that row's ``UsageStats`` (no copy).
-    """
+
+def bucketise(
+    rows: Sequence[tuple[int, UsageStats]], windows: Sequence[Span], unit: int = 1
+) -> list[Bucket]:
+    """Merge statistics rows (sorted by index, an index counting ``unit`` hours: hourly or
+    daily rows) into ``windows`` (from ``spans``)."""
     buckets = []
-    position, count = 0, len(hours)
+    position, count = 0, len(rows)
     for span in windows:
-        while position < count and hours[position][0] < span.first_hour:
+        while position < count and rows[position][0] * unit < span.first_hour:
             position += 1
         first = position
-        while position < count and hours[position][0] < span.end_hour:
+        while position < count and rows[position][0] * unit < span.end_hour:
             position += 1
-        if position - first == 1:
-            stats = hours[first][1]
+        if position == first:
+            figures = EMPTY
+        elif position - first == 1:
+            figures = figures_of(rows[first][1])
         else:
             stats = UsageStats()
-            for _, hour in hours[first:position]:
-                stats.merge(hour)
-        buckets.append(Bucket(span.start, span.end, stats))
+            for _, row in rows[first:position]:
+                stats.merge(row)
+            figures = figures_of(stats)
+        buckets.append(Bucket(span.start, span.end, figures))
     return buckets

@@ -79,8 +79,12 @@ def _series(
     end: datetime,
 ) -> list[windows.Bucket]:
     spans = windows.spans(window, windows.zone(tz), start, end)
-    hours = queries.usage_hours(store, scope, key, spans[0].first_hour, spans[-1].end_hour)
-    return windows.bucketise(hours, spans)
+    unit = windows.unit_hours(spans)
+    rows = queries.usage_rows(
+        store, scope, key, unit=unit,
+        start=spans[0].first_hour // unit, end=spans[-1].end_hour // unit,
+    )
+    return windows.bucketise(rows, spans, unit)
 
 
 class UsageController(Controller):

@@ -13,7 +13,7 @@ from domain.model import ModelStatus
 from modelledger.bootstrap import Container
 from modelledger.services import Actor
 from projections import queries
-from projections.windows import bucketise, hour_index, spans, zone
+from projections.windows import DAY, Bucket, bucketise, hour_index, spans, unit_hours, zone
 from tests.helpers import T0, dump, register, usage_records
 
 
@@ -159,14 +159,45 @@ class TestUsageProjection:
         container.projector.catch_up("usage")
         tz = zone("America/New_York")
         start, end = T0 - timedelta(days=1), T0 + timedelta(days=11)
-        hours = queries.usage_hours(
-            container.store, "model", model_id, hour_index(start), hour_index(end)
+        windows = spans("day", tz, start, end)
+        assert unit_hours(windows) == 1  # New York's days are not UTC days
+        hours = queries.usage_rows(
+            container.store, "model", model_id, unit=1,
+            start=hour_index(start), end=hour_index(end),
         )
-        buckets = bucketise(hours, spans("day", tz, start, end))
-        assert sum(b.stats.requests for b in buckets) == 600
+        buckets = bucketise(hours, windows)
+        assert sum(b.figures.requests for b in buckets) == 600
         for bucket in buckets:
             expected = [r for r in records if bucket.start <= r.occurred_at < bucket.end]  # type: ignore[operator]
-            assert bucket.stats.requests == len(expected)
+            assert bucket.figures.requests == len(expected)
+
+    @pytest.mark.parametrize("window", ["day", "week", "month"])
+    def test_utc_day_week_and_month_windows_read_the_daily_rows_with_the_same_figures(
+        self, container: Container, window: str
+    ) -> None:
+        owner = uuid.uuid4()
+        model_id = register(container, owner, "resnet")
+        records = usage_records(
+            model_id, 600, start=T0 - timedelta(days=41), every=timedelta(minutes=97)
+        )
+        result = container.ingest.record_batch(records, caller_id=owner, may_record_any=False)
+        assert result.accepted == 600
+        container.projector.catch_up("usage")
+        windows = spans(window, zone("UTC"), T0 - timedelta(days=80), T0 + timedelta(days=10))
+        assert unit_hours(windows) == DAY
+
+        def series(unit: int) -> list[Bucket]:
+            rows = queries.usage_rows(
+                container.store, "model", model_id, unit=unit,
+                start=windows[0].first_hour // unit, end=windows[-1].end_hour // unit,
+            )
+            return bucketise(rows, windows, unit)
+
+        daily = series(DAY)
+        assert daily == series(1)
+        for bucket in daily:
+            expected = [r for r in records if bucket.start <= r.occurred_at < bucket.end]  # type: ignore[operator]
+            assert bucket.figures.requests == len(expected)
 
     def test_concurrent_recording_of_the_same_requests_counts_each_once(
         self, container: Container

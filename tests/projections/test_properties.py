@@ -25,6 +25,9 @@ from modelledger.bootstrap import build
 from modelledger.ingest import UsageRecord
 from modelledger.services import Actor
 from projections import queries
+from projections.figures import figures_from_row, figures_of
+from projections.store import stats_from_values
+from projections.tables import PROJECTION_TABLES, STATS_COLUMNS, STATS_NAMES
 from tests.conftest import make_settings
 from tests.helpers import T0, dump
 
@@ -75,8 +78,7 @@ def check_against_raw(container: Any, owner: uuid.UUID, model_ids: list[uuid.UUI
                                      expected["rejected"], expected["total_us"],
                                      expected["min_us"], expected["max_us"],
                                      expected["input_bytes"])
-        for q in (0.5, 0.95, 0.99):
-            estimate = got.percentiles_ms(q)[0]
+        for q, estimate in zip((0.5, 0.95, 0.99), got.percentiles_ms, strict=True):
             micros = expected["micros"]
             if not micros:
                 assert estimate is None
@@ -84,10 +86,26 @@ def check_against_raw(container: Any, owner: uuid.UUID, model_ids: list[uuid.UUI
             exact = micros[max(1, math.ceil(q * len(micros))) - 1] / 1000
             assert estimate is not None
             assert abs(estimate - exact) <= latency.RELATIVE_ERROR * exact + 1e-9
-        hours = queries.usage_hours(container.store, "model", model_id, 0, 10**7)
+        hours = queries.usage_rows(container.store, "model", model_id, unit=1, start=0, end=10**7)
         assert {h: s.requests for h, s in hours} == {
             h: exact_stats(evs)["requests"] for (m, h), evs in by_hour.items() if m == model_id
         }
+        days = queries.usage_rows(container.store, "model", model_id, unit=24, start=0, end=10**6)
+        assert {d: s.requests for d, s in days} == {
+            d: sum(s.requests for h, s in hours if h // 24 == d)
+            for d in {h // 24 for h, _ in hours}
+        }
+    check_stored_percentiles(container)
+
+
+def check_stored_percentiles(container: Any) -> None:
+    """Every statistics row's stored percentile buckets are its histogram's."""
+    with container.store.read() as cur:
+        for table in PROJECTION_TABLES["usage"]:
+            cur.execute(f"SELECT {', '.join(STATS_NAMES)} FROM {table.name}")
+            for row in cur.fetchall():
+                values = container.store.row_from_db(row, [kind for _, kind in STATS_COLUMNS])
+                assert figures_from_row(values) == figures_of(stats_from_values(values))
 
 
 def run_stream(backend: str, request: pytest.FixtureRequest, ops: list[tuple[Any, ...]]) -> None:
