@@ -152,13 +152,16 @@ class Reads:
                 self.store, models, unit, [span.first_hour // unit for span in spans],
                 end_hour // unit,
             ))
-            for model_id, owner_id, listed in _per_key(rows):
-                summed = dict(queries.windows_row(row) for row in listed)
+            for position, of_model in groupby(rows, lambda row: row[0]):
+                header, *listed = of_model
+                if header[1] != -1:  # no such model
+                    continue
+                summed = dict(queries.windows_row(row[1:]) for row in listed)
                 buckets = [
                     windows.Bucket(span.start, span.end, summed.get(index, EMPTY))
                     for index, span in enumerate(spans)
                 ]
-                found[(model_id, *shared)] = (owner_id, buckets)
+                found[(models[position - 1], *shared)] = (header[2], buckets)
         return found
 
 

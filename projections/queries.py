@@ -190,32 +190,40 @@ def model_windows_statement(
     summed per window, the windows being consecutive and starting at the ``window_starts``
     (the last ends at ``end``), all counted in ``unit`` hours: 1 (hourly rows) or 24 (daily).
 
-    Rows: the model id, its owner, then the window's 0-based index and ``windows_row``'s
-    columns (NULL when the model has no rows in range), by model and window. When each window
-    is one row (a daily series in UTC, an hourly series) nothing is summed: the rows are read
-    as stored, percentiles included.
+    Rows, by model and window: the model's 1-based position in ``model_ids``, -1 and its
+    owner (a model unknown has no such row); then, for each window with usage, the position,
+    the window's 0-based index, NULL and ``windows_row``'s columns. Positions, not ids: a
+    series has up to 91 rows per model, and loading a UUID per row costs more than the rest.
+    When each window is one row (a daily series in UTC, an hourly series) nothing is summed:
+    the rows are read as stored, percentiles included.
     """
     table, _, index = _USAGE_TABLES["model", unit]
-    if len(window_starts) == end - window_starts[0]:  # one unit per window
-        return (
-            store.q(
-                f"SELECT m.id, m.owner_id, h.{index} - ?, {_ROW_COLUMNS} FROM model_view m "
-                f"LEFT JOIN {table} h ON h.model_id = m.id AND h.{index} >= ? AND h.{index} < ? "
-                f"WHERE m.id = ANY(?) ORDER BY m.id, h.{index}"
-            ),
-            [window_starts[0], window_starts[0], end, list(model_ids)],
+    start = window_starts[0]
+    if len(window_starts) == end - start:  # one unit per window
+        windows = (
+            f"SELECT k.ord, h.{index} - ?, NULL, {_ROW_COLUMNS} FROM k "
+            f"JOIN {table} h ON h.model_id = k.id AND h.{index} >= ? AND h.{index} < ?"
         )
+        params: list[Any] = [start, start, end]
+    else:
+        windows = (
+            "SELECT k.ord, w.* FROM k CROSS JOIN LATERAL ("
+            f"SELECT width_bucket(h.{index}, ?::bigint[]) - 1, NULL::uuid, {_SUMS} "
+            f"FROM {table} h WHERE h.model_id = k.id AND h.{index} >= ? AND h.{index} < ? "
+            "GROUP BY 1) AS w"
+        )
+        params = [list(window_starts), start, end]
     return (
         store.q(
-            "SELECT m.id, m.owner_id, w.* FROM model_view m LEFT JOIN LATERAL ("
-            f"SELECT width_bucket(h.{index}, ?::bigint[]) - 1 AS window_index, {_SUMS} "
-            f"FROM {table} h WHERE h.model_id = m.id AND h.{index} >= ? AND h.{index} < ? "
-            "GROUP BY 1) AS w ON true WHERE m.id = ANY(?) ORDER BY m.id, w.window_index"
+            "WITH k AS (SELECT * FROM unnest(?::uuid[]) WITH ORDINALITY AS k(id, ord)) "
+            f"SELECT k.ord, -1, m.owner_id, {_NO_STATS} FROM k JOIN model_view m ON m.id = k.id "
+            f"UNION ALL {windows} ORDER BY 1, 2"
         ),
-        [list(window_starts), window_starts[0], end, list(model_ids)],
+        [list(model_ids), *params],
     )
 
 
+_NO_STATS = ", ".join("NULL" for _ in STATS_NAMES)
 # A row as stored: its histogram is not needed (NULL), its percentile buckets are.
 _ROW_COLUMNS = ", ".join("NULL" if n == "histogram" else f"h.{n}" for n in STATS_NAMES)
 # Summed rows: a window of one row keeps that row's percentile buckets (min of one value).
@@ -228,8 +236,8 @@ _SUMS = ", ".join(
 
 
 def windows_row(row: Sequence[Any]) -> tuple[int, UsageFigures]:
-    """A ``model_windows_statement`` window: its 0-based index and its figures."""
-    return int(row[0]), figures_from_sums(row[1:])
+    """A ``model_windows_statement`` window (from its index on): the index and the figures."""
+    return row[0], figures_from_sums(row[2:])
 
 
 def model_lookup(store: ReadStore, model_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, str]]:
