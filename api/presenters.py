@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import msgspec
+from msgspec.structs import astuple
 
 from api import schemas
 from api.errors import InvalidParameterError
@@ -19,31 +20,18 @@ if TYPE_CHECKING:
     from projections.windows import Bucket
 
 
-_Summary = tuple[
-    int, int, int, float | None, float | None, float | None, float | None,
-    float | None, float | None, float | None, int, int,
-]
-
-
-def _summary(f: UsageFigures) -> _Summary:
-    """The fields a usage total and a window bucket share, in their declaration order from
-    ``successes`` to ``output_bytes`` (positional: a 90-day series builds 91 buckets).
-    """
-    if not f.requests:  # most buckets of a sparse series; served requests are the only
-        # source of every field but ``rejected``
-        return (0, 0, f.rejected, None, None, None, None, None, None, None, 0, 0)
-    return (
-        f.successes, f.failures, f.rejected, f.success_rate, f.avg_ms, f.min_ms, f.max_ms,
-        *f.percentiles_ms, f.input_bytes, f.output_bytes,
-    )
-
-
 def totals(f: UsageFigures) -> schemas.UsageTotals:
-    return schemas.UsageTotals(f.requests, *_summary(f), f.last_at)
+    return schemas.UsageTotals(*astuple(f)[:_TOTALS])
 
 
 def bucket(b: Bucket) -> schemas.UsageBucket:
-    return schemas.UsageBucket(b.start, b.end, b.figures.requests, *_summary(b.figures))
+    return schemas.UsageBucket(b.start, b.end, *astuple(b.figures)[:_BUCKET])
+
+
+# ``UsageFigures`` lists its shown fields first, in the order of these bodies (a test holds
+# them to it): a 90-day series presents 91 buckets, positionally.
+_TOTALS = len(schemas.UsageTotals.__struct_fields__)
+_BUCKET = len(schemas.UsageBucket.__struct_fields__) - 2  # after start and end
 
 
 def _artifact(values: dict[str, Any]) -> schemas.Artifact | None:

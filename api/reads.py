@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from modelledger.settings import Settings
     from projections.store import ReadStore
-    from projections.windows import Bucket, Span
+    from projections.windows import Bucket, Windows
 
 Page = tuple[list[queries.ModelRow], int]
 ListKey = tuple["UUID", tuple[tuple[str, Any], ...]]  # the owner, the filters
@@ -116,13 +116,13 @@ class Reads:
     # -- usage series -------------------------------------------------------------------------
 
     async def model_series(
-        self, owner_id: UUID, model_id: UUID, window: str, tz: str, spans: Sequence[Span]
+        self, owner_id: UUID, model_id: UUID, window: str, tz: str, spans: Windows
     ) -> list[Bucket] | None:
         """The model's statistics per window (``spans``), or None unless it is ``owner_id``'s
         model. Whole UTC days are read from the daily rows, anything else from the hourly ones;
         on PostgreSQL windows of several rows are summed in SQL (a busy model has 2,160 hourly
         rows in 90 days, and Python would build and merge each)."""
-        unit = windows.unit_hours(spans)
+        unit = spans.unit
         if self.pool is None:
             def both() -> list[Bucket] | None:
                 if queries.get_model(self.store, owner_id, model_id) is None:
@@ -147,7 +147,7 @@ class Reads:
         for shared, models in _grouped(keys, lambda key: (key[1:], key[0])).items():
             window, tz, first_hour, end_hour = shared
             spans = windows.spans(window, windows.zone(tz), _hour(first_hour), _hour(end_hour))
-            unit = windows.unit_hours(spans)
+            unit = spans.unit
             rows = await self._run(queries.model_windows_statement(
                 self.store, models, unit, [span.first_hour // unit for span in spans],
                 end_hour // unit,

@@ -26,49 +26,32 @@ QUANTILES = (0.5, 0.95, 0.99)
 
 
 class UsageFigures(msgspec.Struct, frozen=True, gc=False):
-    """A msgspec Struct: built for every bucket of a series, and its ``__init__`` is C."""
+    """The figures as shown (milliseconds, a rate), then the exact sums they come from.
+
+    The shown fields come first and in the order of the API's usage bodies, so a presenter
+    passes ``astuple(figures)[:n]`` positionally (a 90-day series shows 91 of these).
+    """
 
     requests: int = 0
     successes: int = 0
     failures: int = 0
     rejected: int = 0
-    total_us: int = 0
-    min_us: int | None = None
-    max_us: int | None = None
+    success_rate: float | None = None
+    avg_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
     input_bytes: int = 0
     output_bytes: int = 0
     last_at: datetime | None = None
-    p50_us: float | None = None
-    p95_us: float | None = None
-    p99_us: float | None = None
-
-    @property
-    def success_rate(self) -> float | None:
-        return self.successes / self.requests if self.requests else None
-
-    @property
-    def avg_ms(self) -> float | None:
-        return self.total_us / self.requests / 1000 if self.requests else None
-
-    @property
-    def min_ms(self) -> float | None:
-        return None if self.min_us is None else self.min_us / 1000
-
-    @property
-    def max_ms(self) -> float | None:
-        return None if self.max_us is None else self.max_us / 1000
-
-    @property
-    def percentiles_ms(self) -> tuple[float | None, float | None, float | None]:
-        """p50, p95 and p99 in milliseconds."""
-        return _ms(self.p50_us), _ms(self.p95_us), _ms(self.p99_us)
+    total_us: int = 0
+    min_us: int | None = None
+    max_us: int | None = None
 
 
 EMPTY = UsageFigures()
-
-
-def _ms(us: float | None) -> float | None:
-    return None if us is None else us / 1000
 
 
 def percentile_buckets(stats: UsageStats) -> list[int | None]:
@@ -78,32 +61,29 @@ def percentile_buckets(stats: UsageStats) -> list[int | None]:
 
 def figures_of(stats: UsageStats) -> UsageFigures:
     """Figures computed from a (merged) histogram."""
-    return _figures(
-        (stats.requests, stats.successes, stats.failures, stats.rejected, stats.total_us,
-         stats.min_us, stats.max_us, stats.input_bytes, stats.output_bytes),
-        stats.last_at,
-        percentile_buckets(stats),
-    )
+    return figures_from_row((
+        stats.requests, stats.successes, stats.failures, stats.rejected, stats.total_us,
+        stats.min_us, stats.max_us, stats.input_bytes, stats.output_bytes, None, stats.last_at,
+        *percentile_buckets(stats),
+    ))
 
 
 def figures_from_row(values: Sequence[Any]) -> UsageFigures:
     """Figures of one statistics row: ``STATS_COLUMNS`` values in Python types (the histogram,
-    at index 9, is not decoded)."""
-    return _figures(values[:9], values[10], values[11:14])
-
-
-def _figures(
-    sums: Sequence[Any], last_at: datetime | None, buckets: Sequence[int | None]
-) -> UsageFigures:
-    requests, successes, failures, rejected, total_us, min_us, max_us, in_bytes, out_bytes = sums
-    p50, p95, p99 = buckets
+    at index 9, is not read)."""
+    (requests, successes, failures, rejected, total_us, min_us, max_us, in_bytes, out_bytes,
+     _, last_at, p50, p95, p99) = values
+    if not requests:  # served requests are the only source of every figure but ``rejected``
+        return UsageFigures(rejected=rejected, last_at=last_at) if rejected or last_at else EMPTY
     return UsageFigures(
-        requests, successes, failures, rejected, total_us, min_us, max_us, in_bytes, out_bytes,
-        last_at, _value(p50), _value(p95), _value(p99),
+        requests, successes, failures, rejected, successes / requests,
+        total_us / requests / 1000, min_us / 1000, max_us / 1000, _ms(p50), _ms(p95), _ms(p99),
+        in_bytes, out_bytes, last_at, total_us, min_us, max_us,
     )
 
 
 @cache
-def _value(bucket: int | None) -> float | None:
-    """``latency.bucket_value``, remembered (a few hundred buckets cover 1 µs to an hour)."""
-    return None if bucket is None else latency.bucket_value(bucket)
+def _ms(bucket: int | None) -> float | None:
+    """A percentile bucket's value in milliseconds, remembered (a few hundred buckets cover
+    1 µs to an hour)."""
+    return None if bucket is None else latency.bucket_value(bucket) / 1000

@@ -237,7 +237,10 @@ _SUMS = ", ".join(
 
 def windows_row(row: Sequence[Any]) -> tuple[int, UsageFigures]:
     """A ``model_windows_statement`` window (from its index on): the index and the figures."""
-    return row[0], figures_from_sums(row[2:])
+    values = row[2:]
+    if values[9] is None:  # a row as stored
+        return row[0], figures_from_row(values)
+    return row[0], figures_from_sums(values)
 
 
 def model_lookup(store: ReadStore, model_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, str]]:

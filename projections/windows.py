@@ -10,6 +10,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
+
 from domain.usage_stats import UsageStats
 from projections.figures import EMPTY, UsageFigures, figures_of
 
@@ -37,8 +39,7 @@ def zone(name: str) -> ZoneInfo:
         raise WindowError("tz", f"unknown time zone {name!r}") from None
 
 
-@dataclass
-class Bucket:
+class Bucket(msgspec.Struct, gc=False):
     start: datetime
     end: datetime
     figures: UsageFigures
@@ -117,7 +118,14 @@ class Span:
     end_hour: int
 
 
-def spans(window: str, tz: ZoneInfo, start: datetime, end: datetime) -> tuple[Span, ...]:
+class Windows(tuple[Span, ...]):  # noqa: SLOT001 - carries ``unit``
+    """``spans``' answer: consecutive windows, and ``unit``: 24 when every window is made of
+    whole UTC days (the daily tables answer), else 1 (the hourly ones)."""
+
+    unit: int
+
+
+def spans(window: str, tz: ZoneInfo, start: datetime, end: datetime) -> Windows:
     """``boundaries(window, tz, start, end)`` as ``Span``s.
 
     Cached by the hours ``start`` and ``end`` fall in: every window boundary is a UTC hour
@@ -134,15 +142,12 @@ def spans(window: str, tz: ZoneInfo, start: datetime, end: datetime) -> tuple[Sp
 
 
 @lru_cache(maxsize=4096)
-def _spans(window: str, tz: ZoneInfo, first: datetime, following: datetime) -> tuple[Span, ...]:
+def _spans(window: str, tz: ZoneInfo, first: datetime, following: datetime) -> Windows:
     bounds = boundaries(window, tz, first, following)
-    return tuple(Span(s, e, hour_index(s), hour_index(e)) for s, e in bounds)
-
-
-def unit_hours(windows: Sequence[Span]) -> int:
-    """24 when every window is made of whole UTC days (the daily tables answer), else 1."""
-    whole_days = windows[-1].end_hour % DAY == 0
-    return DAY if whole_days and all(span.first_hour % DAY == 0 for span in windows) else 1
+    found = Windows(Span(s, e, hour_index(s), hour_index(e)) for s, e in bounds)
+    whole_days = found[-1].end_hour % DAY == 0
+    found.unit = DAY if whole_days and all(s.first_hour % DAY == 0 for s in found) else 1
+    return found
 
 
 def bucketise(

@@ -79,7 +79,7 @@ def _series(
     end: datetime,
 ) -> list[windows.Bucket]:
     spans = windows.spans(window, windows.zone(tz), start, end)
-    unit = windows.unit_hours(spans)
+    unit = spans.unit
     rows = queries.usage_rows(
         store, scope, key, unit=unit,
         start=spans[0].first_hour // unit, end=spans[-1].end_hour // unit,

@@ -13,7 +13,7 @@ from domain.model import ModelStatus
 from modelledger.bootstrap import Container
 from modelledger.services import Actor
 from projections import queries
-from projections.windows import DAY, Bucket, bucketise, hour_index, spans, unit_hours, zone
+from projections.windows import DAY, Bucket, bucketise, hour_index, spans, zone
 from tests.helpers import T0, dump, register, usage_records
 
 
@@ -160,7 +160,7 @@ class TestUsageProjection:
         tz = zone("America/New_York")
         start, end = T0 - timedelta(days=1), T0 + timedelta(days=11)
         windows = spans("day", tz, start, end)
-        assert unit_hours(windows) == 1  # New York's days are not UTC days
+        assert windows.unit == 1  # New York's days are not UTC days
         hours = queries.usage_rows(
             container.store, "model", model_id, unit=1,
             start=hour_index(start), end=hour_index(end),
@@ -184,7 +184,7 @@ class TestUsageProjection:
         assert result.accepted == 600
         container.projector.catch_up("usage")
         windows = spans(window, zone("UTC"), T0 - timedelta(days=80), T0 + timedelta(days=10))
-        assert unit_hours(windows) == DAY
+        assert windows.unit == DAY
 
         def series(unit: int) -> list[Bucket]:
             rows = queries.usage_rows(
