@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -13,8 +14,11 @@ from msgspec.structs import astuple
 
 from api import schemas
 from api.errors import InvalidParameterError
+from projections.queries import MODEL_INDEX
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from projections.figures import UsageFigures
     from projections.queries import ModelRow
     from projections.windows import Bucket
@@ -34,14 +38,21 @@ _TOTALS = len(schemas.UsageTotals.__struct_fields__)
 _BUCKET = len(schemas.UsageBucket.__struct_fields__) - 2  # after start and end
 
 
-def _artifact(values: dict[str, Any]) -> schemas.Artifact | None:
-    if values["artifact_filename"] is None or values["artifact_removed_at"] is not None:
-        return None
-    return schemas.Artifact(
-        filename=values["artifact_filename"],
-        size_bytes=values["artifact_size_bytes"],
-        sha256=values["artifact_sha256"],
+_ID, _NAME, _DESCRIPTION, _FRAMEWORK, _STATUS, _VERSION, _URL, _ACTIVE, _FILE, _SIZE, \
+    _SHA256, _REMOVED, _CREATED, _UPDATED = (
+        MODEL_INDEX[name] for name in (
+            "id", "name", "description", "framework", "status", "version", "endpoint_url",
+            "endpoint_active", "artifact_filename", "artifact_size_bytes", "artifact_sha256",
+            "artifact_removed_at", "created_at", "updated_at",
+        )
     )
+_HEAD = itemgetter(_ID, _NAME, _DESCRIPTION, _FRAMEWORK, _STATUS, _VERSION)
+
+
+def _artifact(v: Sequence[Any]) -> schemas.Artifact | None:
+    if v[_FILE] is None or v[_REMOVED] is not None:
+        return None
+    return schemas.Artifact(filename=v[_FILE], size_bytes=v[_SIZE], sha256=v[_SHA256])
 
 
 def _model_fields(row: ModelRow) -> tuple[Any, ...]:
@@ -49,9 +60,8 @@ def _model_fields(row: ModelRow) -> tuple[Any, ...]:
     100 rows per request)."""
     v = row.values
     return (
-        v["id"], v["name"], v["description"], v["framework"], v["status"], v["version"],
-        schemas.Endpoint(v["endpoint_url"], v["endpoint_active"]), _artifact(v),
-        row.usage.requests, v["created_at"], v["updated_at"],
+        *_HEAD(v), schemas.Endpoint(v[_URL], v[_ACTIVE]), _artifact(v), row.usage.requests,
+        v[_CREATED], v[_UPDATED],
     )
 
 
