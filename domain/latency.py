@@ -14,7 +14,7 @@ from itertools import accumulate
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
 RELATIVE_ERROR = 0.01
 GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
@@ -58,20 +58,25 @@ def percentile(histogram: Mapping[int, int], q: float) -> float | None:
 
 def percentiles(histogram: Mapping[int, int], qs: Iterable[float]) -> list[float | None]:
     """Several nearest-rank quantiles in microseconds (None when the histogram is empty)."""
-    buckets = percentile_buckets(histogram, qs)
+    buckets = percentile_buckets(histogram, list(qs))
     return [None if index is None else bucket_value(index) for index in buckets]
 
 
-def percentile_buckets(histogram: Mapping[int, int], qs: Iterable[float]) -> list[int | None]:
-    """The bucket of each nearest-rank quantile: the first bucket whose running count reaches
-    its rank (``bisect`` over the running counts; a model's all-time histogram has ~100 buckets).
-    """
-    qs = list(qs)
-    if len(histogram) == 1:  # common in short windows: every quantile is that bucket
-        ((index, count),) = histogram.items()
-        return [index if count else None] * len(qs)
+def percentile_buckets(histogram: Mapping[int, int], qs: Sequence[float]) -> list[int | None]:
+    """The bucket of each nearest-rank quantile (None when the histogram is empty)."""
     keys = sorted(histogram)
-    running = list(accumulate(map(histogram.__getitem__, keys)))
+    return sorted_percentile_buckets(keys, list(map(histogram.__getitem__, keys)), qs)
+
+
+def sorted_percentile_buckets(
+    keys: Sequence[int], counts: Sequence[int], qs: Sequence[float]
+) -> list[int | None]:
+    """``percentile_buckets`` of a histogram given as its sorted buckets and their counts: the
+    first bucket whose running count reaches each rank (``bisect`` over the running counts; a
+    model's all-time histogram has ~100 buckets)."""
+    if len(keys) == 1:  # most rows of a sparse hour or day: every quantile is that bucket
+        return [keys[0] if counts[0] else None] * len(qs)
+    running = list(accumulate(counts))
     total = running[-1] if running else 0
     if total == 0:
         return [None] * len(qs)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from projections.figures import EMPTY, UsageFigures, figures_from_row
+from projections.figures import EMPTY, UsageFigures, figures_from_row, figures_of
 from projections.store import ReadStore, figures_from_sums, stats_from_values
 from projections.tables import MODEL_VIEW, STATS_COLUMNS, STATS_NAMES
 
@@ -20,6 +20,7 @@ _MODEL_KINDS = dict(MODEL_VIEW.columns)
 _MODEL_KIND_LIST = tuple(kind for _, kind in MODEL_VIEW.columns)
 _MODEL_WIDTH = len(MODEL_VIEW.columns)
 _STATS_KIND_LIST = tuple(kind for _, kind in STATS_COLUMNS)
+_P50 = STATS_NAMES.index("p50_bucket")
 _MODEL_COLUMNS = ", ".join(f"m.{name}" for name in MODEL_VIEW.column_names)
 _TOTALS_COLUMNS = ", ".join(f"t.{name}" for name in STATS_NAMES)
 SORTABLE = ("created_at", "updated_at", "name")
@@ -59,10 +60,14 @@ def list_row(store: ReadStore, row: Sequence[Any]) -> ModelRow:
 
 
 def _figures(store: ReadStore, values: Sequence[Any]) -> UsageFigures:
-    """A statistics row's figures (NULLs: no usage yet)."""
+    """A statistics row's figures (NULLs: no usage yet). A totals row stores no percentile
+    buckets (``store.stats_values``): they come from its histogram."""
     if values[0] is None:
         return EMPTY
-    return figures_from_row(store.row_from_db(values, _STATS_KIND_LIST))
+    values = store.row_from_db(values, _STATS_KIND_LIST)
+    if values[0] and values[_P50] is None:
+        return figures_of(stats_from_values(values))
+    return figures_from_row(values)
 
 
 # ``model_row``s: a model and its totals.

@@ -16,7 +16,7 @@ import msgspec
 
 from domain import latency
 from domain.usage_stats import UsageStats
-from projections.figures import UsageFigures, figures_from_row, figures_of, percentile_buckets
+from projections.figures import QUANTILES, UsageFigures, figures_from_row, figures_of
 from projections.tables import (
     MODEL_VIEW,
     PROJECTION_TABLES,
@@ -281,6 +281,7 @@ class ReadStore(ABC):
                 {(model_id,): stats for model_id, stats in delta.model_totals.items()},
                 delta.model_owner,
                 cache,
+                percentiles=False,
             )
             self._merge_stats(
                 cur,
@@ -288,6 +289,7 @@ class ReadStore(ABC):
                 {(owner_id,): stats for owner_id, stats in delta.owner_totals.items()},
                 (),
                 cache,
+                percentiles=False,
             )
         except BaseException:
             cache.clear()
@@ -301,7 +303,11 @@ class ReadStore(ABC):
         delta: Mapping[tuple[Any, ...], UsageStats],
         extra: Mapping[UUID, UUID] | tuple[()],
         cache: _StatsCache,
+        *,
+        percentiles: bool = True,
     ) -> None:
+        """Upsert ``delta`` merged into the rows it adds to. ``percentiles`` False: the totals
+        leave the percentile columns NULL (``stats_values``)."""
         if not delta:
             return
         known = cache.rows.setdefault(table.name, {})
@@ -316,7 +322,7 @@ class ReadStore(ABC):
             else:
                 merged.merge(stats)
             prefix = (*key, extra[key[0]]) if extra else key
-            rows.append((*prefix, *stats_values(merged)))
+            rows.append((*prefix, *stats_values(merged, percentiles=percentiles)))
         self.upsert(cur, table, rows)
 
 
@@ -342,8 +348,15 @@ class _StatsCache:
         self.position = position
 
 
-def stats_values(stats: UsageStats) -> tuple[Any, ...]:
-    """A ``UsageStats`` as the values of ``tables.STATS_COLUMNS``."""
+def stats_values(stats: UsageStats, *, percentiles: bool = True) -> tuple[Any, ...]:
+    """A ``UsageStats`` as the values of ``tables.STATS_COLUMNS``.
+
+    ``percentiles`` False leaves the percentile buckets NULL (readers compute them from the
+    histogram): the all-time totals are rewritten for every model of every batch and have the
+    largest histograms (hundreds of buckets), where computing them cost the projector more
+    than a detail read computing them once.
+    """
+    histogram = dict(sorted(stats.histogram.items()))  # canonical bytes
     return (
         stats.requests,
         stats.successes,
@@ -354,9 +367,12 @@ def stats_values(stats: UsageStats) -> tuple[Any, ...]:
         stats.max_us,
         stats.input_bytes,
         stats.output_bytes,
-        _hist_encoder.encode(dict(sorted(stats.histogram.items()))),  # canonical bytes
+        _hist_encoder.encode(histogram),
         stats.last_at,
-        *percentile_buckets(stats),
+        *(
+            latency.sorted_percentile_buckets(list(histogram), list(histogram.values()), QUANTILES)
+            if percentiles else (None, None, None)
+        ),
     )
 
 

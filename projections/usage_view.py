@@ -55,11 +55,12 @@ def fold_usage_events(events: Iterable[object]) -> UsageDelta:
             _add_recorded(domain_event, delta)
         else:
             _add(domain_event, delta)
+    # Each level merges from the finest one with fewer keys: hours into days, days into totals.
     for (model_id, hour), stats in delta.model_hourly.items():
-        owner_id = delta.model_owner[model_id]
-        _merged(delta.owner_hourly, (owner_id, hour)).merge(stats)
+        _merged(delta.owner_hourly, (delta.model_owner[model_id], hour)).merge(stats)
         _merged(delta.model_daily, (model_id, hour // 24)).merge(stats)
-        _merged(delta.owner_daily, (owner_id, hour // 24)).merge(stats)
+    for (model_id, day), stats in delta.model_daily.items():
+        _merged(delta.owner_daily, (delta.model_owner[model_id], day)).merge(stats)
         _merged(delta.model_totals, model_id).merge(stats)
     for model_id, stats in delta.model_totals.items():
         _merged(delta.owner_totals, delta.model_owner[model_id]).merge(stats)
