@@ -270,11 +270,16 @@ class ReadStore(ABC):
         try:
             for table, stats in (
                 (USAGE_MODEL_HOURLY, delta.model_hourly),
-                (USAGE_OWNER_HOURLY, delta.owner_hourly),
                 (USAGE_MODEL_DAILY, delta.model_daily),
-                (USAGE_OWNER_DAILY, delta.owner_daily),
             ):
                 self._merge_stats(cur, _suffixed(table, suffix), stats, (), cache)
+            for table, stats in (
+                (USAGE_OWNER_HOURLY, delta.owner_hourly),
+                (USAGE_OWNER_DAILY, delta.owner_daily),
+            ):  # an owner's windows are merged in Python, which computes the percentiles
+                self._merge_stats(
+                    cur, _suffixed(table, suffix), stats, (), cache, percentiles=False
+                )
             self._merge_stats(
                 cur,
                 _suffixed(USAGE_MODEL_TOTALS, suffix),
@@ -306,12 +311,15 @@ class ReadStore(ABC):
         *,
         percentiles: bool = True,
     ) -> None:
-        """Upsert ``delta`` merged into the rows it adds to. ``percentiles`` False: the totals
-        leave the percentile columns NULL (``stats_values``)."""
+        """Upsert ``delta`` merged into the rows it adds to. ``percentiles`` False: leave the
+        percentile columns NULL (``stats_values``)."""
         if not delta:
             return
         known = cache.rows.setdefault(table.name, {})
         missing = [key for key in delta if key not in known]
+        horizon = cache.horizon(table)
+        if horizon is not None:  # a key later than every row written cannot be in the table
+            missing = [key for key in missing if key[1] <= horizon]
         if missing:
             known.update(self.fetch_stats(cur, table, missing))
         rows = []
@@ -324,25 +332,48 @@ class ReadStore(ABC):
             prefix = (*key, extra[key[0]]) if extra else key
             rows.append((*prefix, *stats_values(merged, percentiles=percentiles)))
         self.upsert(cur, table, rows)
+        if horizon is not None:
+            cache.advance(table, max(horizon, *(key[1] for key in delta)))
 
 
 class _StatsCache:
-    """Statistics rows as last written, valid while ``position`` is the tracking position."""
+    """Statistics rows as last written, valid while ``position`` is the tracking position.
+
+    ``horizons``: for each table keyed by time (hour, day), the latest time index written; known
+    only while every write since position 0 (empty tables) went through this cache. A key later
+    than its table's horizon is new, so it is not read back: a rebuild or a first catch-up,
+    which move forward in time, read back almost nothing.
+    """
 
     LIMIT = 50_000  # rows kept at most (bounds memory); past it the cache starts again empty
 
     def __init__(self) -> None:
         self.position: int | None = None
         self.rows: dict[str, dict[tuple[Any, ...], UsageStats]] = {}
+        self.horizons: dict[str, int] | None = None
 
     def clear(self) -> None:
         self.position = None
         self.rows = {}
+        self.horizons = None
 
     def begin(self, position: int) -> None:
-        if self.position != position or sum(map(len, self.rows.values())) > self.LIMIT:
+        if self.position != position:
             self.rows = {}
+            self.horizons = {} if position == 0 else None  # position 0: nothing written yet
+        elif sum(map(len, self.rows.values())) > self.LIMIT:
+            self.rows = {}  # the horizons stay true: they depend on no row kept
         self.position = None  # until the batch is written, the rows are in flux
+
+    def advance(self, table: Table, latest: int) -> None:
+        if self.horizons is not None:
+            self.horizons[table.name] = latest
+
+    def horizon(self, table: Table) -> int | None:
+        """The table's horizon (-1: empty), or None when unknown or not keyed by time."""
+        if self.horizons is None or table.key[-1] not in {"hour", "day"}:
+            return None
+        return self.horizons.get(table.name, -1)
 
     def end(self, position: int) -> None:
         self.position = position
