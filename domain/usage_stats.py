@@ -112,25 +112,3 @@ class UsageStats:
         latency.merge_into(self.histogram, other.histogram)
         if other.last_at is not None and (self.last_at is None or other.last_at > self.last_at):
             self.last_at = other.last_at
-
-    @property
-    def success_rate(self) -> float | None:
-        return self.successes / self.requests if self.requests else None
-
-    @property
-    def avg_ms(self) -> float | None:
-        return self.total_us / self.requests / 1000 if self.requests else None
-
-    @property
-    def min_ms(self) -> float | None:
-        return None if self.min_us is None else self.min_us / 1000
-
-    @property
-    def max_ms(self) -> float | None:
-        return None if self.max_us is None else self.max_us / 1000
-
-    def percentiles_ms(self, *qs: float) -> list[float | None]:
-        """Percentiles in milliseconds, within ``latency.RELATIVE_ERROR`` of the exact value."""
-        return [
-            None if us is None else us / 1000 for us in latency.percentiles(self.histogram, qs)
-        ]
