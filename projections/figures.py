@@ -1,10 +1,11 @@
 """``UsageFigures``: what a read shows of a set of requests (sums, extremes, p50/p95/p99).
 
-A statistics row stores its percentiles' histogram buckets next to the histogram
-(``tables.STATS_COLUMNS``), so a figure answered by one row (a day of a daily series, a
-model's totals) is read without decoding a histogram; only windows spanning several rows
-merge histograms (``UsageStats``) and compute the percentiles. Both give the same numbers:
-the stored buckets are computed by the same ``latency.percentile_buckets``.
+A model's hourly and daily rows store their percentiles' histogram buckets next to the
+histogram (``tables.STATS_COLUMNS``), so a figure answered by one such row (a day of a daily
+series in UTC, an hour of an hourly one) is read without decoding a histogram; windows spanning
+several rows, the totals and the owners' rows (which store NULL there) go through
+``UsageStats`` and compute the percentiles. Both give the same numbers: the stored buckets are
+computed by the same ``latency.percentile_buckets``.
 """
 
 from __future__ import annotations
