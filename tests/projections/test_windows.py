@@ -53,3 +53,22 @@ def test_an_empty_range_is_refused_naming_from() -> None:
     with pytest.raises(WindowError) as raised:
         spans("day", zone("UTC"), moment, moment - timedelta(minutes=10))
     assert raised.value.parameter == "from"
+
+
+@pytest.mark.parametrize(("window", "tz", "start", "days", "unit"), [
+    ("day", "UTC", datetime(2026, 1, 5, 13, tzinfo=UTC), 90, 24),
+    ("week", "UTC", datetime(2026, 1, 5, tzinfo=UTC), 70, 24),
+    ("month", "UTC", datetime(2026, 1, 5, tzinfo=UTC), 365, 24),
+    ("hour", "UTC", datetime(2026, 1, 5, tzinfo=UTC), 2, 1),
+    ("day", "Europe/Berlin", datetime(2026, 1, 5, tzinfo=UTC), 30, 1),
+    # London is on UTC in winter only: a winter series reads days, one through summer hours
+    ("day", "Europe/London", datetime(2026, 1, 5, tzinfo=UTC), 30, 24),
+    ("day", "Europe/London", datetime(2026, 1, 5, tzinfo=UTC), 200, 1),
+])
+def test_series_of_whole_utc_days_read_the_daily_rows(
+    window: str, tz: str, start: datetime, days: int, unit: int
+) -> None:
+    found = spans(window, zone(tz), start, start + timedelta(days=days))
+    assert found.unit == unit
+    whole_days = all(s.first_hour % 24 == 0 and s.end_hour % 24 == 0 for s in found)
+    assert whole_days == (unit == 24)
