@@ -122,16 +122,11 @@ class Reads:
         model. Whole UTC days are read from the daily rows, anything else from the hourly ones;
         on PostgreSQL windows of several rows are summed in SQL (a busy model has 2,160 hourly
         rows in 90 days, and Python would build and merge each)."""
-        unit = spans.unit
         if self.pool is None:
             def both() -> list[Bucket] | None:
                 if queries.get_model(self.store, owner_id, model_id) is None:
                     return None
-                rows = queries.usage_rows(
-                    self.store, "model", model_id, unit=unit,
-                    start=spans[0].first_hour // unit, end=spans[-1].end_hour // unit,
-                )
-                return windows.bucketise(rows, spans, unit)
+                return queries.usage_series(self.store, "model", model_id, spans)
 
             return await sync_to_thread(both)
         key = (model_id, window, tz, spans[0].first_hour, spans[-1].end_hour)

@@ -10,11 +10,13 @@ import msgspec
 from projections.figures import EMPTY, UsageFigures, figures_from_row, figures_of
 from projections.store import ReadStore, figures_from_sums, stats_from_values
 from projections.tables import MODEL_VIEW, STATS_COLUMNS, STATS_NAMES
+from projections.windows import bucketise
 
 if TYPE_CHECKING:
     from uuid import UUID
 
     from domain.usage_stats import UsageStats
+    from projections.windows import Bucket, Windows
 
 _MODEL_KINDS = dict(MODEL_VIEW.columns)
 _MODEL_KIND_LIST = tuple(kind for _, kind in MODEL_VIEW.columns)
@@ -248,10 +250,7 @@ _SUMS = ", ".join(
 
 def windows_row(row: Sequence[Any]) -> tuple[int, UsageFigures]:
     """A ``model_windows_statement`` window (from its index on): the index and the figures."""
-    values = row[2:]
-    if values[9] is None:  # a row as stored
-        return row[0], figures_from_row(values)
-    return row[0], figures_from_sums(values)
+    return row[0], figures_from_sums(row[2:])
 
 
 def model_lookup(store: ReadStore, model_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, str]]:
@@ -278,6 +277,20 @@ def usage_rows(
             (int(row[0]), stats_from_values(store.row_from_db(row[1:], _STATS_KIND_LIST)))
             for row in cur.fetchall()
         ]
+
+
+def usage_series(
+    store: ReadStore, scope: str, key: UUID, spans: Windows, *, unit: int | None = None
+) -> list[Bucket]:
+    """A model's or an owner's statistics per window of ``spans``, merged in Python from the
+    daily rows when the windows are whole UTC days (``spans.unit``), else the hourly ones;
+    ``unit`` chooses the rows instead."""
+    unit = spans.unit if unit is None else unit
+    rows = usage_rows(
+        store, scope, key, unit=unit,
+        start=spans[0].first_hour // unit, end=spans[-1].end_hour // unit,
+    )
+    return bucketise(rows, spans, unit)
 
 
 def owner_usage(

@@ -268,34 +268,31 @@ class ReadStore(ABC):
         cache = self._stats_caches.setdefault("usage" + suffix, _StatsCache())
         cache.begin(before)
         try:
-            for table, stats in (
-                (USAGE_MODEL_HOURLY, delta.model_hourly),
-                (USAGE_MODEL_DAILY, delta.model_daily),
+            # (table, rows keyed like it, owner per model id for a column after the key, whether
+            # it stores percentile buckets). Only a model's hours and days do: a single row of
+            # them answers a series bucket; the owners' windows are merged in Python, and the
+            # totals' large histograms are rewritten every batch (a detail read computes them).
+            for table, stats, extra, percentiles in (
+                (USAGE_MODEL_HOURLY, delta.model_hourly, (), True),
+                (USAGE_MODEL_DAILY, delta.model_daily, (), True),
+                (USAGE_OWNER_HOURLY, delta.owner_hourly, (), False),
+                (USAGE_OWNER_DAILY, delta.owner_daily, (), False),
+                (
+                    USAGE_MODEL_TOTALS,
+                    {(model_id,): s for model_id, s in delta.model_totals.items()},
+                    delta.model_owner,
+                    False,
+                ),
+                (
+                    USAGE_OWNER_TOTALS,
+                    {(owner_id,): s for owner_id, s in delta.owner_totals.items()},
+                    (),
+                    False,
+                ),
             ):
-                self._merge_stats(cur, _suffixed(table, suffix), stats, (), cache)
-            for table, stats in (
-                (USAGE_OWNER_HOURLY, delta.owner_hourly),
-                (USAGE_OWNER_DAILY, delta.owner_daily),
-            ):  # an owner's windows are merged in Python, which computes the percentiles
                 self._merge_stats(
-                    cur, _suffixed(table, suffix), stats, (), cache, percentiles=False
+                    cur, _suffixed(table, suffix), stats, extra, cache, percentiles=percentiles
                 )
-            self._merge_stats(
-                cur,
-                _suffixed(USAGE_MODEL_TOTALS, suffix),
-                {(model_id,): stats for model_id, stats in delta.model_totals.items()},
-                delta.model_owner,
-                cache,
-                percentiles=False,
-            )
-            self._merge_stats(
-                cur,
-                _suffixed(USAGE_OWNER_TOTALS, suffix),
-                {(owner_id,): stats for owner_id, stats in delta.owner_totals.items()},
-                (),
-                cache,
-                percentiles=False,
-            )
         except BaseException:
             cache.clear()
             raise
@@ -309,7 +306,7 @@ class ReadStore(ABC):
         extra: Mapping[UUID, UUID] | tuple[()],
         cache: _StatsCache,
         *,
-        percentiles: bool = True,
+        percentiles: bool,
     ) -> None:
         """Upsert ``delta`` merged into the rows it adds to. ``percentiles`` False: leave the
         percentile columns NULL (``stats_values``)."""
@@ -379,13 +376,11 @@ class _StatsCache:
         self.position = position
 
 
-def stats_values(stats: UsageStats, *, percentiles: bool = True) -> tuple[Any, ...]:
+def stats_values(stats: UsageStats, *, percentiles: bool) -> tuple[Any, ...]:
     """A ``UsageStats`` as the values of ``tables.STATS_COLUMNS``.
 
-    ``percentiles`` False leaves the percentile buckets NULL (readers compute them from the
-    histogram): the all-time totals are rewritten for every model of every batch and have the
-    largest histograms (hundreds of buckets), where computing them cost the projector more
-    than a detail read computing them once.
+    ``percentiles`` False leaves the percentile buckets NULL: readers compute them from the
+    histogram (``ReadStore.merge_usage`` says which tables store them).
     """
     histogram = dict(sorted(stats.histogram.items()))  # canonical bytes
     return (

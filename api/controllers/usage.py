@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 from uuid import UUID  # noqa: TC003 - needed at run time by msgspec/Litestar
 
 from litestar import Controller, Response, get, post
@@ -28,9 +28,6 @@ from api.schemas import (
 from domain.errors import ModelNotFoundError
 from modelledger.ingest import UsageRecord
 from projections import queries, windows
-
-if TYPE_CHECKING:
-    from projections.store import ReadStore
 
 Window = Literal["hour", "day", "week", "month"]
 DEFAULT_SPAN = {
@@ -72,19 +69,6 @@ def _aware(moment: datetime, name: str) -> datetime:
     if not EARLIEST <= moment <= LATEST:
         raise InvalidParameterError(name, "must be between 1970 and 9000")
     return moment
-
-
-def _series(
-    store: ReadStore, scope: str, key: UUID, *, window: str, tz: str, start: datetime,
-    end: datetime,
-) -> list[windows.Bucket]:
-    spans = windows.spans(window, windows.zone(tz), start, end)
-    unit = spans.unit
-    rows = queries.usage_rows(
-        store, scope, key, unit=unit,
-        start=spans[0].first_hour // unit, end=spans[-1].end_hour // unit,
-    )
-    return windows.bucketise(rows, spans, unit)
 
 
 class UsageController(Controller):
@@ -178,7 +162,8 @@ class UsageController(Controller):
     ) -> UsageSummary:
         c, owner_id = container(request), principal(request).user_id
         start, end = _range(window, from_, to)
-        buckets = _series(c.store, "owner", owner_id, window=window, tz=tz, start=start, end=end)
+        spans = windows.spans(window, windows.zone(tz), start, end)
+        buckets = queries.usage_series(c.store, "owner", owner_id, spans)
         totals, per_model = queries.owner_usage(c.store, owner_id)
         return UsageSummary(
             window=window,

@@ -13,7 +13,7 @@ from domain.model import ModelStatus
 from modelledger.bootstrap import Container
 from modelledger.services import Actor
 from projections import queries
-from projections.windows import DAY, Bucket, bucketise, hour_index, spans, zone
+from projections.windows import DAY, spans, zone
 from tests.helpers import T0, dump, register, usage_records
 
 
@@ -161,11 +161,7 @@ class TestUsageProjection:
         start, end = T0 - timedelta(days=1), T0 + timedelta(days=11)
         windows = spans("day", tz, start, end)
         assert windows.unit == 1  # New York's days are not UTC days
-        hours = queries.usage_rows(
-            container.store, "model", model_id, unit=1,
-            start=hour_index(start), end=hour_index(end),
-        )
-        buckets = bucketise(hours, windows)
+        buckets = queries.usage_series(container.store, "model", model_id, windows)
         assert sum(b.figures.requests for b in buckets) == 600
         for bucket in buckets:
             expected = [r for r in records if bucket.start <= r.occurred_at < bucket.end]  # type: ignore[operator]
@@ -186,15 +182,8 @@ class TestUsageProjection:
         windows = spans(window, zone("UTC"), T0 - timedelta(days=80), T0 + timedelta(days=10))
         assert windows.unit == DAY
 
-        def series(unit: int) -> list[Bucket]:
-            rows = queries.usage_rows(
-                container.store, "model", model_id, unit=unit,
-                start=windows[0].first_hour // unit, end=windows[-1].end_hour // unit,
-            )
-            return bucketise(rows, windows, unit)
-
-        daily = series(DAY)
-        assert daily == series(1)
+        daily = queries.usage_series(container.store, "model", model_id, windows)
+        assert daily == queries.usage_series(container.store, "model", model_id, windows, unit=1)
         for bucket in daily:
             expected = [r for r in records if bucket.start <= r.occurred_at < bucket.end]  # type: ignore[operator]
             assert bucket.figures.requests == len(expected)
