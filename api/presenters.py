@@ -14,14 +14,15 @@ from msgspec.structs import astuple
 
 from api import schemas
 from api.errors import InvalidParameterError
+from projections.figures import NOTHING_SHOWN, SHOWN
 from projections.queries import MODEL_INDEX
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from projections.figures import UsageFigures
     from projections.queries import ModelRow
-    from projections.windows import Bucket
+    from projections.windows import Bucket, Span
 
 
 def totals(f: UsageFigures) -> schemas.UsageTotals:
@@ -29,13 +30,22 @@ def totals(f: UsageFigures) -> schemas.UsageTotals:
 
 
 def bucket(b: Bucket) -> schemas.UsageBucket:
-    return schemas.UsageBucket(b.start, b.end, *astuple(b.figures)[:_BUCKET])
+    return schemas.UsageBucket(b.start, b.end, *astuple(b.figures)[:SHOWN])
 
 
-# ``UsageFigures`` lists its shown fields first, in the order of these bodies (a test holds
+def series(
+    spans: Sequence[Span], shown: Mapping[int, tuple[Any, ...]]
+) -> list[schemas.UsageBucket]:
+    """A bucket per span, from the shown figures of the spans with usage (by index)."""
+    return [
+        schemas.UsageBucket(span.start, span.end, *shown.get(index, NOTHING_SHOWN))
+        for index, span in enumerate(spans)
+    ]
+
+
+# ``UsageFigures`` lists its ``SHOWN`` fields first, in the order of these bodies (a test holds
 # them to it): a 90-day series presents 91 buckets, positionally.
 _TOTALS = len(schemas.UsageTotals.__struct_fields__)
-_BUCKET = len(schemas.UsageBucket.__struct_fields__) - 2  # after start and end
 
 
 _ID, _NAME, _DESCRIPTION, _FRAMEWORK, _STATUS, _VERSION, _URL, _ACTIVE, _FILE, _SIZE, \

@@ -19,17 +19,18 @@ from typing import TYPE_CHECKING, Any
 from litestar.concurrency import sync_to_thread
 from psycopg_pool import AsyncConnectionPool
 
+from api import presenters
 from api.read_batching import Coalescer
 from projections import queries, windows
-from projections.figures import EMPTY
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from uuid import UUID
 
+    from api.schemas import UsageBucket
     from modelledger.settings import Settings
     from projections.store import ReadStore
-    from projections.windows import Bucket, Windows
+    from projections.windows import Windows
 
 Page = tuple[list[queries.ModelRow], int]
 ListKey = tuple["UUID", tuple[tuple[str, Any], ...]]  # the owner, the filters
@@ -117,16 +118,17 @@ class Reads:
 
     async def model_series(
         self, owner_id: UUID, model_id: UUID, window: str, tz: str, spans: Windows
-    ) -> list[Bucket] | None:
-        """The model's statistics per window (``spans``), or None unless it is ``owner_id``'s
-        model. Whole UTC days are read from the daily rows, anything else from the hourly ones;
-        on PostgreSQL windows of several rows are summed in SQL (a busy model has 2,160 hourly
-        rows in 90 days, and Python would build and merge each)."""
+    ) -> list[UsageBucket] | None:
+        """The model's statistics per window (``spans``), presented, or None unless it is
+        ``owner_id``'s model. Whole UTC days are read from the daily rows, anything else from
+        the hourly ones; on PostgreSQL windows of several rows are summed in SQL (a busy model
+        has 2,160 hourly rows in 90 days, and Python would build and merge each)."""
         if self.pool is None:
-            def both() -> list[Bucket] | None:
+            def both() -> list[UsageBucket] | None:
                 if queries.get_model(self.store, owner_id, model_id) is None:
                     return None
-                return queries.usage_series(self.store, "model", model_id, spans)
+                return [presenters.bucket(b) for b in
+                        queries.usage_series(self.store, "model", model_id, spans)]
 
             return await sync_to_thread(both)
         key = (model_id, window, tz, spans[0].first_hour, spans[-1].end_hour)
@@ -137,8 +139,8 @@ class Reads:
 
     async def _fetch_series(
         self, keys: Sequence[SeriesKey]
-    ) -> dict[SeriesKey, tuple[UUID, list[Bucket]]]:
-        found: dict[SeriesKey, tuple[UUID, list[Bucket]]] = {}
+    ) -> dict[SeriesKey, tuple[UUID, list[UsageBucket]]]:
+        found: dict[SeriesKey, tuple[UUID, list[UsageBucket]]] = {}
         for shared, models in _grouped(keys, lambda key: (key[1:], key[0])).items():
             window, tz, first_hour, end_hour = shared
             spans = windows.spans(window, windows.zone(tz), _hour(first_hour), _hour(end_hour))
@@ -151,11 +153,8 @@ class Reads:
                 header, *listed = of_model
                 if header[1] != -1:  # no such model
                     continue
-                summed = dict(queries.windows_row(row[1:]) for row in listed)
-                buckets = [
-                    windows.Bucket(span.start, span.end, summed.get(index, EMPTY))
-                    for index, span in enumerate(spans)
-                ]
+                shown = dict(queries.window_shown(row[1:]) for row in listed)
+                buckets = presenters.series(spans, shown)
                 found[(models[position - 1], *shared)] = (header[2], buckets)
         return found
 

@@ -14,6 +14,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from msgspec.structs import astuple
 
 from domain import latency
 
@@ -53,6 +54,8 @@ class UsageFigures(msgspec.Struct, frozen=True, gc=False):
 
 
 EMPTY = UsageFigures()
+SHOWN = UsageFigures.__struct_fields__.index("last_at")  # the shown fields come first
+NOTHING_SHOWN: tuple[Any, ...] = astuple(EMPTY)[:SHOWN]
 
 
 def percentile_buckets(stats: UsageStats) -> list[int | None]:
@@ -72,14 +75,24 @@ def figures_of(stats: UsageStats) -> UsageFigures:
 def figures_from_row(values: Sequence[Any]) -> UsageFigures:
     """Figures of one statistics row: ``STATS_COLUMNS`` values in Python types (the histogram,
     at index 9, is not read)."""
-    (requests, successes, failures, rejected, total_us, min_us, max_us, in_bytes, out_bytes,
-     _, last_at, p50, p95, p99) = values
+    requests, last_at = values[0], values[10]
     if not requests:  # served requests are the only source of every figure but ``rejected``
+        rejected = values[3]
         return UsageFigures(rejected=rejected, last_at=last_at) if rejected or last_at else EMPTY
-    return UsageFigures(
+    return UsageFigures(*shown_from_row(values), *(last_at, *values[4:7]))
+
+
+def shown_from_row(values: Sequence[Any]) -> tuple[Any, ...]:
+    """``figures_from_row(values)``'s first ``SHOWN`` fields, without building the figures (a
+    90-day series presents 91 rows: the presenter takes these positionally)."""
+    (requests, successes, failures, rejected, total_us, min_us, max_us, in_bytes, out_bytes,
+     _, _, p50, p95, p99) = values
+    if not requests:
+        return (0, 0, 0, rejected, *NOTHING_SHOWN[4:]) if rejected else NOTHING_SHOWN
+    return (
         requests, successes, failures, rejected, successes / requests,
         total_us / requests / 1000, min_us / 1000, max_us / 1000, _ms(p50), _ms(p95), _ms(p99),
-        in_bytes, out_bytes, last_at, total_us, min_us, max_us,
+        in_bytes, out_bytes,
     )
 
 

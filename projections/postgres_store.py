@@ -38,6 +38,7 @@ _ARRAY_TYPES = {
 
 class PostgresStore(ReadStore):
     backend = "postgres"
+    index_includes = True
     type_names = {  # noqa: RUF012
         "uuid": "UUID", "text": "TEXT", "int": "BIGINT", "bool": "BOOLEAN",
         "ts": "TIMESTAMPTZ", "bytes": "BYTEA",

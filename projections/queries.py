@@ -6,10 +6,18 @@ from collections.abc import Sequence  # noqa: TC003 - a field type of ModelRow
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from msgspec.structs import astuple
 
-from projections.figures import EMPTY, UsageFigures, figures_from_row, figures_of
+from projections.figures import (
+    EMPTY,
+    SHOWN,
+    UsageFigures,
+    figures_from_row,
+    figures_of,
+    shown_from_row,
+)
 from projections.store import ReadStore, figures_from_sums, stats_from_values
-from projections.tables import MODEL_VIEW, STATS_COLUMNS, STATS_NAMES
+from projections.tables import MODEL_VIEW, ROW_READ, STATS_COLUMNS, STATS_NAMES
 from projections.windows import bucketise
 
 if TYPE_CHECKING:
@@ -200,7 +208,7 @@ def model_windows_statement(
 
     Rows, by model and window: the model's 1-based position in ``model_ids``, -1 and its
     owner (a model unknown has no such row); then, for each window with usage, the position,
-    the window's 0-based index, NULL and ``windows_row``'s columns. Positions, not ids: a
+    the window's 0-based index, NULL and ``window_shown``'s columns. Positions, not ids: a
     series has up to 91 rows per model, and loading a UUID per row costs more than the rest.
     When each window is one row (a daily series in UTC, an hourly series) nothing is summed:
     the rows are read as stored, percentiles included.
@@ -234,10 +242,8 @@ def model_windows_statement(
 _NO_STATS = ", ".join("NULL" for _ in STATS_NAMES)
 # A window's bucket shows no ``last_at`` (NULL: loading a timestamp per row was a tenth of a
 # 90-day series' cost). A row as stored: its histogram is not needed either (NULL), its
-# percentile buckets are.
-_ROW_COLUMNS = ", ".join(
-    "NULL" if n in {"histogram", "last_at"} else f"h.{n}" for n in STATS_NAMES
-)
+# percentile buckets are: ``tables.ROW_READ``, which the daily key index holds.
+_ROW_COLUMNS = ", ".join(f"h.{n}" if n in ROW_READ else "NULL" for n in STATS_NAMES)
 # Summed rows: a window of one row keeps that row's percentile buckets (min of one value).
 _SUMS = ", ".join(
     "NULL" if n == "last_at"
@@ -248,9 +254,14 @@ _SUMS = ", ".join(
 )
 
 
-def windows_row(row: Sequence[Any]) -> tuple[int, UsageFigures]:
-    """A ``model_windows_statement`` window (from its index on): the index and the figures."""
-    return row[0], figures_from_sums(row[2:])
+def window_shown(row: Sequence[Any]) -> tuple[int, tuple[Any, ...]]:
+    """A ``model_windows_statement`` window (from its index on): the index and its shown
+    figures (``figures.shown_from_row``). A row read as stored (no histograms) is presented
+    from its columns; summed rows merge their histograms first."""
+    values = row[2:]
+    if values[9] is None:
+        return row[0], shown_from_row(values)
+    return row[0], astuple(figures_from_sums(values))[:SHOWN]
 
 
 def model_lookup(store: ReadStore, model_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, str]]:

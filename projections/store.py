@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from projections.usage_view import UsageDelta
 
 # Bumped when a projection's tables or fold change: the old tables must then be rebuilt.
-SCHEMA_VERSIONS: dict[str, int] = {"models": 1, "usage": 2}
+SCHEMA_VERSIONS: dict[str, int] = {"models": 1, "usage": 3}
 NEXT = "__next"  # suffix of the tables a rebuild builds aside
 
 _hist_encoder = msgspec.msgpack.Encoder()
@@ -61,6 +61,7 @@ class ReadStore(ABC):
 
     backend: str
     type_names: Mapping[str, str]
+    index_includes = False  # indexes may hold non-key columns (``Table.key_includes``)
     _stats_caches: dict[str, _StatsCache]
 
     def __init__(self) -> None:
@@ -162,7 +163,9 @@ class ReadStore(ABC):
         statements = [
             (
                 f"CREATE TABLE {table.name}{suffix} ({columns}, "
-                f"CONSTRAINT pk_{table.name}_{generation} PRIMARY KEY ({', '.join(table.key)}))"
+                f"CONSTRAINT pk_{table.name}_{generation} PRIMARY KEY ({', '.join(table.key)})"
+                + (f" INCLUDE ({', '.join(table.key_includes)}))"
+                   if table.key_includes and self.index_includes else ")")
             )
         ]
         statements += [

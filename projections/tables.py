@@ -17,6 +17,9 @@ class Table:
     key: tuple[str, ...]
     indexes: tuple[tuple[str, tuple[str, ...]], ...] = ()
     not_null: tuple[str, ...] = ()
+    # Columns the primary key's index also holds (PostgreSQL ``INCLUDE``): a read of these by
+    # a range of keys is an index-only scan instead of a visit to one heap page per row.
+    key_includes: tuple[str, ...] = ()
 
     @cached_property
     def column_names(self) -> tuple[str, ...]:
@@ -72,6 +75,9 @@ STATS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("p99_bucket", "int"),
 )
 
+# What a window answered by one stored row reads: all but the histogram and ``last_at``.
+ROW_READ = tuple(name for name, _ in STATS_COLUMNS if name not in {"histogram", "last_at"})
+
 USAGE_MODEL_HOURLY = Table(
     name="usage_model_hourly",
     columns=(("model_id", "uuid"), ("hour", "int"), *STATS_COLUMNS),
@@ -83,11 +89,14 @@ USAGE_OWNER_HOURLY = Table(
     key=("owner_id", "hour"),
 )
 # Whole UTC days (``day`` = hour index // 24): a daily series in UTC reads one row per bucket
-# (a busy model has 24 hourly rows a day), weeks and months sum 7 to 31.
+# (a busy model has 24 hourly rows a day), weeks and months sum 7 to 31. A model's days lie on
+# as many heap pages as it has days (rows are written day by day, for every model at once),
+# so its key index holds what a series reads.
 USAGE_MODEL_DAILY = Table(
     name="usage_model_daily",
     columns=(("model_id", "uuid"), ("day", "int"), *STATS_COLUMNS),
     key=("model_id", "day"),
+    key_includes=ROW_READ,
 )
 USAGE_OWNER_DAILY = Table(
     name="usage_owner_daily",

@@ -141,7 +141,7 @@ class UsageController(Controller):
         )
         if buckets is None:  # not the caller's model
             raise ModelNotFoundError(str(model_id))
-        return UsageSeries(window, tz, [presenters.bucket(b) for b in buckets])
+        return UsageSeries(window, tz, buckets)
 
     @get(
         "/usage/summary",

@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from api import presenters
 from domain.usage_stats import UsageStats
-from projections.figures import EMPTY, figures_of
+from projections import windows
+from projections.figures import EMPTY, figures_of, shown_from_row
+from projections.store import stats_values
 from projections.windows import Bucket
 
 AT = datetime(2026, 11, 2, 8, tzinfo=UTC)
@@ -54,3 +56,19 @@ def test_no_usage_shows_zero_counts_and_no_latencies() -> None:
     assert (body.total_requests, body.successes, body.failures, body.rejected) == (0, 0, 0, 0)
     assert body.success_rate is body.avg_response_ms is body.p99_response_ms is None
     assert body.last_used_at is None
+
+
+def test_a_series_presents_stored_rows_as_the_figures_would() -> None:
+    midnight = AT.replace(hour=0)
+    spans = windows.spans("day", windows.zone("UTC"), midnight, midnight + timedelta(days=3))
+    served, rejected_only = stats(), UsageStats()
+    rejected_only.add_request(response_us=5, success=False, input_bytes=9, output_bytes=0,
+                              occurred_at=AT, rejected=True)
+    rows = [stats_values(s, percentiles=True) for s in (served, rejected_only)]
+    body = presenters.series(spans, {0: shown_from_row(rows[0]), 2: shown_from_row(rows[1])})
+    assert body == [
+        presenters.bucket(Bucket(spans[0].start, spans[0].end, figures_of(served))),
+        presenters.bucket(Bucket(spans[1].start, spans[1].end, EMPTY)),
+        presenters.bucket(Bucket(spans[2].start, spans[2].end, figures_of(rejected_only))),
+    ]
+    assert (body[2].requests, body[2].rejected, body[2].input_bytes) == (0, 1, 0)

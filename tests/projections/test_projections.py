@@ -13,6 +13,7 @@ from domain.model import ModelStatus
 from modelledger.bootstrap import Container
 from modelledger.services import Actor
 from projections import queries
+from projections.tables import ROW_READ
 from projections.windows import DAY, spans, zone
 from tests.helpers import T0, dump, register, usage_records
 
@@ -241,3 +242,23 @@ class TestRebuild:
         )
         container.projector.catch_up("usage")
         assert container.models.get(owner, model_id).usage.requests == 10
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_a_models_daily_rows_are_read_from_their_key_index_alone(container: Container) -> None:
+    """A model's days lie one per heap page; its key index holds what a daily series reads,
+    built again by a rebuild."""
+    container.projector.rebuild("usage")
+    with container.store.read() as cur:
+        cur.execute(
+            "SELECT i.indnkeyatts, array_agg(a.attname ORDER BY k.n) FROM pg_index i "
+            "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) "
+            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+            "WHERE i.indrelid = 'usage_model_daily'::regclass AND i.indisprimary "
+            "GROUP BY i.indnkeyatts"
+        )
+        keys, columns = cur.fetchone()
+    assert columns[:keys] == ["model_id", "day"]
+    assert tuple(columns[keys:]) == ROW_READ
+    assert set(ROW_READ) >= {"requests", "p50_bucket", "p99_bucket", "output_bytes"}
