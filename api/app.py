@@ -114,7 +114,7 @@ def create_app_from_env() -> Litestar:
     the projection tables were built by another schema version.
     """
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, access_log=settings.access_log)
     container = build(settings)
     try:
         ensure_current_schema(container)

@@ -74,10 +74,13 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
-def configure_logging(level: str | int = "INFO", *, stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str | int = "INFO", *, access_log: bool = False, stream: TextIO | None = None
+) -> None:
     """Send every log record, structlog's and the standard library's, to ``stream`` as JSON.
 
     Safe to call more than once (the last call wins); ``level`` is a name like ``"INFO"``.
+    uvicorn's access log (a record per request) only with ``access_log``.
     """
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(numeric, int):
@@ -104,6 +107,11 @@ def configure_logging(level: str | int = "INFO", *, stream: TextIO | None = None
         server_logger = logging.getLogger(name)
         server_logger.handlers.clear()
         server_logger.propagate = True
+    # uvicorn decides per connection whether to log requests by whether its access logger
+    # reaches a handler (not by its own ``access_log`` option once the factory has run), and
+    # formats each record's arguments before the level check: without ``access_log`` it
+    # reaches none.
+    logging.getLogger("uvicorn.access").propagate = access_log
     structlog.configure(
         processors=[
             *_shared_processors(),

@@ -127,6 +127,10 @@ class Settings:
         default="INFO",
         metadata={"doc": "Log level of the JSON logs."},
     )
+    access_log: bool = field(
+        default=False,
+        metadata={"doc": "Log every HTTP request (uvicorn's access log, at INFO)."},
+    )
 
     @property
     def backend(self) -> str:
@@ -198,6 +202,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
              "projection_batch_size": int, "usage_retention_days": int,
              "archive_retention_days": int, "job_history_days": int,
              "embedded_worker": bool, "archive_enabled": bool, "group_commit": bool,
+             "access_log": bool,
              "poll_interval": float, "projection_linger": float}
     values: dict[str, object] = {}
     for f in fields(Settings):

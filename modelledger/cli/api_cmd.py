@@ -62,15 +62,18 @@ def _start_embedded(c: Container, stop: threading.Event) -> list[threading.Threa
 @click.option("--api-only", is_flag=True,
               help="Serve the API only; run `modelledger worker` elsewhere "
               "[MODELLEDGER_EMBEDDED_WORKER=false].")
-@click.option("--access-log/--no-access-log", default=False, help="Log every request.")
+@click.option("--access-log/--no-access-log", default=None,
+              help="Log every request [MODELLEDGER_ACCESS_LOG].")
 def serve(*, host: str | None, port: int | None, workers: int | None, api_only: bool,
-          access_log: bool) -> None:
+          access_log: bool | None) -> None:
     import uvicorn  # noqa: PLC0415 - only this command needs it
 
     from api.auth import resolve_secret  # noqa: PLC0415
 
-    settings = _settings(host=host, port=port, workers=workers)
-    configure_logging(settings.log_level)
+    settings = _settings(host=host, port=port, workers=workers, access_log=access_log)
+    configure_logging(settings.log_level, access_log=settings.access_log)
+    # The app factory reads its settings again in each worker process.
+    os.environ["MODELLEDGER_ACCESS_LOG"] = "true" if settings.access_log else "false"
     try:
         resolve_secret(settings)  # generated once, before any worker process starts
     except RuntimeError as error:
@@ -106,7 +109,7 @@ def serve(*, host: str | None, port: int | None, workers: int | None, api_only: 
                 host=settings.host,
                 port=settings.port,
                 workers=settings.workers,
-                access_log=access_log,
+                access_log=settings.access_log,
                 log_level=settings.log_level.lower(),
                 log_config=None,  # keep our JSON handler (configure_logging in each worker)
                 loop="uvloop" if _has("uvloop") else "auto",

@@ -5,8 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 import structlog
 
@@ -14,6 +21,7 @@ from modelledger.logging_setup import REDACTED, configure_logging
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLW5vdC1yZWFs"  # noqa: S105 - a fake token the log must mask
 
@@ -71,3 +79,35 @@ def test_level_filters_records(output: io.StringIO) -> None:
 def test_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="LOUD"):
         configure_logging("LOUD")
+
+
+@pytest.mark.parametrize("flag", [None, "--access-log"])
+def test_serve_logs_each_request_only_when_asked(tmp_path: Path, flag: str | None) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "MODELLEDGER_DATA_DIR": str(tmp_path), "MODELLEDGER_DATABASE_URL": ""}
+    env.pop("MODELLEDGER_ACCESS_LOG", None)
+    command = [sys.executable, "-m", "modelledger", "serve", "--port", str(port)]
+    server = subprocess.Popen([*command, *([flag] if flag else [])], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/health/live?probe=1").status_code == 200
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, "serve exited"
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.2)
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=30)
+    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    access = [r for r in records if r.get("logger") == "uvicorn.access"]
+    assert any(r["logger"] == "uvicorn.error" for r in records)  # the server did log
+    if flag:
+        assert any("GET /health/live?probe=1" in str(r["event"]) for r in access)
+    else:
+        assert access == []
