@@ -89,15 +89,19 @@ def shown_from_row(values: Sequence[Any]) -> tuple[Any, ...]:
      _, _, p50, p95, p99) = values
     if not requests:
         return (0, 0, 0, rejected, *NOTHING_SHOWN[4:]) if rejected else NOTHING_SHOWN
+    low, high, p50_ms, p95_ms, p99_ms = min_us / 1000, max_us / 1000, _ms(p50), _ms(p95), _ms(p99)
+    if p50_ms < low or p99_ms > high:
+        # A bucket's value may lie just outside the extremes of what it holds (with one request
+        # it usually does); the exact percentile never does, so that bound is the better value.
+        p50_ms, p95_ms, p99_ms = (min(max(v, low), high) for v in (p50_ms, p95_ms, p99_ms))
     return (
         requests, successes, failures, rejected, successes / requests,
-        total_us / requests / 1000, min_us / 1000, max_us / 1000, _ms(p50), _ms(p95), _ms(p99),
-        in_bytes, out_bytes,
+        total_us / requests / 1000, low, high, p50_ms, p95_ms, p99_ms, in_bytes, out_bytes,
     )
 
 
 @cache
-def _ms(bucket: int | None) -> float | None:
+def _ms(bucket: int) -> float:
     """A percentile bucket's value in milliseconds, remembered (a few hundred buckets cover
-    1 µs to an hour)."""
-    return None if bucket is None else latency.bucket_value(bucket) / 1000
+    1 µs to an hour). A row with requests has all three buckets."""
+    return latency.bucket_value(bucket) / 1000

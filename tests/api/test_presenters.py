@@ -72,3 +72,17 @@ def test_a_series_presents_stored_rows_as_the_figures_would() -> None:
         presenters.bucket(Bucket(spans[2].start, spans[2].end, figures_of(rejected_only))),
     ]
     assert (body[2].requests, body[2].rejected, body[2].input_bytes) == (0, 1, 0)
+
+
+def test_percentiles_never_lie_outside_the_fastest_and_slowest_request() -> None:
+    one = UsageStats()
+    one.add_request(response_us=12_500, success=True, input_bytes=1, output_bytes=1,
+                    occurred_at=AT, rejected=False)
+    body = presenters.totals(figures_of(one))
+    assert body.p50_response_ms == body.p95_response_ms == body.p99_response_ms == 12.5
+    same = UsageStats()
+    for _ in range(3):
+        same.add_request(response_us=7_001, success=True, input_bytes=1, output_bytes=1,
+                         occurred_at=AT, rejected=False)
+    row = stats_values(same, percentiles=True)
+    assert shown_from_row(row)[8:11] == (7.001, 7.001, 7.001)
