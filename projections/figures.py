@@ -89,11 +89,16 @@ def shown_from_row(values: Sequence[Any]) -> tuple[Any, ...]:
      _, _, p50, p95, p99) = values
     if not requests:
         return (0, 0, 0, rejected, *NOTHING_SHOWN[4:]) if rejected else NOTHING_SHOWN
-    low, high, p50_ms, p95_ms, p99_ms = min_us / 1000, max_us / 1000, _ms(p50), _ms(p95), _ms(p99)
-    if p50_ms < low or p99_ms > high:
-        # A bucket's value may lie just outside the extremes of what it holds (with one request
-        # it usually does); the exact percentile never does, so that bound is the better value.
-        p50_ms, p95_ms, p99_ms = (min(max(v, low), high) for v in (p50_ms, p95_ms, p99_ms))
+    # A bucket's value may lie just outside the extremes of what it holds; the exact
+    # percentile never does, so the bound it crosses is the better value.
+    low, high = min_us / 1000, max_us / 1000
+    if low == high:  # one request (a sparse day's usual row), or equal ones: exact
+        p50_ms = p95_ms = p99_ms = low
+    else:
+        p50_ms, p95_ms, p99_ms = _ms(p50), _ms(p95), _ms(p99)
+        if p50_ms < low or p99_ms > high:
+            p50_ms, p95_ms = min(max(p50_ms, low), high), min(max(p95_ms, low), high)
+            p99_ms = min(max(p99_ms, low), high)
     return (
         requests, successes, failures, rejected, successes / requests,
         total_us / requests / 1000, low, high, p50_ms, p95_ms, p99_ms, in_bytes, out_bytes,
