@@ -89,16 +89,11 @@ def shown_from_row(values: Sequence[Any]) -> tuple[Any, ...]:
      _, _, p50, p95, p99) = values
     if not requests:
         return (0, 0, 0, rejected, *NOTHING_SHOWN[4:]) if rejected else NOTHING_SHOWN
-    # A bucket's value may lie just outside the extremes of what it holds; the exact
-    # percentile never does, so the bound it crosses is the better value.
     low, high = min_us / 1000, max_us / 1000
     if low == high:  # one request (a sparse day's usual row), or equal ones: exact
         p50_ms = p95_ms = p99_ms = low
-    else:
+    else:  # within 1 % (a bucket's value; not clamped to the extremes: a series shows 91)
         p50_ms, p95_ms, p99_ms = _ms(p50), _ms(p95), _ms(p99)
-        if p50_ms < low or p99_ms > high:
-            p50_ms, p95_ms = min(max(p50_ms, low), high), min(max(p95_ms, low), high)
-            p99_ms = min(max(p99_ms, low), high)
     return (
         requests, successes, failures, rejected, successes / requests,
         total_us / requests / 1000, low, high, p50_ms, p95_ms, p99_ms, in_bytes, out_bytes,

@@ -74,7 +74,7 @@ def test_a_series_presents_stored_rows_as_the_figures_would() -> None:
     assert (body[2].requests, body[2].rejected, body[2].input_bytes) == (0, 1, 0)
 
 
-def test_percentiles_never_lie_outside_the_fastest_and_slowest_request() -> None:
+def test_requests_of_one_time_show_it_as_every_percentile() -> None:
     one = UsageStats()
     one.add_request(response_us=12_500, success=True, input_bytes=1, output_bytes=1,
                     occurred_at=AT, rejected=False)

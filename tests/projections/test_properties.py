@@ -79,8 +79,10 @@ def check_against_raw(container: Any, owner: uuid.UUID, model_ids: list[uuid.UUI
                                      expected["min_us"], expected["max_us"],
                                      expected["input_bytes"])
         shown = (got.p50_ms, got.p95_ms, got.p99_ms)
-        if got.requests:
-            assert got.min_ms <= shown[0] <= shown[1] <= shown[2] <= got.max_ms
+        if got.requests and got.min_ms == got.max_ms:  # equal times are shown exactly
+            assert shown == (got.min_ms, got.min_ms, got.min_ms)
+        elif got.requests:
+            assert shown[0] <= shown[1] <= shown[2]
         for q, estimate in zip((0.5, 0.95, 0.99), shown, strict=True):
             micros = expected["micros"]
             if not micros:
