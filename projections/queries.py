@@ -256,10 +256,10 @@ _SUMS = ", ".join(
 
 def window_shown(row: Sequence[Any]) -> tuple[int, tuple[Any, ...]]:
     """A ``model_windows_statement`` window (from its index on): the index and its shown
-    figures (``figures.shown_from_row``). A row read as stored (no histograms) is presented
-    from its columns; summed rows merge their histograms first."""
-    values = row[2:]
-    if values[9] is None:
+    figures (``figures.shown_from_row``). One row, read as stored (no histograms) or summed
+    alone, is presented from its columns; several merge their histograms first."""
+    values, histograms = row[2:], row[11]
+    if histograms is None or len(histograms) == 1:
         return row[0], shown_from_row(values)
     return row[0], astuple(figures_from_sums(values))[:SHOWN]
 

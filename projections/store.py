@@ -16,7 +16,7 @@ import msgspec
 
 from domain import latency
 from domain.usage_stats import UsageStats
-from projections.figures import QUANTILES, UsageFigures, figures_from_row, figures_of
+from projections.figures import QUANTILES, UsageFigures, figures_of
 from projections.tables import (
     MODEL_VIEW,
     PROJECTION_TABLES,
@@ -411,13 +411,9 @@ def stats_from_values(values: Sequence[Any]) -> UsageStats:
 
 
 def figures_from_sums(values: Sequence[Any]) -> UsageFigures:
-    """Figures of rows summed in SQL (``STATS_COLUMNS``' sums, extremes, the array of the
-    rows' encoded histograms, the latest ``last_at`` and, when one row was summed, its
-    percentile buckets): only several rows' histograms are decoded and added up. A NULL
-    array: one row read as stored."""
+    """Figures of several rows summed in SQL (``STATS_COLUMNS``' sums and extremes, and the
+    array of the rows' encoded histograms, which are decoded and added up here)."""
     histograms = values[9]
-    if histograms is None or len(histograms) == 1:
-        return figures_from_row(values)
     histogram: dict[int, int] = _hist_decoder.decode(histograms[0])
     for encoded in histograms[1:]:
         latency.merge_into(histogram, _hist_decoder.decode(encoded))
