@@ -18,13 +18,13 @@ from projections.figures import (
 )
 from projections.store import ReadStore, figures_from_sums, stats_from_values
 from projections.tables import MODEL_VIEW, ROW_READ, STATS_COLUMNS, STATS_NAMES
-from projections.windows import bucketise
+from projections.windows import Bucket, bucketise
 
 if TYPE_CHECKING:
     from uuid import UUID
 
     from domain.usage_stats import UsageStats
-    from projections.windows import Bucket, Windows
+    from projections.windows import Windows
 
 _MODEL_KINDS = dict(MODEL_VIEW.columns)
 _MODEL_KIND_LIST = tuple(kind for _, kind in MODEL_VIEW.columns)
@@ -275,6 +275,16 @@ def usage_rows(
 ) -> list[tuple[int, UsageStats]]:
     """Statistics rows of a model or an owner (``scope``) by hour (``unit`` 1) or UTC day
     (``unit`` 24), ``start <= index < end``, in order."""
+    return [
+        (index, stats_from_values(values))
+        for index, values in _usage_values(store, scope, key, unit=unit, start=start, end=end)
+    ]
+
+
+def _usage_values(
+    store: ReadStore, scope: str, key: UUID, *, unit: int, start: int, end: int
+) -> list[tuple[int, Sequence[Any]]]:
+    """``usage_rows`` as ``STATS_COLUMNS`` values in Python types (histograms not decoded)."""
     table, column, index = _USAGE_TABLES[scope, unit]
     with store.read() as cur:
         cur.execute(
@@ -285,8 +295,7 @@ def usage_rows(
             (store.to_db(key, "uuid"), start, end),
         )
         return [
-            (int(row[0]), stats_from_values(store.row_from_db(row[1:], _STATS_KIND_LIST)))
-            for row in cur.fetchall()
+            (int(row[0]), store.row_from_db(row[1:], _STATS_KIND_LIST)) for row in cur.fetchall()
         ]
 
 
@@ -295,13 +304,18 @@ def usage_series(
 ) -> list[Bucket]:
     """A model's or an owner's statistics per window of ``spans``, merged in Python from the
     daily rows when the windows are whole UTC days (``spans.unit``), else the hourly ones;
-    ``unit`` chooses the rows instead."""
+    ``unit`` chooses the rows instead. When each window is one of a model's rows, which store
+    their percentiles, no histogram is decoded (as ``model_windows_statement`` reads them)."""
     unit = spans.unit if unit is None else unit
-    rows = usage_rows(
-        store, scope, key, unit=unit,
-        start=spans[0].first_hour // unit, end=spans[-1].end_hour // unit,
-    )
-    return bucketise(rows, spans, unit)
+    start, end = spans[0].first_hour // unit, spans[-1].end_hour // unit
+    if scope == "model" and len(spans) == end - start:
+        stored = dict(_usage_values(store, scope, key, unit=unit, start=start, end=end))
+        return [
+            Bucket(span.start, span.end,
+                   figures_from_row(stored[start + i]) if start + i in stored else EMPTY)
+            for i, span in enumerate(spans)
+        ]
+    return bucketise(usage_rows(store, scope, key, unit=unit, start=start, end=end), spans, unit)
 
 
 def owner_usage(
