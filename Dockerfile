@@ -7,8 +7,11 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 RUN pip install --no-cache-dir build==1.2.2
 COPY pyproject.toml README.md ./
+COPY config ./config
 COPY domain ./domain
+COPY eventstore ./eventstore
 COPY projections ./projections
+COPY services ./services
 COPY api ./api
 COPY scheduler ./scheduler
 COPY modelledger ./modelledger

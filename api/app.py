@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar, Request, Response, Router
 from litestar.datastructures import State
@@ -27,11 +26,9 @@ from api.errors import EXCEPTION_HANDLERS
 from api.group_commit import GroupCommitter
 from api.reads import Reads
 from api.request_metrics import RequestMetricsMiddleware
-from modelledger.artifacts import ArtifactStore
-from modelledger.bootstrap import Container, build
-from modelledger.logging_setup import configure_logging
-from modelledger.schema_check import ensure_current_schema
-from modelledger.settings import load_settings
+
+if TYPE_CHECKING:
+    from services.container import Container
 
 
 async def _allow_every_method(request: Request[Any, Any, Any]) -> Response[None] | None:
@@ -58,7 +55,7 @@ def create_app(
     settings = container.settings
     verifier = TokenVerifier(resolve_secret(settings), settings.jwt_public_key)
     committer = GroupCommitter(
-        container.ingest, enabled=settings.group_commit if group_commit is None else group_commit
+        container.usage, enabled=settings.group_commit if group_commit is None else group_commit
     )
     reads = Reads(container.store, settings)
     api = Router(
@@ -81,9 +78,7 @@ def create_app(
         route_handlers=[api, HealthController, MetricsController],
         state=State({
             "container": container,
-            "artifacts": ArtifactStore(
-                Path(settings.data_dir) / "artifacts", settings.max_upload_bytes
-            ),
+            "artifacts": container.artifacts,
             "group_commit": committer,
             "reads": reads,
         }),
@@ -105,20 +100,3 @@ def create_app(
         on_shutdown=[shutdown],
         before_request=_allow_every_method,
     )
-
-
-def create_app_from_env() -> Litestar:
-    """The uvicorn factory (``api.app:create_app_from_env``), run in every worker process.
-
-    Settings from MODELLEDGER_*; JSON logs; refuses to start (naming the rebuild command) when
-    the projection tables were built by another schema version.
-    """
-    settings = load_settings()
-    configure_logging(settings.log_level, access_log=settings.access_log)
-    container = build(settings)
-    try:
-        ensure_current_schema(container)
-    except BaseException:
-        container.close()
-        raise
-    return create_app(container, close_container=True)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
     from litestar.types import ASGIApp
 
-    from modelledger.settings import Settings
+    from config.settings import Settings
 
 SCOPE_MODELS = "models"
 SCOPE_USAGE_WRITE = "usage:write"

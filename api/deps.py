@@ -9,13 +9,13 @@ from litestar import Request
 from litestar.datastructures import State
 
 from api.auth import Principal, principal_of
-from modelledger.services import Actor
+from services.models import Actor
 
 if TYPE_CHECKING:
     from api.group_commit import GroupCommitter
     from api.reads import Reads
-    from modelledger.artifacts import ArtifactStore
-    from modelledger.bootstrap import Container
+    from services.artifacts import ArtifactStore
+    from services.container import Container
 
 ApiRequest: TypeAlias = Request[Principal, str, State]
 CORRELATION_HEADER = "x-correlation-id"

@@ -21,7 +21,7 @@ from domain.errors import (
     ValidationError,
     VersionConflictError,
 )
-from projections.windows import WindowError
+from projections.usage.windows import WindowError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

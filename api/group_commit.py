@@ -21,7 +21,7 @@ from api.metrics import USAGE_INGESTED
 if TYPE_CHECKING:
     from uuid import UUID
 
-    from modelledger.ingest import UsageIngest, UsageRecord
+    from services.usage import UsageRecord, UsageService
 
 
 @dataclass
@@ -36,9 +36,9 @@ class _Pending:
 
 class GroupCommitter:
     def __init__(
-        self, ingest: UsageIngest, *, max_batch: int = 5_000, enabled: bool = True
+        self, usage: UsageService, *, max_batch: int = 5_000, enabled: bool = True
     ) -> None:
-        self.ingest = ingest
+        self.usage = usage
         self.max_batch = max_batch
         self.enabled = enabled
         self._queue: list[_Pending] = []
@@ -62,7 +62,7 @@ class GroupCommitter:
         self, record: UsageRecord, caller_id: UUID, may_record_any: bool  # noqa: FBT001
     ) -> bool:
         """One transaction per request: the baseline the benchmark compares against."""
-        [outcome] = self.ingest.record_each([record], [(caller_id, may_record_any)])
+        [outcome] = self.usage.record_each([record], [(caller_id, may_record_any)])
         if isinstance(outcome, Exception):
             raise outcome
         USAGE_INGESTED.labels("single").inc(outcome)
@@ -98,7 +98,7 @@ class GroupCommitter:
                         pending.done.set_result(outcome)
 
     def _commit_group(self, group: list[_Pending]) -> list[bool | Exception]:
-        outcomes = self.ingest.record_each(
+        outcomes = self.usage.record_each(
             [p.record for p in group], [(p.caller_id, p.may_record_any) for p in group]
         )
         USAGE_INGESTED.labels("single").inc(sum(outcome is True for outcome in outcomes))

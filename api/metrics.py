@@ -18,8 +18,8 @@ from prometheus_client import (
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from modelledger.bootstrap import Container
-    from scheduler.watchdog import ProjectionHealth
+    from projections.watchdog import ProjectionHealth
+    from services.container import Container
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 USAGE_INGESTED = Counter(
@@ -50,7 +50,7 @@ def record_projections(report: Iterable[ProjectionHealth]) -> None:
 
 def render(container: Container) -> bytes:
     """The metrics page; with several workers, all processes' samples combined."""
-    from scheduler import watchdog  # noqa: PLC0415 - keeps this module free of the scheduler
+    from projections import watchdog  # noqa: PLC0415 - keeps this module free of the scheduler
 
     record_projections(watchdog.check(container))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

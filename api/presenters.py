@@ -14,15 +14,15 @@ from msgspec.structs import astuple
 
 from api import schemas
 from api.errors import InvalidParameterError
-from projections.figures import NOTHING_SHOWN, SHOWN
-from projections.queries import MODEL_INDEX
+from projections.models.queries import MODEL_INDEX
+from projections.usage.figures import NOTHING_SHOWN, SHOWN
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from projections.figures import UsageFigures
-    from projections.queries import ModelRow
-    from projections.windows import Bucket, Span
+    from projections.models.queries import ModelRow
+    from projections.usage.figures import UsageFigures
+    from projections.usage.windows import Bucket, Span
 
 
 def totals(f: UsageFigures) -> schemas.UsageTotals:

@@ -7,7 +7,8 @@ batched SELECT. What took two queries (a page and its total; the ownership check
 rows) is one statement. On SQLite the same queries run in a worker thread through the store's
 own ``read()``: SQLite has no network round trips to save.
 
-The SQL and the row conversion are ``projections.queries``'s, so both paths answer alike.
+The SQL and the row conversion are the read models' (``projections.models.queries``,
+``projections.usage.queries``), so both paths answer alike.
 """
 
 from __future__ import annotations
@@ -21,16 +22,18 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import presenters
 from api.read_batching import Coalescer
-from projections import queries, windows
+from projections.models import queries
+from projections.usage import queries as usage_queries
+from projections.usage import windows
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from uuid import UUID
 
     from api.schemas import UsageBucket
-    from modelledger.settings import Settings
-    from projections.store import ReadStore
-    from projections.windows import Windows
+    from config.settings import Settings
+    from projections.store.base import ReadStore, Statement
+    from projections.usage.windows import Windows
 
 Page = tuple[list[queries.ModelRow], int]
 ListKey = tuple["UUID", tuple[tuple[str, Any], ...]]  # the owner, the filters
@@ -69,7 +72,7 @@ class Reads:
         if self.pool is not None:
             await self.pool.close()
 
-    async def _run(self, statement: queries.Statement) -> list[Any]:
+    async def _run(self, statement: Statement) -> list[Any]:
         assert self.pool is not None  # noqa: S101 - only the PostgreSQL paths get here
         async with self.pool.connection() as conn:
             cursor = await conn.execute(*statement, binary=True)
@@ -128,7 +131,7 @@ class Reads:
                 if queries.get_model(self.store, owner_id, model_id) is None:
                     return None
                 return [presenters.bucket(b) for b in
-                        queries.usage_series(self.store, "model", model_id, spans)]
+                        usage_queries.usage_series(self.store, "model", model_id, spans)]
 
             return await sync_to_thread(both)
         key = (model_id, window, tz, spans[0].first_hour, spans[-1].end_hour)
@@ -145,7 +148,7 @@ class Reads:
             window, tz, first_hour, end_hour = shared
             spans = windows.spans(window, windows.zone(tz), _hour(first_hour), _hour(end_hour))
             unit = spans.unit
-            rows = await self._run(queries.model_windows_statement(
+            rows = await self._run(usage_queries.model_windows_statement(
                 self.store, models, unit, [span.first_hour // unit for span in spans],
                 end_hour // unit,
             ))
@@ -153,7 +156,7 @@ class Reads:
                 header, *listed = of_model
                 if header[1] != -1:  # no such model
                     continue
-                shown = dict(queries.window_shown(row[1:]) for row in listed)
+                shown = dict(usage_queries.window_shown(row[1:]) for row in listed)
                 buckets = presenters.series(spans, shown)
                 found[(models[position - 1], *shared)] = (header[2], buckets)
         return found

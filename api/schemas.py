@@ -8,7 +8,8 @@ from uuid import UUID  # noqa: TC003 - needed at run time by msgspec/Litestar
 
 import msgspec
 
-from modelledger.audit import AuditEntry  # noqa: TC001 - needed at run time by msgspec/Litestar
+from services.audit import AuditEntry  # noqa: TC001 - needed at run time by msgspec/Litestar
+from services.usage import UsageRecord  # noqa: TC001 - needed at run time by msgspec
 
 MAX_BATCH = 10_000
 
@@ -91,27 +92,8 @@ class HistoryPage(msgspec.Struct):
     total: int
 
 
-class UsageIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """One prediction request, as reported by the inference gateway."""
-
-    request_id: str
-    occurred_at: datetime | None = None
-    response_time_ms: float
-    input_bytes: int
-    output_bytes: int
-    success: bool
-    status_code: int | None = None
-    error: str | None = None
-    user_agent: str | None = None
-    ip: str | None = None
-
-
-class UsageBatchRecord(UsageIn, forbid_unknown_fields=True, kw_only=True):
-    model_id: UUID
-
-
 class UsageBatch(msgspec.Struct, forbid_unknown_fields=True):
-    records: Annotated[list[UsageBatchRecord], msgspec.Meta(max_length=MAX_BATCH)]
+    records: Annotated[list[UsageRecord], msgspec.Meta(max_length=MAX_BATCH)]
 
 
 class Rejection(msgspec.Struct):

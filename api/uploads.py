@@ -25,7 +25,7 @@ from multipart import (  # type: ignore[import-untyped]
 
 from api.errors import InvalidParameterError, PayloadTooLargeError
 from api.schemas import ModelCreate
-from modelledger.artifacts import ArtifactStore, ArtifactTooLargeError, Upload
+from services.artifacts import ArtifactStore, ArtifactTooLargeError, Upload
 
 if TYPE_CHECKING:
     from litestar import Request

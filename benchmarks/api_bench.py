@@ -2,10 +2,14 @@
 
 Setup, as the issue states it: a PostgreSQL schema holding 10,000 models (100 owners with 100
 each) and 1,000,000 usage events spread over the last 90 days, loaded in-process through the
-registry, ``container.usage_ledger.record`` and ``projector.catch_up_all()`` (not over HTTP);
+registry, ``container.usage_log.record`` and ``projector.catch_up_all()`` (not over HTTP);
 then ``modelledger serve --workers N`` started as a user would, and wrk (C, Lua scripts for POST
 bodies and per-request URLs and tokens) with 64 connections as the load generator. Phases:
-the list, the detail and a 90-day daily series, on the dataset as loaded; then batch ingest
+first the ceiling of the bare stack (benchmarks/bare_stack.py: a minimal Litestar app under
+uvicorn with serve's settings and workers, on ``--ceiling-port``, answering every GET with the
+bytes of one real detail response taken from the server; wrk as for the detail, same
+connections, threads and seconds); the list, the detail and a 90-day daily series, on the
+dataset as loaded, each also reported as a fraction of that ceiling; then batch ingest
 (pre-encoded 10,000-record bodies, 4 concurrent httpx clients: the client does almost nothing
 per event), single-record ingest with group commit, and last single-record ingest with the
 server restarted with ``MODELLEDGER_GROUP_COMMIT=false`` (one transaction per request).
@@ -13,7 +17,10 @@ server restarted with ``MODELLEDGER_GROUP_COMMIT=false`` (one transaction per re
 The reads come first because their goals are stated for 10,000 models and 1,000,000 events
 stored: after the ingest phases there are a third more, and autovacuum has yet to clear the
 rows they updated (measured on 2026-11-26: the series right after them ran at 2,990 and 3,625
-req/s, on the settled dataset at 4,413 and 4,489).
+req/s, on the settled dataset at 4,413 and 4,489). The ceiling is measured in the same run, on
+the same machine state, so that "0.62 of ceiling" says how much of what Litestar and uvicorn
+alone can serve the API keeps; the series with fewer clients has no ceiling at its connection
+count and is reported in absolute figures only.
 
     apt-get install wrk
     .venv/bin/python benchmarks/api_bench.py --pg postgresql://postgres@127.0.0.1:5432/postgres \\
@@ -51,11 +58,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api.auth import issue_token, user_id_of  # noqa: E402
+from config.settings import load_settings  # noqa: E402
 from domain.model import Model  # noqa: E402
 from domain.name_claim import NameClaim  # noqa: E402
 from domain.usage import record_usage  # noqa: E402
 from modelledger.bootstrap import build  # noqa: E402
-from modelledger.settings import load_settings  # noqa: E402
 
 SECRET = "benchmark-secret-" + "x" * 48  # a throwaway secret for a local run
 USERS = 100
@@ -108,10 +115,10 @@ def load_data(args: argparse.Namespace, schema: str, data_dir: Path) -> float:
                 ))
                 batch.append(NameClaim.claim(owner, f"model-{index:03d}", mid))
             if len(batch) >= 1_000:
-                c.registry.save(*batch)
+                c.registry_log.save(*batch)
                 batch = []
         if batch:
-            c.registry.save(*batch)
+            c.registry_log.save(*batch)
         print(f"  models registered: {len(owners)} ({time.perf_counter() - began:.0f} s)",
               flush=True)
         ids, rng, now = list(owners), random.Random(1), datetime.now(UTC)
@@ -125,7 +132,7 @@ def load_data(args: argparse.Namespace, schema: str, data_dir: Path) -> float:
                     response_time_ms=rng.uniform(5, 200), input_bytes=512, output_bytes=1024,
                     success=rng.random() > 0.05, now=now,
                 ))
-            c.usage_ledger.record(events)
+            c.usage_log.record(events)
         print(f"  usage recorded: {args.events} ({time.perf_counter() - began:.0f} s)", flush=True)
         c.projector.catch_up_all()
         print(f"  projections caught up ({time.perf_counter() - began:.0f} s)", flush=True)
@@ -188,6 +195,52 @@ class Server:
             self.proc = None
 
 
+class BareStack:
+    """benchmarks/bare_stack.py with ``modelledger serve``'s uvicorn settings and workers."""
+
+    def __init__(self, args: argparse.Namespace, data_dir: Path) -> None:
+        self.args, self.data_dir = args, data_dir
+        self.port = args.ceiling_port or args.port + 1
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, body: bytes) -> None:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                raise RuntimeError(f"port {self.port} is in use: stop that server first")
+        body_file = self.data_dir / "bare-stack-body.json"
+        body_file.write_bytes(body)
+        log = (self.data_dir / "bare-stack.log").open("ab")
+        self.proc = subprocess.Popen(  # noqa: S603 - our own command line
+            [str(ROOT / ".venv/bin/python"), str(Path(__file__).with_name("bare_stack.py")),
+             "--body", str(body_file), "--workers", str(self.args.workers), "--port",
+             str(self.port), "--log-level", "warning"],  # the server's MODELLEDGER_LOG_LEVEL
+            stdout=log, stderr=log, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bare stack exited; see {self.data_dir / 'bare-stack.log'}")
+            try:
+                if httpx.get(self.url + "/", timeout=2).content == body:
+                    time.sleep(1)  # let every worker finish starting
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("bare stack did not become ready")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            self.proc = None
+
+
 # Load ----------------------------------------------------------------------------------------
 
 
@@ -201,6 +254,7 @@ class Result:
     errors: int
     requests: int
     cpu_us: float = 0.0  # server CPU (all its processes) per request
+    of_ceiling: float | None = None  # req/s over the bare stack's, same connections
 
 
 def lua_list(values: list[str]) -> str:
@@ -355,11 +409,20 @@ GOALS = {  # issue 3, Performance: (minimum req/s, maximum p99 ms)
 def summary(
     results: list[Result], batch_rate: float | None, grouped: Result | None, alone: Result | None
 ) -> None:
-    """The table: each phase against the issue's goal."""
-    print(f"\n{'phase':<44} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10}  goal")
+    """The table: each phase against the issue's goal (and the reads against the ceiling)."""
+    with_ceiling = any(r.of_ceiling is not None for r in results)
+
+    def of(r: Result | None = None) -> str:  # the column, when a ceiling was measured
+        if not with_ceiling:
+            return ""
+        return f" {r.of_ceiling:>10.2f}" if r is not None and r.of_ceiling is not None else " " * 11
+
+    ceiling = f" {'of ceiling':>10}" if with_ceiling else ""
+    print(f"\n{'phase':<44} {'req/s':>7}{ceiling} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10}  "
+          "goal")
     if batch_rate is not None:
         verdict = "met" if batch_rate >= 30_000 else "NOT met"
-        print(f"{'batch ingest (events/s)':<44} {batch_rate:>7.0f} {'':>7} {'':>7} {'':>10}  "
+        print(f"{'batch ingest (events/s)':<44} {batch_rate:>7.0f}{of()} {'':>7} {'':>7} {'':>10}  "
               f">= 30,000 events/s: {verdict}")
     for r in results:
         rps_goal, p99_goal = GOALS.get(r.name, (None, None))
@@ -370,10 +433,12 @@ def summary(
             checks.append(f"p99 <= {p99_goal:.0f} ms")
         met = (rps_goal is None or r.rps >= rps_goal) and (p99_goal is None or r.p99 <= p99_goal)
         goal = f"{', '.join(checks)}: {'met' if met else 'NOT met'}" if checks else ""
-        print(f"{r.name:<44} {r.rps:>7.0f} {r.p50:>7.1f} {r.p99:>7.1f} {r.cpu_us:>10.0f}  {goal}")
+        print(f"{r.name:<44} {r.rps:>7.0f}{of(r)} {r.p50:>7.1f} {r.p99:>7.1f} {r.cpu_us:>10.0f}  "
+              f"{goal}")
     if grouped is not None and alone is not None:
         ratio = grouped.rps / max(alone.rps, 1e-9)
-        print(f"{'group commit / per-request save':<44} {ratio:>6.1f}x {'':>7} {'':>7} {'':>10}  "
+        print(f"{'group commit / per-request save':<44} {ratio:>6.1f}x{of()} {'':>7} {'':>7} "
+              f"{'':>10}  "
               f">= 5x: {'met' if ratio >= 5 else 'NOT met'}")
 
 
@@ -408,15 +473,23 @@ def main(args: argparse.Namespace) -> None:  # noqa: C901, PLR0912, PLR0915 - th
         server.start()
         single_models = [str(model_id(u, i)) for u in users for i in range(per_user)]
         gateway = bearer("gateway", "usage:write")
-        phases = set((args.only or "list,detail,series,batch,single,alone").split(","))
+        phases = set((args.only or "ceiling,list,detail,series,batch,single,alone").split(","))
+        ceiling: Result | None = None
 
-        def run(name: str, script: str, connections: int | None = None) -> Result:
-            pid = server.proc.pid if server.proc is not None else os.getpid()
+        def run(
+            name: str, script: str, connections: int | None = None,
+            target: Server | BareStack = server, *, read: bool = False,
+        ) -> Result:
+            pid = target.proc.pid if target.proc is not None else os.getpid()
             cpu = server_cpu_seconds(pid)
-            result = wrk(args, server.url, name, script, connections)
+            result = wrk(args, target.url, name, script, connections)
             result.cpu_us = (server_cpu_seconds(pid) - cpu) / max(result.requests, 1) * 1e6
+            of = ""
+            if read and ceiling is not None and connections is None:  # the ceiling's conditions
+                result.of_ceiling = result.rps / max(ceiling.rps, 1e-9)
+                of = f" ({result.of_ceiling:.2f} of ceiling)"
             results.append(result)
-            print(f"{name:<44} {result.rps:>9.0f} req/s  p50 {result.p50:6.1f} ms  "
+            print(f"{name:<44} {result.rps:>9.0f} req/s{of}  p50 {result.p50:6.1f} ms  "
                   f"p99 {result.p99:6.1f} ms  errors {result.errors}  server CPU "
                   f"{result.cpu_us:5.0f} us/req  load {load_average()}", flush=True)
             return result
@@ -424,17 +497,33 @@ def main(args: argparse.Namespace) -> None:  # noqa: C901, PLR0912, PLR0915 - th
         detail = [(u, str(model_id(u, i))) for u in users for i in range(per_user)]
         random.Random(3).shuffle(detail)
         frm = (datetime.now(UTC) - timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        detail_reads = read_script(
+            [f"/api/models/{m}" for _, m in detail], [tokens[u] for u, _ in detail])
+        if "ceiling" in phases:
+            # The same requests as the detail phase, answered with one real detail body.
+            user, first = detail[0]
+            response = httpx.get(f"{server.url}/api/models/{first}",
+                                 headers={"Authorization": tokens[user]}, timeout=30)
+            response.raise_for_status()
+            bare = BareStack(args, data_dir)
+            try:
+                bare.start(response.content)
+                print(f"  bare stack: benchmarks/bare_stack.py on port {bare.port}, "
+                      f"{args.workers} worker(s), a {len(response.content)}-byte body "
+                      "(GET /api/models/{id})", flush=True)
+                ceiling = run("ceiling: bare Litestar + uvicorn", detail_reads, target=bare)
+            finally:
+                bare.stop()
         if "list" in phases:
             run("GET /api/models",
-                read_script(["/api/models"] * USERS, [tokens[u] for u in users]))
+                read_script(["/api/models"] * USERS, [tokens[u] for u in users]), read=True)
         if "detail" in phases:
-            run("GET /api/models/{id}", read_script(
-                [f"/api/models/{m}" for _, m in detail], [tokens[u] for u, _ in detail]))
+            run("GET /api/models/{id}", detail_reads, read=True)
         if "series" in phases:
             series = read_script(
                 [f"/api/models/{m}/usage?window=day&from={frm}" for _, m in detail],
                 [tokens[u] for u, _ in detail])
-            run("GET usage, 90 daily buckets", series)
+            run("GET usage, 90 daily buckets", series, read=True)
             for fewer in args.series_connections:  # context: the same series under less load
                 run(f"GET usage, 90 daily buckets, {fewer} clients", series, fewer)
         batch_rate = None
@@ -474,6 +563,8 @@ if __name__ == "__main__":
     parser.add_argument("--keep", action="store_true", help="keep the schema afterwards")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument("--ceiling-port", type=int,
+                        help="port of the bare stack in the ceiling phase (default: --port + 1)")
     parser.add_argument("--models", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--events-over-http", type=int, default=300_000,
@@ -489,6 +580,6 @@ if __name__ == "__main__":
     parser.add_argument("--pool-size", type=int, default=4, help="MODELLEDGER_PG_POOL_SIZE")
     parser.add_argument("--server-root", help="serve the code of this directory instead "
                         "(before/after comparisons: `git archive COMMIT | tar -x -C DIR`)")
-    parser.add_argument("--only", help="comma-separated phases: list,detail,series,batch,"
-                        "single,alone (default: all, in this order)")
+    parser.add_argument("--only", help="comma-separated phases: ceiling,list,detail,series,"
+                        "batch,single,alone (default: all, in this order)")
     main(parser.parse_args())

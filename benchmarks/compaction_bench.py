@@ -40,15 +40,17 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from config.settings import load_settings
 from domain.usage import record_usage
-from modelledger.bootstrap import Container, build
-from modelledger.compaction_recorders import compaction_recorder
-from modelledger.services import Actor
-from modelledger.settings import load_settings
+from eventstore.compaction import compaction_recorder
+from modelledger.bootstrap import build
 from scheduler.compaction import CompactionSummary, compact_usage
+from services.models import Actor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from services.container import Container
 
 URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BATCH = 20_000
@@ -94,7 +96,7 @@ def _generate(container: Container, count: int, models: list[tuple[uuid.UUID, uu
                     now=occurred + timedelta(seconds=rng.randint(0, 5)),
                 )
             )
-        container.usage_ledger.record(events)
+        container.usage_log.record(events)
     return count / (time.monotonic() - started)
 
 
@@ -121,7 +123,7 @@ def _ingest_worker(schema: str, data_dir: str, stop_file: str) -> None:
             )
             for m in (rng.choice(models) for _ in range(1_000))
         ]
-        container.usage_ledger.record(events)
+        container.usage_log.record(events)
         done.append((time.monotonic(), len(events)))
     print(json.dumps(done), flush=True)
     container.close()
@@ -148,7 +150,7 @@ def _ingest_rate(schema: str, data_dir: str, meanwhile: Callable[[], None]) -> f
 
 
 def _sizes(container: Container, events: int, label: str) -> None:
-    size = compaction_recorder(container.usage_ledger.recorder).live_bytes() or 0
+    size = compaction_recorder(container.usage_log.recorder).live_bytes() or 0
     print(f"  {label:<34} {size / 2**20:9.1f} MiB  {size / events:7.1f} B/usage event")
 
 
@@ -250,7 +252,7 @@ def main() -> None:
         total = args.events + args.extra
         rate = _generate(container, total, models)
         print(f"generated {total:,} raw usage events at {rate:,.0f} events/s")
-        head = container.usage_ledger.recorder.max_notification_id() or 0
+        head = container.usage_log.recorder.max_notification_id() or 0
         with container.store.write("usage") as cur:
             container.store.set_position(cur, "usage", head)
         with psycopg.connect(URL, autocommit=True) as conn:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import psycopg
 
+from config.settings import load_settings
 from domain.usage import record_usage
 from modelledger.bootstrap import build
-from modelledger.settings import load_settings
 
 
 def main() -> None:
@@ -75,7 +75,7 @@ def main() -> None:
                 )
                 for i, (model_id, owner_id) in enumerate(picks)
             ]
-            container.usage_ledger.record(events)
+            container.usage_log.record(events)
         load_s = time.perf_counter() - t0
         print(f"loaded {args.events:,} usage events for {args.models:,} models in {load_s:.1f} s "
               f"({args.events / load_s:,.0f} events/s through UsageLedger.record)")

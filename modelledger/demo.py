@@ -16,14 +16,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from domain.model import ModelStatus
-from modelledger.ingest import UsageRecord
-from modelledger.services import Actor
-from projections import queries
+from projections.models import queries
+from services.models import Actor
+from services.usage import UsageRecord
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from modelledger.bootstrap import Container
+    from services.container import Container
 
 _NAMESPACE = uuid.UUID("0d7c2f4e-3a51-4b8e-9f0a-5d2c6e1b7a93")
 BATCH = 20_000
@@ -173,7 +173,7 @@ def load_demo(
     pending: list[UsageRecord] = []
 
     def flush() -> None:
-        outcome = container.ingest.record_batch(pending, caller_id=GATEWAY_ID, may_record_any=True)
+        outcome = container.usage.record_batch(pending, caller_id=GATEWAY_ID, may_record_any=True)
         result.accepted += outcome.accepted
         result.duplicates += outcome.duplicates
         if progress is not None:

@@ -15,9 +15,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from projections.model_view import fold_model_events
-from projections.store import NEXT, Cursor, ReadStore
-from projections.usage_view import fold_usage_events
+from projections.models.fold import fold_model_events
+from projections.models.writer import write_model_patches
+from projections.store.base import NEXT, Cursor, ReadStore
+from projections.usage.fold import fold_usage_events
+from projections.usage.writer import merge_usage
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -52,15 +54,13 @@ class Projection:
 PROJECTIONS: tuple[Projection, ...] = (
     Projection(
         "models", "registry", fold_model_events,
-        lambda store, cur, changes, suffix, _before, _after: store.write_model_patches(
-            cur, changes, suffix
+        lambda store, cur, changes, suffix, _before, _after: write_model_patches(
+            store, cur, changes, suffix
         ),
     ),
     Projection(
         "usage", "usage", fold_usage_events,
-        lambda store, cur, changes, suffix, before, after: store.merge_usage(
-            cur, changes, suffix, before, after
-        ),
+        merge_usage,
     ),
 )
 

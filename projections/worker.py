@@ -15,10 +15,10 @@ import threading
 from typing import TYPE_CHECKING
 
 import psycopg
-from filelock import FileLock, Timeout
+from filelock import Timeout
 from psycopg import sql
 
-from projections.postgres_store import LOCK_NAMESPACE, lock_key
+from projections.locks import Namespace, file_lock, try_session_lock
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from projections.projector import Projector
 
 log = logging.getLogger("modelledger.worker")
-LEADER_NAMESPACE = LOCK_NAMESPACE + 1
 
 
 class Leadership:
@@ -42,8 +41,7 @@ class Leadership:
     def hold(self, name: str, stop: threading.Event, retry: float) -> Iterator[bool]:
         """Yield True once leader (False if ``stop`` was set while waiting)."""
         if self.conninfo is None:
-            self.lock_dir.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(self.lock_dir / f"worker-{name}.lock")
+            lock = file_lock(self.lock_dir, f"worker-{name}")
             while not stop.is_set():
                 try:
                     lock.acquire(timeout=retry)
@@ -58,11 +56,7 @@ class Leadership:
             return
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             while not stop.is_set():
-                row = conn.execute(
-                    "SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                    (LEADER_NAMESPACE, lock_key(self.scope, name)),
-                ).fetchone()
-                if row is not None and row[0]:
+                if try_session_lock(conn, Namespace.LEADER, self.scope, name):
                     yield True
                     return  # closing the connection releases the lock
                 stop.wait(retry)
@@ -120,9 +114,8 @@ class Worker:
         self.leadership = leadership
         self.wakeups = wakeups
         self.poll_interval = poll_interval
-        # After a partial batch, wait this long before the next: under a steady trickle (single
-        # ingest spreads ~3,000 events/s over thousands of models) folding every few events
-        # separately cost ~110 µs of CPU per event against ~45 with a 0.1 s linger.
+        # After a partial batch, wait this long before the next: a trickle folded a few events
+        # at a time costs the API's CPU (ARCHITECTURE.md, "The worker").
         self.linger = linger
         self.on_error = on_error
         self.leading: set[str] = set()
@@ -161,3 +154,34 @@ class Worker:
         for thread in threads:
             thread.start()
         return threads
+
+
+def start_worker(
+    projector: Projector,
+    wakeups: Wakeups,
+    stop: threading.Event,
+    *,
+    conninfo: str | None,
+    lock_dir: Path,
+    scope: str,
+    poll_interval: float,
+    linger: float,
+    channels: dict[str, str],
+) -> list[threading.Thread]:
+    """Run a ``Worker`` (and, on PostgreSQL, the LISTEN thread of ``channels``) until ``stop``."""
+    worker = Worker(
+        projector,
+        Leadership(conninfo=conninfo, lock_dir=lock_dir, scope=scope),
+        wakeups,
+        poll_interval=poll_interval,
+        linger=linger,
+    )
+    threads = worker.start(stop)
+    if conninfo is not None:
+        listener = threading.Thread(
+            target=listen, args=(conninfo, channels, wakeups, stop),
+            name="projection-listen", daemon=True,
+        )
+        listener.start()
+        threads.append(listener)
+    return threads

@@ -42,9 +42,10 @@ from eventsourcing.utils import get_topic
 from domain.usage import PredictionUsage
 from domain.usage_rollup import UsageRollup, roll_up, rollup_id, stats_of
 from domain.usage_stats import UsageStats
-from modelledger.compaction_recorders import Replacement, compaction_recorder
-from modelledger.mapper import _codec_for_topic
-from projections.store import NEXT
+from eventstore.compaction import compaction_recorder
+from eventstore.mapper import state_fields
+from eventstore.ports import Replacement
+from projections.store.base import NEXT
 from scheduler import archive
 
 if TYPE_CHECKING:
@@ -52,8 +53,8 @@ if TYPE_CHECKING:
 
     from eventsourcing.persistence import Notification, StoredEvent
 
-    from modelledger.bootstrap import Container
-    from modelledger.compaction_recorders import CompactionRecorder, RawRow
+    from eventstore.ports import CompactionRecorder, RawRow
+    from services.container import Container
 
 log = logging.getLogger("modelledger.scheduler.compaction")
 
@@ -126,12 +127,12 @@ def compact_usage(  # noqa: C901, PLR0915 - one loop and its stop conditions, wi
     started = time.monotonic()
     cutoff = (now or datetime.now(UTC)) - older_than
     summary = CompactionSummary(cutoff=cutoff, dry_run=dry_run)
-    recorder = compaction_recorder(container.usage_ledger.recorder)
+    recorder = compaction_recorder(container.usage_log.recorder)
     if archive_enabled is None:
         archive_enabled = container.settings.archive_enabled
     archive_to = archive.archive_dir(container.settings.data_dir) if archive_enabled else None
     after = 0
-    head = container.usage_ledger.recorder.max_notification_id()
+    head = container.usage_log.recorder.max_notification_id()
     # While ingest is idle, the next chunk is read, decoded and its archive compressed in a
     # second thread while this one is written: the database's half of a chunk overlaps the
     # client's half of the next. While ingest is active, compaction runs one thread and pauses
@@ -188,7 +189,7 @@ def compact_usage(  # noqa: C901, PLR0915 - one loop and its stop conditions, wi
             if last:
                 break
             if ingest_yield > 0:
-                newest = container.usage_ledger.recorder.max_notification_id()
+                newest = container.usage_log.recorder.max_notification_id()
                 ingest_active = newest != head
                 if ingest_active:
                     head = newest
@@ -306,7 +307,7 @@ def _compact_chunk(
     archive_to: Path | None,
 ) -> None:
     """Plan one roll-up per model-hour (merged with an earlier one), archive, replace."""
-    mapper = container.usage_ledger.mapper
+    mapper = container.usage_log.mapper
     rows, events, groups = chunk.rows, chunk.events, chunk.groups
     keys = {key: (UUID(key[0]), key[1]) for key in groups}
     earlier: dict[tuple[UUID, int], tuple[Notification, UsageRollup.Recorded]] = {}
@@ -372,7 +373,7 @@ def _compact_chunk(
 def _raw_decoder() -> msgspec.msgpack.Decoder[Any]:
     """The stored raw usage event as a struct, UUIDs kept as text (decoded and hashed in C)."""
     fields: list[Any] = []
-    for f in msgspec.structs.fields(_codec_for_topic(RAW_TOPIC).struct):
+    for f in state_fields(RAW_TOPIC):
         kind = str if f.type is UUID else f.type
         if f.default is not msgspec.NODEFAULT:
             fields.append((f.name, kind, f.default))
@@ -389,7 +390,7 @@ def _line_struct() -> tuple[type[msgspec.Struct], Callable[[Any], tuple[Any, ...
     """The archive record (``archive._line``) as a struct, and a getter of its event fields."""
     names = [
         f.name
-        for f in msgspec.structs.fields(_raw_decoder().type)
+        for f in msgspec.structs.fields(cast("type[msgspec.Struct]", _raw_decoder().type))
         if f.name not in _ARCHIVE_SKIPPED
     ]
     fields = [("id", str), ("position", int), ("recorded_at", datetime)]

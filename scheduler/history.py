@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 if TYPE_CHECKING:
-    from projections.store import ReadStore
+    from projections.store.base import ReadStore
 
 _DDL = (
     "CREATE TABLE IF NOT EXISTS job_runs (id TEXT PRIMARY KEY, job TEXT NOT NULL, "
@@ -55,7 +55,7 @@ def started(store: ReadStore, job: str, at: datetime) -> str:
     run_id = uuid.uuid4().hex
     with store.write("job_runs") as cur:
         cur.execute(
-            store.q("INSERT INTO job_runs VALUES (?, ?, ?, NULL, 'running', '{}', ?)"),
+            store.sql("INSERT INTO job_runs VALUES (?, ?, ?, NULL, 'running', '{}', ?)"),
             (run_id, job, _text(at), socket.gethostname()),
         )
     return run_id
@@ -66,7 +66,7 @@ def finished(
 ) -> None:
     with store.write("job_runs") as cur:
         cur.execute(
-            store.q("UPDATE job_runs SET finished_at = ?, outcome = ?, summary = ? WHERE id = ?"),
+            store.sql("UPDATE job_runs SET finished_at = ?, outcome = ?, summary = ? WHERE id = ?"),
             (_text(at), outcome, json.dumps(summary, default=str, sort_keys=True), run_id),
         )
 
@@ -77,7 +77,7 @@ def recent(store: ReadStore, *, limit: int = 50, job: str | None = None) -> list
     where, params = ("WHERE job = ? ", [job]) if job else ("", [])
     with store.read() as cur:
         cur.execute(
-            store.q(
+            store.sql(
                 "SELECT id, job, started_at, finished_at, outcome, summary, host FROM job_runs "
                 f"{where}ORDER BY started_at DESC LIMIT ?"
             ),
@@ -104,7 +104,7 @@ def prune(store: ReadStore, *, keep_days: int, now: datetime | None = None) -> i
     cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
     with store.write("job_runs") as cur:
         cur.execute(
-            store.q("DELETE FROM job_runs WHERE started_at < ? AND outcome <> 'running'"),
+            store.sql("DELETE FROM job_runs WHERE started_at < ? AND outcome <> 'running'"),
             (_text(cutoff),),
         )
         return int(getattr(cur, "rowcount", -1))

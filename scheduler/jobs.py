@@ -6,15 +6,15 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from modelledger.artifacts import ArtifactStore, remove_pending
+from projections.models import queries
+from projections.watchdog import projection_watchdog
 from scheduler import archive, history
 from scheduler.compaction import compact_usage
-from scheduler.watchdog import projection_watchdog
 
 if TYPE_CHECKING:
     from uuid import UUID
 
-    from modelledger.bootstrap import Container
+    from services.container import Container
 
 log = logging.getLogger("modelledger.scheduler.jobs")
 
@@ -32,27 +32,16 @@ def snapshot_models(
     container: Container, *, every: int = SNAPSHOT_EVERY, limit: int = SNAPSHOTS_PER_RUN
 ) -> dict[str, Any]:
     """Snapshot models with ``every`` events or more since their last snapshot (``limit`` max)."""
-    registry = container.registry
-    store = container.store
     checked = taken = 0
     after: UUID | None = None
     while taken < limit:
-        keyset, params = ("AND id > ? ", [store.to_db(after, "uuid")]) if after else ("", [])
-        with store.read() as cur:
-            cur.execute(
-                store.q(
-                    f"SELECT id, version FROM model_view WHERE version >= ? {keyset}"
-                    "ORDER BY id LIMIT 500"
-                ),
-                [every, *params],
-            )
-            rows = [(store.from_db(r[0], "uuid"), int(r[1])) for r in cur.fetchall()]
+        rows = queries.models_with_versions(container.store, at_least=every, after=after)
         if not rows:
             break
         for model_id, version in rows:
             checked += 1
             if version - _snapshot_version(container, model_id) >= every:
-                registry.take_snapshot(model_id)
+                container.models.take_snapshot(model_id)
                 taken += 1
                 if taken >= limit:
                     break
@@ -63,7 +52,7 @@ def snapshot_models(
 
 
 def _snapshot_version(container: Container, model_id: UUID) -> int:
-    snapshots = container.registry.snapshots
+    snapshots = container.registry_log.snapshots
     if snapshots is None:
         raise RuntimeError("the registry must snapshot models (snapshotting_intervals)")
     latest = next(iter(snapshots.get(model_id, desc=True, limit=1)), None)
@@ -91,9 +80,7 @@ def prune_archive(container: Container, *, keep_days: int | None = None) -> dict
 
 def sweep_artifacts(container: Container) -> dict[str, Any]:
     """Retry removing the artifact files of deleted models whose removal failed or is pending."""
-    settings = container.settings
-    store = ArtifactStore(settings.data_dir / "artifacts", settings.max_upload_bytes)
-    summary = remove_pending(store, container.registry, container.store)
+    summary = container.models.sweep_artifacts()
     container.projector.catch_up("models")  # the next sweep must not see these as pending
     return summary
 

@@ -1,7 +1,7 @@
-"""One run of a job at a time across processes and machines.
+"""One run of a job at a time across processes and machines (``projections.locks``).
 
-PostgreSQL: a session advisory lock (``pg_try_advisory_lock``) on a connection of its own,
-released when the run ends or the process dies. SQLite: a file lock beside the databases.
+PostgreSQL: a session advisory lock on a connection of its own, released when the run ends or
+the process dies. SQLite: a file lock beside the databases.
 """
 
 from __future__ import annotations
@@ -11,38 +11,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psycopg
-from filelock import FileLock, Timeout
 
-from projections.postgres_store import LOCK_NAMESPACE, lock_key
+from projections.locks import Namespace, try_file_lock, try_session_lock
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from modelledger.settings import Settings
-
-JOB_NAMESPACE = LOCK_NAMESPACE + 2  # +0 projections, +1 worker leadership
+    from config.settings import Settings
 
 
 @contextmanager
 def job_lock(settings: Settings, job: str) -> Iterator[bool]:
     """Yield True while holding ``job``'s lock, False (at once) when another run holds it."""
     if settings.backend == "sqlite":
-        directory = Path(settings.data_dir) / "locks"
-        directory.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(directory / f"job-{job}.lock")
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            lock.release()
+        with try_file_lock(Path(settings.data_dir) / "locks", f"job-{job}") as held:
+            yield held
         return
     with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-            (JOB_NAMESPACE, lock_key(settings.pg_schema, job)),
-        ).fetchone()
-        yield bool(row and row[0])  # closing the connection releases the lock
+        yield try_session_lock(conn, Namespace.JOB, settings.pg_schema, job)

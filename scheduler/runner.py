@@ -18,9 +18,9 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from modelledger.bootstrap import Container
 from scheduler import history, jobs
 from scheduler.locks import job_lock
+from services.container import Container
 
 log = logging.getLogger("modelledger.scheduler")
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from modelledger.bootstrap import Container, build
-from modelledger.settings import Settings, load_settings
+from config.settings import Settings, load_settings
+from modelledger.bootstrap import build
+from services.container import Container
 from tests.pg import find_postgres
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -6,10 +6,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from modelledger.bootstrap import Container
-from modelledger.ingest import UsageRecord
-from projections.store import ReadStore
-from projections.tables import PROJECTION_TABLES
+from projections.catalogue import PROJECTION_TABLES
+from projections.store.base import ReadStore
+from services.container import Container
+from services.usage import UsageRecord
 
 T0 = datetime(2026, 11, 2, 8, tzinfo=UTC)  # a Monday morning
 
@@ -41,6 +41,6 @@ def dump(store: ReadStore, projection: str) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def register(container: Container, owner: uuid.UUID, name: str) -> uuid.UUID:
-    from modelledger.services import Actor  # noqa: PLC0415
+    from services.models import Actor  # noqa: PLC0415
 
     return uuid.UUID(str(container.models.register(Actor(owner, f"c-{name}"), name=name)["id"]))

@@ -5,15 +5,15 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from modelledger.bootstrap import Container
-from modelledger.ingest import UsageRecord
-from modelledger.services import Actor
+from services.container import Container
+from services.models import Actor
+from services.usage import UsageRecord
 
 
 def test_registered_model_and_its_usage_reach_the_read_model(container: Container) -> None:
     owner = uuid.uuid4()
     row = container.models.register(Actor(owner, "c1"), name="resnet", framework="torch")
-    result = container.ingest.record_batch(
+    result = container.usage.record_batch(
         [UsageRecord(model_id=row["id"], request_id="r1", response_time_ms=12.5,
                      input_bytes=10, output_bytes=20, success=True, occurred_at=datetime.now(UTC))],
         caller_id=owner, may_record_any=False,

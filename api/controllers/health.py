@@ -14,7 +14,7 @@ from api import metrics
 from api.deps import container
 from api.errors import PROBLEM_JSON
 from api.schemas import Liveness, NotReady, ProjectionHealth, Readiness
-from scheduler import watchdog
+from projections import watchdog
 
 log = logging.getLogger("modelledger.api")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from litestar import Controller, Response, delete, get, post, put
 from litestar.concurrency import sync_to_thread
@@ -18,8 +18,6 @@ from api.schemas import HistoryPage, ModelDetail, ModelPage, ModelUpdate
 from api.uploads import RegisterOperation, read_registration
 from domain.errors import ModelNotFoundError, VersionConflictError
 from domain.model import ModelStatus
-from modelledger.artifacts import remove_artifact
-from modelledger.audit import trail
 
 Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"]
 ModelId = FromPath[UUID]
@@ -59,25 +57,14 @@ class ModelController(Controller):
     )
     async def register(self, request: ApiRequest) -> Response[ModelDetail]:
         registration = await read_registration(request, artifacts(request))
-        model_id, who = uuid4(), actor(request)
-        artifact = None
-        if registration.upload is not None:
-            artifact = await sync_to_thread(
-                registration.upload.finish, model_id, registration.filename or "artifact"
+        data, who = registration.data, actor(request)
+        row = await sync_to_thread(
+            lambda: container(request).models.register(
+                who, name=data.name, description=data.description, framework=data.framework,
+                upload=registration.upload, filename=registration.filename,
             )
-        data = registration.data
-        try:
-            row = await sync_to_thread(
-                lambda: container(request).models.register(
-                    who, name=data.name, description=data.description,
-                    framework=data.framework, artifact=artifact, model_id=model_id,
-                )
-            )
-        except BaseException:
-            if artifact is not None:
-                artifacts(request).discard_stored(model_id, artifact[0])
-            raise
-        return _with_etag(presenters.detail(row), 201, Location=f"/api/models/{model_id}")
+        )
+        return _with_etag(presenters.detail(row), 201, Location=f"/api/models/{row['id']}")
 
     @get(
         "/",
@@ -127,21 +114,20 @@ class ModelController(Controller):
         ] = None,
         version: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> Response[ModelDetail]:
-        row = await reads(request).get_model(principal(request).user_id, model_id)
+        owner_id = principal(request).user_id
+        row = await reads(request).get_model(owner_id, model_id)
         if row is None:
             raise ModelNotFoundError(str(model_id))
         if as_of is None and version is None:
             return _with_etag(presenters.detail(row))
         if as_of is not None and version is not None:
             raise InvalidParameterError("version", "give as_of or version, not both")
-        if version is not None and version > row["version"]:
-            raise ModelNotFoundError(str(model_id))
-        state = await sync_to_thread(
-            lambda: container(request).registry.get_model_state(
-                model_id, version=version, as_of=None if as_of is None else _moment(as_of)
+        state, current = await sync_to_thread(
+            lambda: container(request).models.get_state(
+                owner_id, model_id, version=version, as_of=None if as_of is None else _moment(as_of)
             )
         )
-        return _with_etag(presenters.historical(state, row))
+        return _with_etag(presenters.historical(state, current))
 
     @put(
         "/{model_id:str}",
@@ -180,12 +166,7 @@ class ModelController(Controller):
         responses=problem_responses(400, 401, 403, 404),
     )
     def delete_model(self, request: ApiRequest, model_id: ModelId) -> None:
-        c, who = container(request), actor(request)
-        row = c.models.delete(who, model_id)
-        if row["artifact_filename"] is not None and row["artifact_removed_at"] is None:
-            # A failure here leaves the removal pending for the scheduler's sweep.
-            remove_artifact(artifacts(request), c.registry, model_id, row["artifact_filename"],
-                            correlation_id=who.correlation_id)
+        container(request).models.delete(actor(request), model_id)
 
     @get(
         "/{model_id:str}/history",
@@ -201,15 +182,14 @@ class ModelController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 50,
         cursor: Annotated[str | None, QueryParameter(max_length=500)] = None,
     ) -> HistoryPage:
-        c = container(request)
-        c.models.get(principal(request).user_id, model_id)  # 404 unless the caller's model
-        after = _after_version(cursor) if cursor else 0
-        entries = trail(c.registry.get_model_events(model_id))
-        page = [e for e in entries if e.version > after][:limit]
+        page = container(request).models.get_history(
+            principal(request).user_id, model_id,
+            after_version=_after_version(cursor) if cursor else 0, limit=limit,
+        )
         next_cursor = None
-        if len(page) == limit and page[-1].version < entries[-1].version:
-            next_cursor = presenters.encode_cursor("history", page[-1].version)
-        return HistoryPage(page, next_cursor, len(entries))
+        if page.next_after is not None:
+            next_cursor = presenters.encode_cursor("history", page.next_after)
+        return HistoryPage(page.entries, next_cursor, page.total)
 
 
 def _after(cursor: str, sort: str) -> tuple[Any, UUID]:

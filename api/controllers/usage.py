@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID  # noqa: TC003 - needed at run time by msgspec/Litestar
 
+import msgspec
 from litestar import Controller, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
@@ -21,13 +22,12 @@ from api.schemas import (
     UsageAck,
     UsageBatch,
     UsageBatchResult,
-    UsageIn,
     UsageSeries,
     UsageSummary,
 )
 from domain.errors import ModelNotFoundError
-from modelledger.ingest import UsageRecord
-from projections import queries, windows
+from projections.usage import queries, windows
+from services.usage import UsageRecord, UsageReport
 
 Window = Literal["hour", "day", "week", "month"]
 DEFAULT_SPAN = {
@@ -46,16 +46,6 @@ FromParam = Annotated[
 ToParam = Annotated[datetime | None, QueryParameter(description="RFC 3339; default: now")]
 TzParam = Annotated[str, QueryParameter(max_length=64, description="IANA time zone of buckets")]
 WindowParam = Annotated[Window, QueryParameter()]
-
-
-def _record(model_id: UUID, usage: UsageIn) -> UsageRecord:
-    # Field by field: about twice as fast as asdict() + ** for 10,000 records a batch.
-    return UsageRecord(
-        model_id=model_id, request_id=usage.request_id, occurred_at=usage.occurred_at,
-        response_time_ms=usage.response_time_ms, input_bytes=usage.input_bytes,
-        output_bytes=usage.output_bytes, success=usage.success, status_code=usage.status_code,
-        error=usage.error, user_agent=usage.user_agent, ip=usage.ip,
-    )
 
 
 def _range(window: str, start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
@@ -87,11 +77,12 @@ class UsageController(Controller):
         },
     )
     async def record(
-        self, request: ApiRequest, model_id: FromPath[UUID], data: JSONBody[UsageIn]
+        self, request: ApiRequest, model_id: FromPath[UUID], data: JSONBody[UsageReport]
     ) -> Response[UsageAck]:
         who = principal(request)
+        record = UsageRecord(model_id=model_id, **msgspec.structs.asdict(data))
         fresh = await committer(request).record(
-            _record(model_id, data), caller_id=who.user_id,
+            record, caller_id=who.user_id,
             may_record_any=SCOPE_USAGE_WRITE in who.scopes,
         )
         return Response(UsageAck(data.request_id, not fresh), status_code=201 if fresh else 200)
@@ -108,7 +99,7 @@ class UsageController(Controller):
     )
     def record_batch(self, request: ApiRequest, data: JSONBody[UsageBatch]) -> UsageBatchResult:
         who = principal(request)
-        result = container(request).ingest.record_batch(
+        result = container(request).usage.record_batch(
             data.records, caller_id=who.user_id,
             may_record_any=SCOPE_USAGE_WRITE in who.scopes,
         )

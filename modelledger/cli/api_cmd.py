@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 
 import click
 
+from config.logging_setup import configure_logging
+from config.settings import Settings, SettingsError, load_settings
 from modelledger.cli.common import container
-from modelledger.logging_setup import configure_logging
-from modelledger.schema_check import ensure_current_schema
-from modelledger.settings import Settings, SettingsError, load_settings
-from projections.store import SchemaMismatchError
+from projections.schema_check import ensure_current_schema
+from projections.store.base import SchemaMismatchError
 
 if TYPE_CHECKING:
-    from modelledger.bootstrap import Container
+    from services.container import Container
 
 log = logging.getLogger("modelledger.serve")
 _TTL = re.compile(r"^(\d+)([smhd])$")
@@ -88,7 +88,7 @@ def serve(*, host: str | None, port: int | None, workers: int | None, api_only: 
     stop = threading.Event()
     with contextlib.ExitStack() as resources:
         c = resources.enter_context(container())
-        # Each worker process checks again (``create_app_from_env``); checking here first gives
+        # Each worker process checks again (``modelledger.asgi``); checking here first gives
         # one clear message instead of every worker failing with a traceback.
         try:
             ensure_current_schema(c)
@@ -104,7 +104,7 @@ def serve(*, host: str | None, port: int | None, workers: int | None, api_only: 
         )
         try:
             uvicorn.run(
-                "api.app:create_app_from_env",
+                "modelledger.asgi:create_app",
                 factory=True,
                 host=settings.host,
                 port=settings.port,

@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from domain.errors import ModelNotFoundError
-from modelledger.audit import trail
 from modelledger.cli.common import container
 from scheduler.archive import archive_dir, read_archive
+from services.audit import trail
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -55,8 +55,8 @@ def audit(
     moment = _moment(as_of) if as_of else None
     with container() as c:
         try:
-            events = c.registry.get_model_events(model_id, until_version=version)
-            state = c.registry.get_model_state(model_id, version=version, as_of=moment)
+            events = c.models.get_model_events(model_id, until_version=version)
+            state = c.models.get_model_state(model_id, version=version, as_of=moment)
         except ModelNotFoundError:
             raise click.ClickException(f"no model {model_id} (at that point)") from None
         archive = archive_dir(c.settings.data_dir)

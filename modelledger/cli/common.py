@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from modelledger.bootstrap import Container, build
-from modelledger.settings import SettingsError, load_settings
+from config.settings import SettingsError, load_settings
+from modelledger.bootstrap import build
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from services.container import Container
 
 
 @click.group(

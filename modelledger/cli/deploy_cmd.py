@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
 from modelledger.cli.common import container
-from modelledger.schema_check import ensure_current_schema
-from projections.store import SchemaMismatchError
+from projections.schema_check import ensure_current_schema
+from projections.store.base import SchemaMismatchError
 
 
 def register(cli: click.Group) -> None:

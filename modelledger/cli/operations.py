@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 
 import click
 
+from config.logging_setup import configure_logging
 from modelledger.cli.common import container
-from modelledger.logging_setup import configure_logging
-from modelledger.schema_check import ensure_current_schema
-from projections.store import SchemaMismatchError
+from projections.schema_check import ensure_current_schema
+from projections.store.base import SchemaMismatchError
 
 if TYPE_CHECKING:
-    from modelledger.bootstrap import Container
+    from services.container import Container
 
 log = logging.getLogger("modelledger.worker")
 HEARTBEAT_EVERY = 5.0  # seconds; container healthchecks allow several missed beats

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from config.logging_setup import configure_logging
 from modelledger.cli.common import container
-from modelledger.logging_setup import configure_logging
 from scheduler import history
 from scheduler.compaction import compact_usage
 from scheduler.locks import job_lock

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from modelledger.bootstrap import Container
-    from modelledger.settings import Settings
+    from config.settings import Settings
+    from services.container import Container
 
 SECRET = "test-secret-long-enough-for-every-hmac-algorithm-0123456789abcdef"  # noqa: S105 - a test secret
 MAX_UPLOAD = 64 * 1024

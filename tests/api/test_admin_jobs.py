@@ -6,8 +6,8 @@ from typing import Any
 
 from litestar.testing import TestClient
 
-from modelledger.bootstrap import Container
 from scheduler import run_job
+from services.container import Container
 from tests.api.conftest import assert_problem, bearer
 
 

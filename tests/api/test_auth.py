@@ -20,9 +20,9 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from api.auth import TokenVerifier, resolve_secret
+from config.settings import load_settings
 from modelledger.bootstrap import build
 from modelledger.cli import cli
-from modelledger.settings import load_settings
 from tests.api.conftest import SECRET, assert_problem, bearer
 
 

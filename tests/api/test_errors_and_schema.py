@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from projections import queries
+from projections.models import queries
 from tests.api.conftest import Headers, assert_problem
 
 if TYPE_CHECKING:

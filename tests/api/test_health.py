@@ -11,7 +11,7 @@ import pytest
 from litestar.exceptions import NotAuthorizedException
 
 from api.auth import TokenVerifier
-from scheduler import watchdog
+from projections import watchdog
 from tests.api.conftest import SECRET, Headers, assert_problem, bearer
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from litestar.testing import TestClient
 
-    from modelledger.bootstrap import Container
+    from services.container import Container
 
 
 def _stalled(container: Container, **_: Any) -> list[watchdog.ProjectionHealth]:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from litestar.testing import TestClient
 
-    from modelledger.bootstrap import Container
+    from services.container import Container
 
 
 class TestRegister:

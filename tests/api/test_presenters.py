@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 from api import presenters
 from domain.usage_stats import UsageStats
-from projections import windows
-from projections.figures import EMPTY, figures_of, shown_from_row
-from projections.store import stats_values
-from projections.windows import Bucket
+from projections.usage import windows
+from projections.usage.figures import EMPTY, figures_of, shown_from_row
+from projections.usage.rows import row_of
+from projections.usage.windows import Bucket
 
 AT = datetime(2026, 11, 2, 8, tzinfo=UTC)
 
@@ -64,7 +64,7 @@ def test_a_series_presents_stored_rows_as_the_figures_would() -> None:
     served, rejected_only = stats(), UsageStats()
     rejected_only.add_request(response_us=5, success=False, input_bytes=9, output_bytes=0,
                               occurred_at=AT, rejected=True)
-    rows = [stats_values(s, percentiles=True) for s in (served, rejected_only)]
+    rows = [row_of(s, percentiles=True) for s in (served, rejected_only)]
     body = presenters.series(spans, {0: shown_from_row(rows[0]), 2: shown_from_row(rows[1])})
     assert body == [
         presenters.bucket(Bucket(spans[0].start, spans[0].end, figures_of(served))),
@@ -84,5 +84,5 @@ def test_requests_of_one_time_show_it_as_every_percentile() -> None:
     for _ in range(3):
         same.add_request(response_us=7_001, success=True, input_bytes=1, output_bytes=1,
                          occurred_at=AT, rejected=False)
-    row = stats_values(same, percentiles=True)
+    row = row_of(same, percentiles=True)
     assert shown_from_row(row)[8:11] == (7.001, 7.001, 7.001)

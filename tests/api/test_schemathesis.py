@@ -20,9 +20,9 @@ from schemathesis import checks
 
 from api.app import create_app
 from api.auth import user_id_of
+from config.settings import load_settings
 from modelledger.bootstrap import build
-from modelledger.services import Actor
-from modelledger.settings import load_settings
+from services.models import Actor
 from tests.api.conftest import SECRET, bearer
 
 if TYPE_CHECKING:

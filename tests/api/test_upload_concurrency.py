@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from api.app import create_app
-from modelledger.artifacts import Upload
+from services.artifacts import Upload
 
 if TYPE_CHECKING:
-    from modelledger.bootstrap import Container
+    from services.container import Container
 
 from tests.api.conftest import bearer
 

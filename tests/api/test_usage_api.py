@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from litestar.testing import TestClient
 
-    from modelledger.bootstrap import Container
+    from services.container import Container
 
 
 def test_recording_twice_succeeds_and_counts_once(

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from click.testing import CliRunner
 
-from modelledger.bootstrap import Container
 from modelledger.cli import cli
-from modelledger.services import Actor
+from services.container import Container
+from services.models import Actor
 from tests.helpers import usage_records
 
 
@@ -33,7 +33,7 @@ def run(container: Container, monkeypatch: pytest.MonkeyPatch):  # type: ignore[
 def test_status_shows_position_head_and_lag(container: Container, run) -> None:  # type: ignore[no-untyped-def]
     owner = uuid.uuid4()
     model_id = container.models.register(Actor(owner, "c"), name="m")["id"]
-    container.ingest.record_batch(usage_records(model_id, 7), caller_id=owner, may_record_any=False)
+    container.usage.record_batch(usage_records(model_id, 7), caller_id=owner, may_record_any=False)
     code, output = run("projections", "status")
     assert code == 0
     usage_line = next(line for line in output.splitlines() if "usage" in line and "│" in line)
@@ -44,7 +44,7 @@ def test_status_shows_position_head_and_lag(container: Container, run) -> None: 
 def test_rebuild_replays_the_log_and_reports_the_count(container: Container, run) -> None:  # type: ignore[no-untyped-def]
     owner = uuid.uuid4()
     model_id = container.models.register(Actor(owner, "c"), name="m")["id"]
-    container.ingest.record_batch(usage_records(model_id, 9), caller_id=owner, may_record_any=False)
+    container.usage.record_batch(usage_records(model_id, 9), caller_id=owner, may_record_any=False)
     code, output = run("projections", "rebuild", "usage")
     assert code == 0
     assert "9 events" in output
@@ -93,7 +93,7 @@ def test_audit_can_include_usage_that_compaction_archived(container: Container, 
 
     models = register_models(container, 2)
     events = old_usage(models, 40, days_ago=(50, 40))
-    container.usage_ledger.record(events)
+    container.usage_log.record(events)
     container.projector.catch_up_all()
     compact_usage(container, older_than=timedelta(days=30))
     model_id = models[0][0]

@@ -23,8 +23,7 @@ import psycopg
 import pytest
 
 from api.auth import issue_token
-from projections.postgres_store import lock_key
-from projections.worker import LEADER_NAMESPACE
+from projections.locks import Namespace, lock_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +87,7 @@ def leader_of(database_url: str, projection: str) -> str | None:
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s "
             "AND l.objid::bigint = (hashtext(%s)::bigint & 4294967295)",
-            (LEADER_NAMESPACE, lock_key("public", projection)),  # the cluster's schema
+            (int(Namespace.LEADER), lock_key("public", projection)),  # the cluster's schema
         ).fetchone()
     return None if row is None else str(row[0])
 

@@ -15,8 +15,8 @@ import click
 import pytest
 import yaml
 
+from config.settings import PREFIX, Settings, load_settings
 from modelledger.cli import cli
-from modelledger.settings import PREFIX, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

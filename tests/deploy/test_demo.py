@@ -11,12 +11,13 @@ from click.testing import CliRunner
 from api.auth import TokenVerifier, resolve_secret, user_id_of
 from modelledger.cli import cli
 from modelledger.demo import load_demo
-from projections import queries
+from projections.models import queries
+from projections.usage import queries as usage_queries
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from modelledger.bootstrap import Container
+    from services.container import Container
 
 
 def test_demo_data_has_users_models_patterns_and_retired_models(container: Container) -> None:
@@ -33,7 +34,7 @@ def test_demo_data_has_users_models_patterns_and_retired_models(container: Conta
                                     result.model_ids[f"{user.subject}/{model.name}"])
             assert row is not None
             statuses[row["status"]] = statuses.get(row["status"], 0) + 1
-        totals, _ = queries.owner_usage(container.store, user.user_id)
+        totals, _ = usage_queries.owner_usage(container.store, user.user_id)
         requests += totals.requests
         assert totals.failures > 0
     assert statuses.keys() == {"active", "inactive", "deleted"}

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import structlog
 
-from modelledger.logging_setup import REDACTED, configure_logging
+from config.logging_setup import REDACTED, configure_logging
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

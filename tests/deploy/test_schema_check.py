@@ -12,21 +12,21 @@ import structlog
 from click.testing import CliRunner
 
 from modelledger.cli import cli
-from modelledger.ingest import UsageRecord
-from modelledger.schema_check import ensure_current_schema
-from modelledger.services import Actor
-from projections import queries
-from projections.store import SchemaMismatchError
+from projections.schema_check import ensure_current_schema
+from projections.store.base import SchemaMismatchError
+from projections.usage import queries
+from services.models import Actor
+from services.usage import UsageRecord
 
 if TYPE_CHECKING:
-    from modelledger.bootstrap import Container
-    from modelledger.settings import Settings
+    from config.settings import Settings
+    from services.container import Container
 
 
 def outdate(container: Container, name: str, version: int = 99) -> None:
     store = container.store
     with store.write("setup") as cur:
-        cur.execute(store.q("UPDATE projection_state SET schema_version = ? WHERE name = ?"),
+        cur.execute(store.sql("UPDATE projection_state SET schema_version = ? WHERE name = ?"),
                     (version, name))
 
 
@@ -39,7 +39,7 @@ def test_outdated_projection_names_the_rebuild_command_and_rebuild_fixes_it(
 ) -> None:
     owner = uuid.uuid4()
     model = container.models.register(Actor(owner, "t"), name="m")
-    container.ingest.record_batch(
+    container.usage.record_batch(
         [UsageRecord(model_id=model["id"], request_id=f"r{i}", response_time_ms=5.0,
                      input_bytes=1, output_bytes=2, success=True, occurred_at=datetime.now(UTC))
          for i in range(7)],

@@ -10,11 +10,12 @@ import pytest
 
 from domain.errors import ModelNotFoundError, NameTakenError, VersionConflictError
 from domain.model import ModelStatus
-from modelledger.bootstrap import Container
-from modelledger.services import Actor
-from projections import queries
-from projections.tables import ROW_READ
-from projections.windows import DAY, spans, zone
+from projections.models import queries
+from projections.usage import queries as usage_queries
+from projections.usage.tables import ROW_READ
+from projections.usage.windows import DAY, spans, zone
+from services.container import Container
+from services.models import Actor
 from tests.helpers import T0, dump, register, usage_records
 
 
@@ -115,7 +116,7 @@ class TestUsageProjection:
         owner = uuid.uuid4()
         model_id = register(container, owner, "resnet")
         records = usage_records(model_id, 300)
-        result = container.ingest.record_batch(records + records[:50], caller_id=owner,
+        result = container.usage.record_batch(records + records[:50], caller_id=owner,
                                                may_record_any=False)
         assert (result.accepted, result.duplicates) == (300, 50)
         container.projector.catch_up("usage")
@@ -132,7 +133,7 @@ class TestUsageProjection:
         owner = uuid.uuid4()
         model_id = register(container, owner, "resnet")
         container.models.update(Actor(owner, "c"), model_id, status=ModelStatus.INACTIVE)
-        container.ingest.record_batch(
+        container.usage.record_batch(
             usage_records(model_id, 5), caller_id=owner, may_record_any=False
         )
         container.projector.catch_up("usage")
@@ -142,12 +143,12 @@ class TestUsageProjection:
     def test_only_the_owner_or_a_usage_writer_may_record(self, container: Container) -> None:
         model_id = register(container, uuid.uuid4(), "resnet")
         records = usage_records(model_id, 2)
-        denied = container.ingest.record_batch(
+        denied = container.usage.record_batch(
             records, caller_id=uuid.uuid4(), may_record_any=False
         )
         assert denied.accepted == 0
         assert [index for index, _ in denied.rejected] == [0, 1]
-        allowed = container.ingest.record_batch(
+        allowed = container.usage.record_batch(
             records, caller_id=uuid.uuid4(), may_record_any=True
         )
         assert allowed.accepted == 2
@@ -156,13 +157,13 @@ class TestUsageProjection:
         owner = uuid.uuid4()
         model_id = register(container, owner, "resnet")
         records = usage_records(model_id, 600, every=timedelta(minutes=23))
-        container.ingest.record_batch(records, caller_id=owner, may_record_any=False)
+        container.usage.record_batch(records, caller_id=owner, may_record_any=False)
         container.projector.catch_up("usage")
         tz = zone("America/New_York")
         start, end = T0 - timedelta(days=1), T0 + timedelta(days=11)
         windows = spans("day", tz, start, end)
         assert windows.unit == 1  # New York's days are not UTC days
-        buckets = queries.usage_series(container.store, "model", model_id, windows)
+        buckets = usage_queries.usage_series(container.store, "model", model_id, windows)
         assert sum(b.figures.requests for b in buckets) == 600
         for bucket in buckets:
             expected = [r for r in records if bucket.start <= r.occurred_at < bucket.end]  # type: ignore[operator]
@@ -177,14 +178,15 @@ class TestUsageProjection:
         records = usage_records(
             model_id, 600, start=T0 - timedelta(days=41), every=timedelta(minutes=97)
         )
-        result = container.ingest.record_batch(records, caller_id=owner, may_record_any=False)
+        result = container.usage.record_batch(records, caller_id=owner, may_record_any=False)
         assert result.accepted == 600
         container.projector.catch_up("usage")
         windows = spans(window, zone("UTC"), T0 - timedelta(days=80), T0 + timedelta(days=10))
         assert windows.unit == DAY
 
-        daily = queries.usage_series(container.store, "model", model_id, windows)
-        assert daily == queries.usage_series(container.store, "model", model_id, windows, unit=1)
+        daily = usage_queries.usage_series(container.store, "model", model_id, windows)
+        hourly = usage_queries.usage_series(container.store, "model", model_id, windows, unit=1)
+        assert daily == hourly
         for bucket in daily:
             expected = [r for r in records if bucket.start <= r.occurred_at < bucket.end]  # type: ignore[operator]
             assert bucket.figures.requests == len(expected)
@@ -201,7 +203,7 @@ class TestUsageProjection:
         def send(offset: int) -> None:
             for start in range(0, 200, 20):
                 chunk = records[(start + offset) % 200 :][:20]
-                result = container.ingest.record_batch(chunk, caller_id=owner, may_record_any=False)
+                result = container.usage.record_batch(chunk, caller_id=owner, may_record_any=False)
                 with lock:
                     accepted.append(result.accepted)
 
@@ -223,7 +225,7 @@ class TestRebuild:
         container.models.update(actor, ids[0], name="renamed", description="d")
         container.models.delete(actor, ids[1])
         for i, model_id in enumerate(ids):
-            container.ingest.record_batch(usage_records(model_id, 120, prefix=f"x{i}-"),
+            container.usage.record_batch(usage_records(model_id, 120, prefix=f"x{i}-"),
                                           caller_id=owner, may_record_any=True)
         container.projector.catch_up_all()
         before = {name: dump(container.store, name) for name in ("models", "usage")}
@@ -237,7 +239,7 @@ class TestRebuild:
         model_id = register(container, owner, "m")
         container.projector.rebuild("usage")
         container.projector.rebuild("usage")  # twice: index names must not collide
-        container.ingest.record_batch(
+        container.usage.record_batch(
             usage_records(model_id, 10), caller_id=owner, may_record_any=False
         )
         container.projector.catch_up("usage")

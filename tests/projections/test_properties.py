@@ -22,12 +22,14 @@ from domain.model import ModelStatus
 from domain.usage import PredictionUsage, hour_of
 from domain.usage_stats import to_micros
 from modelledger.bootstrap import build
-from modelledger.ingest import UsageRecord
-from modelledger.services import Actor
-from projections import queries
-from projections.figures import figures_from_row, figures_of
-from projections.store import _StatsCache, stats_from_values
-from projections.tables import PROJECTION_TABLES, STATS_COLUMNS, STATS_NAMES
+from projections.catalogue import PROJECTION_TABLES
+from projections.usage import queries
+from projections.usage.figures import figures_from_row, figures_of
+from projections.usage.rows import stats_of
+from projections.usage.tables import STATS_COLUMNS, STATS_NAMES
+from projections.usage.writer import _StatsCache
+from services.models import Actor
+from services.usage import UsageRecord
 from tests.conftest import make_settings
 from tests.helpers import T0, dump
 
@@ -114,7 +116,7 @@ def check_stored_percentiles(container: Any) -> None:
                 if table.name not in {"usage_model_hourly", "usage_model_daily"}:
                     assert list(values[-3:]) == [None, None, None]
                 else:
-                    assert figures_from_row(values) == figures_of(stats_from_values(values))
+                    assert figures_from_row(values) == figures_of(stats_of(values))
 
 
 def run_stream(
@@ -152,7 +154,7 @@ def _run_stream(backend: str, request: pytest.FixtureRequest, ops: list[tuple[An
                         success=ok,
                         occurred_at=T0 + timedelta(hours=hour, minutes=r),
                     )
-                    container.ingest.record_batch([record], caller_id=owner, may_record_any=False)
+                    container.usage.record_batch([record], caller_id=owner, may_record_any=False)
                 elif op[0] == "deactivate":
                     container.models.update(actor, model_ids[op[1]], status=ModelStatus.INACTIVE)
                 else:

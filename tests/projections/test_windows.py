@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.windows import WINDOWS, WindowError, boundaries, hour_index, spans, zone
+from projections.usage.windows import WINDOWS, WindowError, boundaries, hour_index, spans, zone
 
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
 moments = st.datetimes(

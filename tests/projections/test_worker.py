@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from config.settings import Settings
 from domain.usage import record_usage
-from modelledger.bootstrap import Container, build
-from modelledger.settings import Settings
+from modelledger.bootstrap import build
 from projections.worker import Leadership, Wakeups, Worker
+from services.container import Container
 from tests.helpers import register
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +41,7 @@ def load_usage(container: Container, owner: uuid.UUID, model_id: uuid.UUID, coun
     now = datetime.now(UTC)
     start = now - timedelta(days=3)
     for offset in range(0, count, 10_000):
-        container.usage_ledger.record([
+        container.usage_log.record([
             record_usage(model_id=model_id, owner_id=owner, request_id=f"k{i}",
                          occurred_at=start + timedelta(seconds=i), response_time_ms=1 + i % 97,
                          input_bytes=i % 1000, output_bytes=1, success=i % 13 != 0, now=now)
@@ -116,7 +117,7 @@ class TestFollowing:
         now = datetime.now(UTC)
         try:
             for burst in range(20):  # 100 events in 20 small appends over about half a second
-                container.usage_ledger.record([
+                container.usage_log.record([
                     record_usage(model_id=model_id, owner_id=owner, request_id=f"t{burst}-{i}",
                                  occurred_at=now, response_time_ms=5, input_bytes=1,
                                  output_bytes=1, success=True, now=now)

@@ -14,9 +14,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from modelledger import compaction_recorders
+from config.settings import load_settings
+from eventstore import postgres, sqlite
 from modelledger.bootstrap import build
-from modelledger.settings import load_settings
 from scheduler import archive, compaction
 
 
@@ -42,7 +42,7 @@ def main() -> None:
 
         compaction.archive.write_lines = write_then_park  # type: ignore[attr-defined]
     elif point == "in-transaction":
-        for cls in (compaction_recorders.PostgresCompaction, compaction_recorders.SQLiteCompaction):
+        for cls in (postgres.PostgresCompaction, sqlite.SQLiteCompaction):
             original_replace = cls.replace
 
             def replace_then_park(

@@ -5,18 +5,21 @@ from __future__ import annotations
 import uuid
 
 from domain.model import Model
-from modelledger.bootstrap import Container
-from modelledger.services import Actor
 from scheduler import run_job
+from services.container import Container
+from services.models import Actor
 
 
 def test_a_failed_artifact_removal_is_retried_and_recorded_once(container: Container) -> None:
     owner = uuid.uuid4()
     actor = Actor(owner, "c")
-    row = container.models.register(actor, name="m", artifact=("model.bin", 3, "ab" * 32))
+    upload = container.artifacts.begin()
+    upload.write(b"abc")
+    row = container.models.register(actor, name="m", upload=upload, filename="model.bin")
     model_id = row["id"]
     path = container.settings.data_dir / "artifacts" / str(model_id) / "model.bin"
-    path.mkdir(parents=True)  # a non-empty directory where the file should be: unlink fails
+    path.unlink()
+    path.mkdir()  # a non-empty directory where the file should be: unlink fails
     (path / "blocker").write_text("x")
     container.models.delete(actor, model_id)
 
@@ -31,6 +34,6 @@ def test_a_failed_artifact_removal_is_retried_and_recorded_once(container: Conta
 
     assert not path.exists()
     assert container.models.get(owner, model_id)["artifact_removed_at"] is not None
-    removed = [e for e in container.registry.get_model_events(model_id)
+    removed = [e for e in container.models.get_model_events(model_id)
                if isinstance(e, Model.ArtifactRemoved)]
     assert len(removed) == 1

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import pytest
 from click.testing import CliRunner
 
+from config.settings import load_settings
 from modelledger.bootstrap import build
 from modelledger.cli import cli
-from modelledger.settings import load_settings
 from tests.scheduler.usage_fixtures import old_usage, register_models
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ def data_dir(tmp_path: Path) -> Path:
     container = build(load_settings({}, data_dir=tmp_path))
     try:
         models = register_models(container, 2)
-        container.usage_ledger.record(old_usage(models, 120, days_ago=(40, 35)))
+        container.usage_log.record(old_usage(models, 120, days_ago=(40, 35)))
         container.projector.catch_up_all()
     finally:
         container.close()

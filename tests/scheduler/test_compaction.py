@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from domain.usage_rollup import UsageRollup
-from projections.store import NEXT
+from projections.store.base import NEXT
 from scheduler import archive
 from scheduler.compaction import RAW_TOPIC, compact_usage
 from tests.scheduler.usage_fixtures import (
@@ -25,7 +25,7 @@ from tests.scheduler.usage_fixtures import (
 )
 
 if TYPE_CHECKING:
-    from modelledger.bootstrap import Container
+    from services.container import Container
 
 RETENTION = timedelta(days=30)
 ROLLUP_TOPIC = "domain.usage_rollup:UsageRollup.Recorded"
@@ -33,7 +33,7 @@ ROLLUP_TOPIC = "domain.usage_rollup:UsageRollup.Recorded"
 
 def _topics(container: Container) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for n in container.usage_ledger.recorder.select_notifications(1, 10**9):
+    for n in container.usage_log.recorder.select_notifications(1, 10**9):
         counts[n.topic] = counts.get(n.topic, 0) + 1
     return counts
 
@@ -46,8 +46,8 @@ def models(container: Container) -> Models:
 def test_statistics_are_equal_before_after_compaction_and_after_a_rebuild(
     container: Container, models: Models
 ) -> None:
-    container.usage_ledger.record(old_usage(models, 3_000, days_ago=(70, 31)))
-    container.usage_ledger.record(old_usage(models, 400, days_ago=(3, 0), prefix="new"))
+    container.usage_log.record(old_usage(models, 3_000, days_ago=(70, 31)))
+    container.usage_log.record(old_usage(models, 400, days_ago=(3, 0), prefix="new"))
     container.projector.catch_up_all()
     before = usage_tables(container)
 
@@ -65,8 +65,8 @@ def test_statistics_are_equal_before_after_compaction_and_after_a_rebuild(
 def test_only_usage_older_than_the_retention_is_replaced_by_one_rollup_per_model_hour(
     container: Container, models: Models
 ) -> None:
-    container.usage_ledger.record(old_usage(models, 500, days_ago=(40, 31)))
-    container.usage_ledger.record(old_usage(models, 200, days_ago=(29, 0), prefix="new"))
+    container.usage_log.record(old_usage(models, 500, days_ago=(40, 31)))
+    container.usage_log.record(old_usage(models, 200, days_ago=(29, 0), prefix="new"))
     container.projector.catch_up_all()
 
     summary = compact_usage(container, older_than=RETENTION)
@@ -82,7 +82,7 @@ def test_late_usage_for_a_compacted_hour_is_counted_once_and_merged_into_its_rol
 ) -> None:
     rng = random.Random(7)
     hour_start = (NOW - timedelta(days=45)).replace(minute=0, second=0)
-    container.usage_ledger.record([usage(models[0], f"a{i}", hour_start, rng) for i in range(20)])
+    container.usage_log.record([usage(models[0], f"a{i}", hour_start, rng) for i in range(20)])
     container.projector.catch_up_all()
     compact_usage(container, older_than=RETENTION)
     late = [
@@ -95,7 +95,7 @@ def test_late_usage_for_a_compacted_hour_is_counted_once_and_merged_into_its_rol
         )
         for i in range(5)
     ]
-    assert len(container.usage_ledger.record(late)) == 5
+    assert len(container.usage_log.record(late)) == 5
     container.projector.catch_up_all()
     counted = usage_tables(container)
 
@@ -116,18 +116,18 @@ def test_a_retried_request_of_compacted_usage_is_still_a_duplicate(
     container: Container, models: Models
 ) -> None:
     events = old_usage(models, 50, days_ago=(40, 35))
-    container.usage_ledger.record(events)
+    container.usage_log.record(events)
     container.projector.catch_up_all()
     compact_usage(container, older_than=RETENTION)
 
-    assert container.usage_ledger.record(events[:10]) == set()
+    assert container.usage_log.record(events[:10]) == set()
     assert RAW_TOPIC not in _topics(container)
 
 
 def test_only_events_every_usage_projection_has_processed_are_compacted(
     container: Container, models: Models
 ) -> None:
-    container.usage_ledger.record(old_usage(models, 300, days_ago=(40, 35)))
+    container.usage_log.record(old_usage(models, 300, days_ago=(40, 35)))
     container.projector.catch_up("models")
     container.projector.batch_size = 100
     with container.store.write("usage") as cur:
@@ -147,13 +147,13 @@ def test_only_events_every_usage_projection_has_processed_are_compacted(
 def test_compacting_the_newest_event_keeps_the_log_head_so_new_events_are_not_skipped(
     container: Container, models: Models
 ) -> None:
-    container.usage_ledger.record(old_usage(models, 30, days_ago=(40, 35)))
+    container.usage_log.record(old_usage(models, 30, days_ago=(40, 35)))
     container.projector.catch_up_all()
-    head = container.usage_ledger.recorder.max_notification_id()
+    head = container.usage_log.recorder.max_notification_id()
 
     compact_usage(container, older_than=RETENTION)
-    assert container.usage_ledger.recorder.max_notification_id() == head
-    container.usage_ledger.record(old_usage(models, 1, days_ago=(1, 0), prefix="fresh"))
+    assert container.usage_log.recorder.max_notification_id() == head
+    container.usage_log.record(old_usage(models, 1, days_ago=(1, 0), prefix="fresh"))
     container.projector.catch_up_all()
 
     totals = usage_tables(container)["usage_owner_totals"]
@@ -163,7 +163,7 @@ def test_compacting_the_newest_event_keeps_the_log_head_so_new_events_are_not_sk
 def test_a_dry_run_changes_nothing_and_reports_what_a_run_would_compact(
     container: Container, models: Models
 ) -> None:
-    container.usage_ledger.record(old_usage(models, 200, days_ago=(40, 35)))
+    container.usage_log.record(old_usage(models, 200, days_ago=(40, 35)))
     container.projector.catch_up_all()
     topics = _topics(container)
 
@@ -177,7 +177,7 @@ def test_a_dry_run_changes_nothing_and_reports_what_a_run_would_compact(
 
 
 def test_a_second_run_in_a_row_finds_nothing_to_do(container: Container, models: Models) -> None:
-    container.usage_ledger.record(old_usage(models, 200, days_ago=(40, 35)))
+    container.usage_log.record(old_usage(models, 200, days_ago=(40, 35)))
     container.projector.catch_up_all()
     compact_usage(container, older_than=RETENTION)
     before = _topics(container)
@@ -190,7 +190,7 @@ def test_a_second_run_in_a_row_finds_nothing_to_do(container: Container, models:
 
 def test_the_archive_holds_every_compacted_event_once(container: Container, models: Models) -> None:
     events = old_usage(models, 300, days_ago=(40, 35))
-    container.usage_ledger.record(events)
+    container.usage_log.record(events)
     container.projector.catch_up_all()
 
     compact_usage(container, older_than=RETENTION, chunk_size=100)
@@ -203,7 +203,7 @@ def test_the_archive_holds_every_compacted_event_once(container: Container, mode
 
 
 def test_archiving_can_be_turned_off(container: Container, models: Models) -> None:
-    container.usage_ledger.record(old_usage(models, 20, days_ago=(40, 35)))
+    container.usage_log.record(old_usage(models, 20, days_ago=(40, 35)))
     container.projector.catch_up_all()
     compact_usage(container, older_than=RETENTION, archive_enabled=False)
     assert not archive.days(archive.archive_dir(container.settings.data_dir))
@@ -212,7 +212,7 @@ def test_archiving_can_be_turned_off(container: Container, models: Models) -> No
 def test_ingest_waits_at_most_about_one_chunk_while_compaction_runs(
     container: Container, models: Models
 ) -> None:
-    container.usage_ledger.record(old_usage(models, 8_000, days_ago=(60, 31)))
+    container.usage_log.record(old_usage(models, 8_000, days_ago=(60, 31)))
     container.projector.catch_up_all()
     latencies: list[float] = []
     done = threading.Event()
@@ -223,7 +223,7 @@ def test_ingest_waits_at_most_about_one_chunk_while_compaction_runs(
         while not done.is_set():
             events = [usage(models[0], f"live{batch}-{i}", NOW, rng) for i in range(20)]
             started = time.monotonic()
-            assert len(container.usage_ledger.record(events)) == 20
+            assert len(container.usage_log.record(events)) == 20
             latencies.append(time.monotonic() - started)
             batch += 1
             done.wait(0.01)  # a gateway flushing every 10 ms
@@ -251,12 +251,12 @@ def test_rollups_carry_the_model_hour_and_the_raw_event_count(
 ) -> None:
     rng = random.Random(5)
     hour_start = (NOW - timedelta(days=50)).replace(minute=0, second=0)
-    container.usage_ledger.record([usage(models[1], f"h{i}", hour_start, rng) for i in range(12)])
+    container.usage_log.record([usage(models[1], f"h{i}", hour_start, rng) for i in range(12)])
     container.projector.catch_up_all()
     compact_usage(container, older_than=RETENTION)
 
-    (n,) = container.usage_ledger.recorder.select_notifications(1, 10)
-    rollup = container.usage_ledger.mapper.to_domain_event(n)
+    (n,) = container.usage_log.recorder.select_notifications(1, 10)
+    rollup = container.usage_log.mapper.to_domain_event(n)
     assert isinstance(rollup, UsageRollup.Recorded)
     assert (rollup.model_id, rollup.raw_events) == (models[1][0], 12)
     assert rollup.hour * 3600 == int(hour_start.timestamp())
@@ -266,7 +266,7 @@ def test_usage_left_between_compacted_events_survives_and_a_later_run_compacts_i
     container: Container, models: Models
 ) -> None:
     """Compacted events need not be contiguous: what lies between them (raw or roll-up) stays."""
-    container.usage_ledger.record(old_usage(models, 600, days_ago=(60, 40)))
+    container.usage_log.record(old_usage(models, 600, days_ago=(60, 40)))
     container.projector.catch_up_all()
     before = usage_tables(container)
 
@@ -289,11 +289,11 @@ def test_archive_records_hold_every_field_of_the_usage_event(
     container: Container, models: Models
 ) -> None:
     events = old_usage(models, 50, days_ago=(40, 35))
-    container.usage_ledger.record(events)
+    container.usage_log.record(events)
     container.projector.catch_up_all()
     stored = {
         n.originator_id: n.id
-        for n in container.usage_ledger.recorder.select_notifications(1, 10**9)
+        for n in container.usage_log.recorder.select_notifications(1, 10**9)
     }
 
     compact_usage(container, older_than=RETENTION)
@@ -312,7 +312,7 @@ def test_archive_records_hold_every_field_of_the_usage_event(
 def test_compaction_pauses_between_chunks_only_while_new_usage_arrives(
     container: Container, models: Models
 ) -> None:
-    container.usage_ledger.record(old_usage(models, 2_000, days_ago=(60, 31)))
+    container.usage_log.record(old_usage(models, 2_000, days_ago=(60, 31)))
     container.projector.catch_up_all()
     alone = compact_usage(container, older_than=RETENTION, chunk_size=500, max_chunks=2)
     assert alone.paused_s == 0
@@ -321,7 +321,7 @@ def test_compaction_pauses_between_chunks_only_while_new_usage_arrives(
     arrivals = iter(range(10**6))
 
     def one_more_arrival(position: int, bound: int) -> None:
-        container.usage_ledger.record([usage(models[0], f"live{next(arrivals)}", NOW, rng)])
+        container.usage_log.record([usage(models[0], f"live{next(arrivals)}", NOW, rng)])
 
     busy = compact_usage(container, older_than=RETENTION, chunk_size=500, progress=one_more_arrival)
     assert busy.events == 1_000
@@ -332,7 +332,7 @@ def test_a_rebuild_starting_between_chunks_stops_compaction_at_its_position(
     container: Container, models: Models
 ) -> None:
     """The chunk read ahead under the old bound must not be compacted past the rebuild's 0."""
-    container.usage_ledger.record(old_usage(models, 300, days_ago=(40, 35)))
+    container.usage_log.record(old_usage(models, 300, days_ago=(40, 35)))
     container.projector.catch_up_all()
     compacted_before_rebuild: list[int] = []
 

@@ -17,7 +17,7 @@ from tests.scheduler.test_compaction import RETENTION, _topics
 from tests.scheduler.usage_fixtures import old_usage, register_models, usage_tables
 
 if TYPE_CHECKING:
-    from modelledger.bootstrap import Container
+    from services.container import Container
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,7 @@ def test_killed_compaction_loses_and_double_counts_nothing(
 ) -> None:
     models = register_models(container, 3)
     events = old_usage(models, 1_000, days_ago=(50, 31))
-    container.usage_ledger.record(events)
+    container.usage_log.record(events)
     container.projector.catch_up_all()
     before = usage_tables(container)
 
@@ -55,8 +55,8 @@ def test_killed_compaction_loses_and_double_counts_nothing(
 
     container.projector.catch_up_all()
     assert usage_tables(container) == before
-    container.usage_ledger.record(old_usage(models, 1, days_ago=(1, 0), prefix="after-kill"))
-    assert container.usage_ledger.record(events) == set()  # retries stay duplicates
+    container.usage_log.record(old_usage(models, 1, days_ago=(1, 0), prefix="after-kill"))
+    assert container.usage_log.record(events) == set()  # retries stay duplicates
     rerun = compact_usage(container, older_than=RETENTION)
     container.projector.catch_up_all()
     assert rerun.events > 0

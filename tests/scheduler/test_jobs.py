@@ -8,14 +8,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from modelledger.services import Actor
-from scheduler import archive, history, jobs, run_job, start_in_process, watchdog
+from projections import watchdog
+from scheduler import archive, history, jobs, run_job, start_in_process
 from scheduler.locks import job_lock
 from scheduler.runner import JOBS, build_scheduler
+from services.models import Actor
 from tests.scheduler.usage_fixtures import old_usage, register_models
 
 if TYPE_CHECKING:
-    from modelledger.bootstrap import Container
+    from services.container import Container
 
 
 def test_a_job_held_by_another_process_is_skipped_not_run_twice(container: Container) -> None:
@@ -71,7 +72,7 @@ def test_models_with_long_histories_are_snapshotted_once(container: Container) -
     second = jobs.snapshot_models(container, every=10)
 
     assert (first["snapshots"], second["snapshots"]) == (1, 0)
-    snapshots = container.registry.snapshots
+    snapshots = container.registry_log.snapshots
     assert snapshots is not None
     (snapshot,) = snapshots.get(long_lived)
     assert snapshot.originator_version == 13
@@ -85,7 +86,7 @@ def stalled(container: Container, now: datetime | None = None) -> list[str]:
 def test_a_projection_with_lag_and_no_progress_is_reported_stalled(container: Container) -> None:
     models = register_models(container, 1)
     container.projector.catch_up_all()
-    container.usage_ledger.record(old_usage(models, 5, days_ago=(2, 1)))
+    container.usage_log.record(old_usage(models, 5, days_ago=(2, 1)))
 
     assert stalled(container) == []  # lagging, but not for long
     later = datetime.now(UTC) + timedelta(minutes=5)

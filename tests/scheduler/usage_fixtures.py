@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from domain.usage import PredictionUsage, record_usage
-from modelledger.services import Actor
-from projections.tables import PROJECTION_TABLES
+from projections.catalogue import PROJECTION_TABLES
+from services.models import Actor
 
 if TYPE_CHECKING:
-    from modelledger.bootstrap import Container
+    from services.container import Container
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 Models = list[tuple[uuid.UUID, uuid.UUID]]  # (model id, owner id)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from projections.store import SCHEMA_VERSIONS, ReadStore, SchemaMismatchError
+from projections.catalogue import SCHEMA_VERSIONS
+from projections.store.base import ReadStore, SchemaMismatchError
 
 
 class _HasStore(Protocol):

@@ -1,9 +1,8 @@
 """The artifact store: model files under ``DATA_DIR/artifacts/<model id>/<filename>``.
 
 Uploads stream into a temporary file while their sha256 and size are computed, and are moved
-into place only once complete. Removal of a deleted model's file is retried and, once the file
-is gone, recorded in the model's audit trail (``ArtifactRemoved``); a removal that keeps failing
-leaves the model in ``artifacts_pending_removal`` for the next sweep.
+into place only once complete. Removal is retried; ``ModelService`` records it in the model's
+audit trail once the file is gone, and sweeps removals that kept failing.
 """
 
 from __future__ import annotations
@@ -19,17 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from projections import queries
-
 if TYPE_CHECKING:
     from uuid import UUID
 
-    from modelledger.registry import ModelRegistry
-    from projections.store import ReadStore
-
 log = logging.getLogger("modelledger.artifacts")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-SYSTEM_ACTOR = "system:artifact-remover"
 
 
 class ArtifactTooLargeError(Exception):
@@ -121,31 +114,3 @@ class ArtifactStore:
 def _rmdir_quietly(directory: Path) -> None:
     with contextlib.suppress(OSError):  # not empty or already gone
         directory.rmdir()
-
-
-def remove_artifact(
-    artifacts: ArtifactStore,
-    registry: ModelRegistry,
-    model_id: UUID,
-    filename: str,
-    *,
-    correlation_id: str,
-) -> bool:
-    """Remove a deleted model's file and record when it happened; False leaves it pending."""
-    if not artifacts.remove_file(model_id, filename):
-        return False
-    registry.record_artifact_removed(model_id, actor=SYSTEM_ACTOR, correlation_id=correlation_id)
-    return True
-
-
-def remove_pending(
-    artifacts: ArtifactStore, registry: ModelRegistry, store: ReadStore, *, limit: int = 100
-) -> dict[str, int]:
-    """The sweep (a scheduler job): retry every removal still pending; returns a summary."""
-    removed = failed = 0
-    for model_id, filename in queries.artifacts_pending_removal(store, limit):
-        if remove_artifact(artifacts, registry, model_id, filename, correlation_id="sweep"):
-            removed += 1
-        else:
-            failed += 1
-    return {"removed": removed, "failed": failed}

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from domain.usage_stats import UsageStats
-from projections.figures import EMPTY, UsageFigures, figures_of
+from projections.usage.figures import EMPTY, UsageFigures, figures_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from modelledger.bootstrap import Container
+    from services.container import Container
 
-log = logging.getLogger("modelledger.scheduler.watchdog")
+log = logging.getLogger("modelledger.projections.watchdog")
 STALL_AFTER = timedelta(minutes=2)
 
 

@@ -13,14 +13,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from projections.store import Cursor, ReadStore, stats_from_values
-from projections.tables import STATS_NAMES, Table
+from projections.store.base import Cursor, ReadStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from pathlib import Path
 
-    from domain.usage_stats import UsageStats
+    from projections.table import Table
 
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"  # fixed width: text order is time order
 
@@ -106,22 +105,24 @@ class SQLiteStore(ReadStore):
             return bool(value)
         return value
 
-    def fetch_stats(
-        self, cur: Cursor, table: Table, keys: Sequence[tuple[Any, ...]]
-    ) -> dict[tuple[Any, ...], UsageStats]:
+    def any_of(self, values: Sequence[Any], kind: str) -> tuple[str, list[Any]]:
+        return f"IN ({', '.join('?' * len(values))})", [self.to_db(v, kind) for v in values]
+
+    def fetch_rows(
+        self, cur: Cursor, table: Table, keys: Sequence[tuple[Any, ...]], columns: Sequence[str]
+    ) -> dict[tuple[Any, ...], Sequence[Any]]:
         kinds = dict(table.columns)
-        stats_columns = STATS_NAMES
+        column_kinds = [kinds[name] for name in columns]
         where = " AND ".join(f"{name} = ?" for name in table.key)
-        statement = f"SELECT {', '.join(stats_columns)} FROM {table.name} WHERE {where}"
-        found: dict[tuple[Any, ...], UsageStats] = {}
+        statement = f"SELECT {', '.join(columns)} FROM {table.name} WHERE {where}"
+        found: dict[tuple[Any, ...], Sequence[Any]] = {}
         for key in keys:
-            values = [self.to_db(v, kinds[n]) for v, n in zip(key, table.key, strict=True)]
-            cur.execute(statement, values)
+            cur.execute(
+                statement, [self.to_db(v, kinds[n]) for v, n in zip(key, table.key, strict=True)]
+            )
             row = cur.fetchone()
             if row is not None:
-                found[key] = stats_from_values(
-                    [self.from_db(v, kinds[n]) for v, n in zip(row, stats_columns, strict=True)]
-                )
+                found[key] = self.row_from_db(row, column_kinds)
         return found
 
     def upsert(self, cur: Cursor, table: Table, rows: Sequence[Sequence[Any]]) -> None:

@@ -1,11 +1,8 @@
 """``UsageFigures``: what a read shows of a set of requests (sums, extremes, p50/p95/p99).
 
-A model's hourly and daily rows store their percentiles' histogram buckets next to the
-histogram (``tables.STATS_COLUMNS``), so a figure answered by one such row (a day of a daily
-series in UTC, an hour of an hourly one) is read without decoding a histogram; windows spanning
-several rows, the totals and the owners' rows (which store NULL there) go through
-``UsageStats`` and compute the percentiles. Both give the same numbers: the stored buckets are
-computed by the same ``latency.percentile_buckets``.
+A figure answered by one row that stores its percentile buckets is read without decoding a
+histogram (ARCHITECTURE.md, "one stored row per window"); other figures go through
+``UsageStats`` and compute the percentiles with the same ``latency`` functions.
 """
 
 from __future__ import annotations
@@ -17,14 +14,13 @@ import msgspec
 from msgspec.structs import astuple
 
 from domain import latency
+from projections.usage.rows import LAST_AT, QUANTILES, stats_of
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
     from domain.usage_stats import UsageStats
-
-QUANTILES = (0.5, 0.95, 0.99)
 
 
 class UsageFigures(msgspec.Struct, frozen=True, gc=False):
@@ -73,13 +69,19 @@ def figures_of(stats: UsageStats) -> UsageFigures:
 
 
 def figures_from_row(values: Sequence[Any]) -> UsageFigures:
-    """Figures of one statistics row: ``STATS_COLUMNS`` values in Python types (the histogram,
-    at index 9, is not read)."""
-    requests, last_at = values[0], values[10]
+    """Figures of one ``StatsRow`` that stores its percentile buckets (its histogram is not
+    read)."""
+    requests, last_at = values[0], values[LAST_AT]
     if not requests:  # served requests are the only source of every figure but ``rejected``
         rejected = values[3]
         return UsageFigures(rejected=rejected, last_at=last_at) if rejected or last_at else EMPTY
     return UsageFigures(*shown_from_row(values), *(last_at, *values[4:7]))
+
+
+def figures_from_sums(values: Sequence[Any]) -> UsageFigures:
+    """Figures of several rows summed in SQL (``StatsRow``'s sums and extremes, with the
+    array of the rows' histograms, merged here)."""
+    return figures_of(stats_of(values))
 
 
 def shown_from_row(values: Sequence[Any]) -> tuple[Any, ...]:

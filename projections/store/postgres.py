@@ -13,22 +13,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from psycopg_pool import ConnectionPool
 
-from projections.store import Cursor, ReadStore, stats_from_values
-from projections.tables import STATS_NAMES, Table
+from projections.locks import Namespace, take_xact_lock
+from projections.store.base import Cursor, ReadStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
-    from uuid import UUID
 
-    from domain.usage_stats import UsageStats
-
-LOCK_NAMESPACE = 0x4D4C  # "ML": first key of every advisory lock this service takes
-
-
-def lock_key(schema: str, name: str) -> str:
-    """The text hashed into an advisory lock: locks are per database, so the schema is in it
-    (two deployments, or two test schemas, in one database never lock each other out)."""
-    return f"{schema}.{name}"
+    from projections.table import Table
 
 _ARRAY_TYPES = {
     "uuid": "uuid[]", "text": "text[]", "int": "bigint[]", "bool": "boolean[]",
@@ -57,8 +48,8 @@ class PostgresStore(ReadStore):
         self.pool.open(wait=True, timeout=30)
         self.schema = schema
 
-    def q(self, sql: str) -> str:
-        return sql.replace("?", "%s")
+    def sql(self, statement: str) -> str:
+        return statement.replace("?", "%s")
 
     def row_from_db(self, values: Sequence[Any], kinds: Sequence[str]) -> Sequence[Any]:
         del kinds  # psycopg already returns every logical type as the Python value it stands for
@@ -71,12 +62,7 @@ class PostgresStore(ReadStore):
             yield cur
 
     def lock(self, cur: Cursor, name: str) -> None:
-        # Advisory locks are per database: the schema in the key keeps two deployments (or
-        # two test schemas) in one database from locking each other out.
-        cur.execute(
-            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-            (LOCK_NAMESPACE, lock_key(self.schema, name)),
-        )
+        take_xact_lock(cur, Namespace.PROJECTION, self.schema, name)
 
     @contextmanager
     def read(self) -> Iterator[Cursor]:
@@ -91,30 +77,25 @@ class PostgresStore(ReadStore):
         cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
         return bool(cur.fetchone()[0])
 
-    def owners_and_statuses(
-        self, cur: Cursor, model_ids: Sequence[UUID]
-    ) -> dict[UUID, tuple[UUID, str]]:
-        # One statement whatever the count, and the same text every time (psycopg prepares it
+    def any_of(self, values: Sequence[Any], kind: str) -> tuple[str, list[Any]]:
+        # One parameter whatever the count, and the same text every time (psycopg prepares it
         # once): an IN list of 500 placeholders is re-parsed by psycopg at every call.
-        cur.execute("SELECT id, owner_id, status FROM model_view WHERE id = ANY(%s)", (model_ids,))
-        return {model_id: (owner_id, status) for model_id, owner_id, status in cur.fetchall()}
+        del kind
+        return "= ANY(?)", [list(values)]
 
-    def fetch_stats(
-        self, cur: Cursor, table: Table, keys: Sequence[tuple[Any, ...]]
-    ) -> dict[tuple[Any, ...], UsageStats]:
+    def fetch_rows(
+        self, cur: Cursor, table: Table, keys: Sequence[tuple[Any, ...]], columns: Sequence[str]
+    ) -> dict[tuple[Any, ...], Sequence[Any]]:
         kinds = dict(table.columns)
         key_arrays = ", ".join(f"%b::{_ARRAY_TYPES[kinds[name]]}" for name in table.key)
         key_names = ", ".join(table.key)
         cur.execute(
-            f"SELECT {key_names}, {', '.join(STATS_NAMES)} FROM {table.name} "
+            f"SELECT {key_names}, {', '.join(columns)} FROM {table.name} "
             f"JOIN unnest({key_arrays}) AS k({key_names}) USING ({key_names})",
             [list(column) for column in zip(*keys, strict=True)],
         )
         width = len(table.key)
-        return {
-            tuple(row[:width]): stats_from_values(row[width:])
-            for row in cur.fetchall()
-        }
+        return {tuple(row[:width]): row[width:] for row in cur.fetchall()}
 
     def upsert(self, cur: Cursor, table: Table, rows: Sequence[Sequence[Any]]) -> None:
         # One JSON document per batch: msgspec encodes it in C (bytes as base64) and

@@ -1,60 +1,8 @@
-"""The projection tables, described once; each backend renders them in its own SQL dialect.
-
-Logical column types: ``uuid``, ``text``, ``int``, ``bool``, ``ts`` (aware UTC datetime) and
-``bytes``. A table set may carry a suffix (``__next``) while a rebuild builds it aside.
-"""
+"""The ``usage`` projection's tables: statistics per model and owner by hour, UTC day, all time."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
-
-
-@dataclass(frozen=True)
-class Table:
-    name: str
-    columns: tuple[tuple[str, str], ...]  # (name, logical type); key columns are NOT NULL
-    key: tuple[str, ...]
-    indexes: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    not_null: tuple[str, ...] = ()
-    # Columns the primary key's index also holds (PostgreSQL ``INCLUDE``): a read of these by
-    # a range of keys is an index-only scan instead of a visit to one heap page per row.
-    key_includes: tuple[str, ...] = ()
-
-    @cached_property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.columns)
-
-
-MODEL_VIEW = Table(
-    name="model_view",
-    columns=(
-        ("id", "uuid"),
-        ("owner_id", "uuid"),
-        ("name", "text"),
-        ("description", "text"),
-        ("framework", "text"),
-        ("status", "text"),
-        ("version", "int"),
-        ("endpoint_url", "text"),
-        ("endpoint_active", "bool"),
-        ("artifact_filename", "text"),
-        ("artifact_size_bytes", "int"),
-        ("artifact_sha256", "text"),
-        ("artifact_removed_at", "ts"),
-        ("created_at", "ts"),
-        ("updated_at", "ts"),
-        ("deleted_at", "ts"),
-    ),
-    key=("id",),
-    not_null=("owner_id", "name", "description", "framework", "status", "version",
-              "endpoint_url", "endpoint_active", "created_at", "updated_at"),
-    indexes=(
-        ("owner_created", ("owner_id", "created_at", "id")),
-        ("owner_updated", ("owner_id", "updated_at", "id")),
-        ("owner_name", ("owner_id", "name", "id")),
-    ),
-)
+from projections.table import Table
 
 STATS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("requests", "int"),
@@ -115,12 +63,10 @@ USAGE_OWNER_TOTALS = Table(
     key=("owner_id",),
 )
 
-PROJECTION_TABLES: dict[str, tuple[Table, ...]] = {
-    "models": (MODEL_VIEW,),
-    "usage": (
-        USAGE_MODEL_HOURLY, USAGE_OWNER_HOURLY, USAGE_MODEL_DAILY, USAGE_OWNER_DAILY,
-        USAGE_MODEL_TOTALS, USAGE_OWNER_TOTALS,
-    ),
-}
+SCHEMA_VERSION = 3
+TABLES = (
+    USAGE_MODEL_HOURLY, USAGE_OWNER_HOURLY, USAGE_MODEL_DAILY, USAGE_OWNER_DAILY,
+    USAGE_MODEL_TOTALS, USAGE_OWNER_TOTALS,
+)
 
 STATS_NAMES: tuple[str, ...] = tuple(name for name, _ in STATS_COLUMNS)

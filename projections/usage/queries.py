@@ -1,0 +1,198 @@
+"""Reads of the ``usage`` projection: a model's or an owner's statistics per time window.
+
+SQL is in the store's ``?`` style; ``Statement``s are run by sync callers in ``store.read()``
+and by the API's asynchronous batched reads on their own connections.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from msgspec.structs import astuple
+
+from projections.usage.figures import (
+    EMPTY,
+    SHOWN,
+    UsageFigures,
+    figures_from_row,
+    figures_from_sums,
+    figures_of,
+    shown_from_row,
+)
+from projections.usage.rows import HISTOGRAM, P50, stats_of
+from projections.usage.tables import ROW_READ, STATS_COLUMNS, STATS_NAMES
+from projections.usage.windows import Bucket, bucketise
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from uuid import UUID
+
+    from domain.usage_stats import UsageStats
+    from projections.store.base import ReadStore, Statement
+    from projections.usage.windows import Windows
+
+_STATS_KIND_LIST = tuple(kind for _, kind in STATS_COLUMNS)
+
+
+def totals_figures(store: ReadStore, values: Sequence[Any]) -> UsageFigures:
+    """A totals row's figures (NULLs: no usage yet). Totals store no percentile buckets
+    (``usage.writer``): they come from the histogram."""
+    if values[0] is None:
+        return EMPTY
+    values = store.row_from_db(values, _STATS_KIND_LIST)
+    if values[0] and values[P50] is None:
+        return figures_of(stats_of(values))
+    return figures_from_row(values)
+
+
+_USAGE_TABLES = {
+    ("model", 1): ("usage_model_hourly", "model_id", "hour"),
+    ("owner", 1): ("usage_owner_hourly", "owner_id", "hour"),
+    ("model", 24): ("usage_model_daily", "model_id", "day"),
+    ("owner", 24): ("usage_owner_daily", "owner_id", "day"),
+}
+
+
+def model_windows_statement(
+    store: ReadStore, model_ids: Sequence[UUID], unit: int, window_starts: Sequence[int],
+    end: int,
+) -> Statement:
+    """PostgreSQL: the owner of each known model among ``model_ids`` and its statistics rows
+    summed per window, the windows being consecutive and starting at the ``window_starts``
+    (the last ends at ``end``), all counted in ``unit`` hours: 1 (hourly rows) or 24 (daily).
+
+    Rows, by model and window: the model's 1-based position in ``model_ids``, -1 and its
+    owner (a model unknown has no such row); then, for each window with usage, the position,
+    the window's 0-based index, NULL and ``window_shown``'s columns. Positions, not ids: a
+    series has up to 91 rows per model, and loading a UUID per row costs more than the rest.
+    When each window is one row (a daily series in UTC, an hourly series) nothing is summed:
+    the rows are read as stored, percentiles included.
+    """
+    table, _, index = _USAGE_TABLES["model", unit]
+    start = window_starts[0]
+    if len(window_starts) == end - start:  # one unit per window
+        windows = (
+            f"SELECT k.ord, h.{index} - ?, NULL, {_ROW_COLUMNS} FROM k "
+            f"JOIN {table} h ON h.model_id = k.id AND h.{index} >= ? AND h.{index} < ?"
+        )
+        params: list[Any] = [start, start, end]
+    else:
+        windows = (
+            "SELECT k.ord, w.* FROM k CROSS JOIN LATERAL ("
+            f"SELECT width_bucket(h.{index}, ?::bigint[]) - 1, NULL::uuid, {_SUMS} "
+            f"FROM {table} h WHERE h.model_id = k.id AND h.{index} >= ? AND h.{index} < ? "
+            "GROUP BY 1) AS w"
+        )
+        params = [list(window_starts), start, end]
+    return (
+        store.sql(
+            "WITH k AS (SELECT * FROM unnest(?::uuid[]) WITH ORDINALITY AS k(id, ord)) "
+            f"SELECT k.ord, -1, m.owner_id, {_NO_STATS} FROM k JOIN model_view m ON m.id = k.id "
+            f"UNION ALL {windows} ORDER BY 1, 2"
+        ),
+        [list(model_ids), *params],
+    )
+
+
+_NO_STATS = ", ".join("NULL" for _ in STATS_NAMES)
+# A window's bucket shows no ``last_at`` (NULL: loading a timestamp per row was a tenth of a
+# 90-day series' cost). A row as stored: its histogram is not needed either (NULL), its
+# percentile buckets are: ``tables.ROW_READ``, which the daily key index holds.
+_ROW_COLUMNS = ", ".join(f"h.{n}" if n in ROW_READ else "NULL" for n in STATS_NAMES)
+# Summed rows: a window of one row keeps that row's percentile buckets (min of one value).
+_SUMS = ", ".join(
+    "NULL" if n == "last_at"
+    else f"min(h.{n})" if n == "min_us" or n.endswith("_bucket")
+    else "max(h.max_us)" if n == "max_us"
+    else "array_agg(h.histogram)" if n == "histogram" else f"sum(h.{n})::bigint"
+    for n in STATS_NAMES
+)
+
+
+def window_shown(row: Sequence[Any]) -> tuple[int, tuple[Any, ...]]:
+    """A ``model_windows_statement`` window (from its index on): the index and its shown
+    figures (``figures.shown_from_row``). One row, read as stored (no histograms) or summed
+    alone, is presented from its columns; several merge their histograms first."""
+    values = row[2:]
+    histograms = values[HISTOGRAM]
+    if histograms is None or len(histograms) == 1:
+        return row[0], shown_from_row(values)
+    return row[0], astuple(figures_from_sums(values))[:SHOWN]
+
+
+def usage_rows(
+    store: ReadStore, scope: str, key: UUID, *, unit: int, start: int, end: int
+) -> list[tuple[int, UsageStats]]:
+    """Statistics rows of a model or an owner (``scope``) by hour (``unit`` 1) or UTC day
+    (``unit`` 24), ``start <= index < end``, in order."""
+    return [
+        (index, stats_of(values))
+        for index, values in _usage_values(store, scope, key, unit=unit, start=start, end=end)
+    ]
+
+
+def _usage_values(
+    store: ReadStore, scope: str, key: UUID, *, unit: int, start: int, end: int
+) -> list[tuple[int, Sequence[Any]]]:
+    """``usage_rows`` as ``STATS_COLUMNS`` values in Python types (histograms not decoded)."""
+    table, column, index = _USAGE_TABLES[scope, unit]
+    with store.read() as cur:
+        cur.execute(
+            store.sql(
+                f"SELECT {index}, {', '.join(STATS_NAMES)} FROM {table} "
+                f"WHERE {column} = ? AND {index} >= ? AND {index} < ? ORDER BY {index}"
+            ),
+            (store.to_db(key, "uuid"), start, end),
+        )
+        return [
+            (int(row[0]), store.row_from_db(row[1:], _STATS_KIND_LIST)) for row in cur.fetchall()
+        ]
+
+
+def usage_series(
+    store: ReadStore, scope: str, key: UUID, spans: Windows, *, unit: int | None = None
+) -> list[Bucket]:
+    """A model's or an owner's statistics per window of ``spans``, merged in Python from the
+    daily rows when the windows are whole UTC days (``spans.unit``), else the hourly ones;
+    ``unit`` chooses the rows instead. When each window is one of a model's rows, which store
+    their percentiles, no histogram is decoded (as ``model_windows_statement`` reads them)."""
+    unit = spans.unit if unit is None else unit
+    start, end = spans[0].first_hour // unit, spans[-1].end_hour // unit
+    if scope == "model" and len(spans) == end - start:
+        stored = dict(_usage_values(store, scope, key, unit=unit, start=start, end=end))
+        return [
+            Bucket(span.start, span.end,
+                   figures_from_row(stored[start + i]) if start + i in stored else EMPTY)
+            for i, span in enumerate(spans)
+        ]
+    return bucketise(usage_rows(store, scope, key, unit=unit, start=start, end=end), spans, unit)
+
+
+def owner_usage(
+    store: ReadStore, owner_id: UUID
+) -> tuple[UsageFigures, list[tuple[UUID, str | None, UsageFigures]]]:
+    """An owner's all-time totals and the per-model breakdown (id, name, figures)."""
+    with store.read() as cur:
+        cur.execute(
+            store.sql(
+                f"SELECT {', '.join(STATS_NAMES)} FROM usage_owner_totals WHERE owner_id = ?"
+            ),
+            (store.to_db(owner_id, "uuid"),),
+        )
+        row = cur.fetchone()
+        totals = EMPTY if row is None else totals_figures(store, row)
+        cur.execute(
+            store.sql(
+                f"SELECT t.model_id, m.name, {', '.join('t.' + n for n in STATS_NAMES)} "
+                "FROM usage_model_totals t LEFT JOIN model_view m ON m.id = t.model_id "
+                "WHERE t.owner_id = ? ORDER BY t.model_id"
+            ),
+            (store.to_db(owner_id, "uuid"),),
+        )
+        per_model = [
+            (store.from_db(r[0], "uuid"), r[1], totals_figures(store, r[2:]))
+            for r in cur.fetchall()
+        ]
+    return totals, per_model
+
+

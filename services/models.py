@@ -1,0 +1,433 @@
+"""``ModelService``: the models context's one way in, for the API, the CLI and the jobs.
+
+Commands check the rules on the ``Model`` aggregate and save its events with the name claims
+they move, in one transaction. After they commit, the ``models`` projection is caught up
+inline (under its lock, so it cooperates with any worker process) before the command
+returns: a read that follows sees the change. The service also owns the model's artifact
+file (stored at registration, removed after a delete) and the audit trail's reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from domain.errors import ModelNotFoundError, NameTakenError, VersionConflictError
+from domain.model import Model, ModelStatus
+from domain.name_claim import NameClaim, name_claim_id
+from projections.models import queries
+from services.audit import AuditEntry, describe
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from datetime import datetime
+
+    from eventsourcing.domain import DomainEventProtocol, MutableOrImmutableAggregate
+
+    from eventstore.applications import RegistryLog
+    from projections.projector import Projector
+    from projections.store.base import ReadStore
+    from services.artifacts import ArtifactStore, Upload
+
+T = TypeVar("T")
+_ATTEMPTS = 3  # an unconditional write retries this often after losing a race
+_EVENT_PAGE = 100  # events read at a time for the audit trail and for past states
+SYSTEM_ACTOR = "system:artifact-remover"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting, and the request's correlation id, for the audit trail."""
+
+    user_id: UUID
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What a command changed: the model's new version and the log position of its events."""
+
+    model_id: UUID
+    version: int
+    position: int | None
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """A page of a model's audit trail, oldest first."""
+
+    entries: list[AuditEntry]
+    next_after: int | None  # the last version shown, when more follow
+    total: int
+
+
+class ModelService:
+    """Verb methods for commands, ``get_*`` for queries; nothing returns a live aggregate."""
+
+    def __init__(
+        self,
+        log: RegistryLog,
+        projector: Projector,
+        store: ReadStore,
+        artifacts: ArtifactStore,
+        *,
+        base_url: str,
+    ) -> None:
+        self.log = log
+        self.projector = projector
+        self.store = store
+        self.artifacts = artifacts
+        self.base_url = base_url
+
+    # Commands -------------------------------------------------------------------
+
+    def register(
+        self,
+        actor: Actor,
+        *,
+        name: str,
+        description: str = "",
+        framework: str = "unknown",
+        upload: Upload | None = None,
+        filename: str | None = None,
+        model_id: UUID | None = None,
+    ) -> queries.ModelRow:
+        """Register a model, with the artifact ``upload`` when given; the name must be free.
+
+        The file is moved into place before the events are saved, and discarded only when
+        the save did not commit (a model never names a file that is gone).
+        """
+        new_id = model_id or uuid4()
+        artifact = None
+        if upload is not None:
+            artifact = upload.finish(new_id, filename or "artifact")
+        try:
+            saved = self._register(
+                actor, new_id, name=name, description=description, framework=framework,
+                artifact=artifact,
+            )
+        except BaseException:
+            if artifact is not None:
+                self.artifacts.discard_stored(new_id, artifact[0])
+            raise
+        return self._visible(saved, actor.user_id)
+
+    def update(
+        self,
+        actor: Actor,
+        model_id: UUID,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        status: ModelStatus | None = None,
+        expected_version: int | None = None,
+    ) -> queries.ModelRow:
+        """Change metadata and/or status; ``expected_version`` makes it conditional."""
+        saved = self._update(
+            model_id, owner_id=actor.user_id, name=name, description=description,
+            status=status, expected_version=expected_version, actor=str(actor.user_id),
+            correlation_id=actor.correlation_id,
+        )
+        return self._visible(saved, actor.user_id)
+
+    def delete(self, actor: Actor, model_id: UUID) -> queries.ModelRow:
+        """Soft delete: deleted status, endpoint off, name released, artifact file removed.
+
+        Idempotent. A removal that fails is left for ``sweep_artifacts``.
+        """
+        saved = self._delete(
+            model_id, owner_id=actor.user_id, actor=str(actor.user_id),
+            correlation_id=actor.correlation_id,
+        )
+        row = self._visible(saved, actor.user_id)
+        if row["artifact_filename"] is not None and row["artifact_removed_at"] is None:
+            self._remove_artifact(model_id, row["artifact_filename"], actor.correlation_id)
+        return row
+
+    def sweep_artifacts(self, *, limit: int = 100) -> dict[str, int]:
+        """Retry every artifact removal still pending (a scheduler job); returns a summary."""
+        removed = failed = 0
+        for model_id, filename in queries.artifacts_pending_removal(self.store, limit):
+            if self._remove_artifact(model_id, filename, "sweep"):
+                removed += 1
+            else:
+                failed += 1
+        return {"removed": removed, "failed": failed}
+
+    def take_snapshot(self, model_id: UUID) -> None:
+        self.log.take_snapshot(model_id)
+
+    # Queries --------------------------------------------------------------------
+
+    def get(self, owner_id: UUID, model_id: UUID) -> queries.ModelRow:
+        """The owner's model with its usage summary (another owner's: not found)."""
+        row = queries.get_model(self.store, owner_id, model_id)
+        if row is None:
+            raise ModelNotFoundError(str(model_id))
+        return row
+
+    def get_history(
+        self, owner_id: UUID, model_id: UUID, *, after_version: int = 0, limit: int = 50
+    ) -> HistoryPage:
+        """A page of the owner's model's audit trail: the entries after ``after_version``."""
+        total = self.get(owner_id, model_id)["version"]  # one event per version
+        events = list(self.log.events.get(model_id, gt=after_version, limit=limit))
+        entries = [describe(e) for e in events]
+        last = entries[-1].version if entries else after_version
+        return HistoryPage(entries, last if entries and last < total else None, total)
+
+    def get_state(
+        self,
+        owner_id: UUID,
+        model_id: UUID,
+        *,
+        version: int | None = None,
+        as_of: datetime | None = None,
+    ) -> tuple[dict[str, Any], queries.ModelRow]:
+        """The owner's model as it was at a version or moment, with its current row."""
+        row = self.get(owner_id, model_id)
+        if version is not None and version > row["version"]:
+            raise ModelNotFoundError(str(model_id))
+        return self.get_model_state(model_id, version=version, as_of=as_of), row
+
+    def get_model_events(
+        self, model_id: UUID, *, until_version: int | None = None
+    ) -> list[DomainEventProtocol[UUID]]:
+        """The model's events in order (the operator's audit trail), optionally up to a version."""
+        events = list(self.log.events.get(model_id, lte=until_version))
+        if not events or not isinstance(events[0], Model.Registered):
+            raise ModelNotFoundError(str(model_id))
+        return events
+
+    def get_model_state(
+        self, model_id: UUID, *, version: int | None = None, as_of: datetime | None = None
+    ) -> dict[str, Any]:
+        """The model's attributes at a version or moment, as plain values (events read a page
+        at a time, up to the first one after the moment)."""
+        model: Model | None = None
+        for domain_event in self._events_until(model_id, version, as_of):
+            model = domain_event.mutate(model)
+        if model is None:
+            raise ModelNotFoundError(str(model_id))
+        return model_state(model)
+
+    # Internals ------------------------------------------------------------------
+
+    def _events_until(
+        self, model_id: UUID, version: int | None, as_of: datetime | None
+    ) -> Iterator[Model.Event]:
+        after = 0
+        while True:
+            page = cast(
+                "list[Model.Event]",
+                list(self.log.events.get(model_id, gt=after, lte=version, limit=_EVENT_PAGE)),
+            )
+            if after == 0 and (not page or not isinstance(page[0], Model.Registered)):
+                raise ModelNotFoundError(str(model_id))
+            for domain_event in page:
+                if as_of is not None and domain_event.timestamp > as_of:
+                    return
+                yield domain_event
+            if len(page) < _EVENT_PAGE:
+                return
+            after = page[-1].originator_version
+
+    def _visible(self, saved: Saved, owner_id: UUID) -> queries.ModelRow:
+        self.projector.catch_up("models")
+        row = queries.get_model(self.store, owner_id, saved.model_id)
+        if row is None:  # pragma: no cover - the catch-up above makes this impossible
+            raise ModelNotFoundError(str(saved.model_id))
+        return row
+
+    def _remove_artifact(self, model_id: UUID, filename: str, correlation_id: str) -> bool:
+        """Remove a deleted model's file and record when it happened; False leaves it pending."""
+        if not self.artifacts.remove_file(model_id, filename):
+            return False
+        self._record_artifact_removed(
+            model_id, actor=SYSTEM_ACTOR, correlation_id=correlation_id
+        )
+        return True
+
+    def _register(
+        self,
+        actor: Actor,
+        new_id: UUID,
+        *,
+        name: str,
+        description: str,
+        framework: str,
+        artifact: tuple[str, int, str] | None,
+    ) -> Saved:
+        who, correlation_id = str(actor.user_id), actor.correlation_id
+        model = Model.register(
+            model_id=new_id,
+            owner_id=actor.user_id,
+            name=name,
+            description=description,
+            framework=framework,
+            endpoint_url=f"{self.base_url.rstrip('/')}/predict/{new_id}",
+            actor=who,
+            correlation_id=correlation_id,
+        )
+        if artifact is not None:
+            filename, size_bytes, sha256 = artifact
+            model.store_artifact(
+                filename=filename, size_bytes=size_bytes, sha256=sha256, actor=who,
+                correlation_id=correlation_id,
+            )
+
+        def attempt() -> list[Any]:
+            return [model, self._claim(actor.user_id, model.name, new_id)]
+
+        return self._save_with_retry(attempt, retry=False)
+
+    def _update(
+        self,
+        model_id: UUID,
+        *,
+        owner_id: UUID,
+        name: str | None = None,
+        description: str | None = None,
+        status: ModelStatus | None = None,
+        expected_version: int | None = None,
+        actor: str,
+        correlation_id: str,
+    ) -> Saved:
+        """Change metadata and/or status; ``expected_version`` makes it conditional."""
+
+        def attempt() -> list[Any]:
+            model = self._get_owned(model_id, owner_id)
+            model.check_version(expected_version)
+            old_name = model.name
+            changed: list[Any] = [model]
+            model.update_metadata(
+                name=name, description=description, actor=actor, correlation_id=correlation_id
+            )
+            if model.name != old_name:
+                changed += self._move_claim(owner_id, old_name, model.name, model_id)
+            if status is not None:
+                model.change_status(status, actor=actor, correlation_id=correlation_id)
+            return changed
+
+        return self._save_with_retry(attempt, retry=expected_version is None)
+
+    def _delete(
+        self, model_id: UUID, *, owner_id: UUID, actor: str, correlation_id: str
+    ) -> Saved:
+        """Soft delete: deleted status, endpoint deactivated, name released. Idempotent."""
+
+        def attempt() -> list[Any]:
+            model = self._get_owned(model_id, owner_id)
+            if not model.delete(actor=actor, correlation_id=correlation_id):
+                return [model]
+            claim = self._get_claim(owner_id, model.name)
+            if claim is not None:
+                claim.release(model_id)
+            return [model, claim]
+
+        return self._save_with_retry(attempt, retry=True)
+
+    def _record_artifact_removed(self, model_id: UUID, *, actor: str, correlation_id: str) -> Saved:
+        """Record that a deleted model's artifact file is gone (called by the remover)."""
+
+        def attempt() -> list[Any]:
+            model = self._get_model(model_id)
+            model.record_artifact_removed(actor=actor, correlation_id=correlation_id)
+            return [model]
+
+        return self._save_with_retry(attempt, retry=True)
+
+    def _save_with_retry(
+        self, attempt: Callable[[], list[Any]], *, retry: bool
+    ) -> Saved:
+        for remaining in range(_ATTEMPTS - 1, -1, -1):
+            changed = attempt()
+            model = changed[0]
+            try:
+                recordings = self.log.save(*changed)
+            except IntegrityError:
+                if not retry or remaining == 0:
+                    raise self._explain_conflict(changed) from None
+                continue
+            position = max((r.notification.id for r in recordings), default=None)
+            return Saved(model_id=model.id, version=model.version, position=position)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _explain_conflict(self, changed: list[Any]) -> Exception:
+        model = changed[0]
+        for claim in changed[1:]:
+            if isinstance(claim, NameClaim):
+                current = self._get_claim(claim.owner_id, claim.name)
+                if current is not None and current.holder not in (None, model.id):
+                    return NameTakenError(f"name {claim.name!r} is already used by another model")
+        try:
+            current_model = self._get_model(model.id)
+        except ModelNotFoundError:
+            return NameTakenError(f"name {model.name!r} is already used by another model")
+        return VersionConflictError(
+            model.version - len(model.pending_events), current_model.version
+        )
+
+    def _get_model(self, model_id: UUID) -> Model:
+        try:
+            model: MutableOrImmutableAggregate[UUID] = self.log.repository.get(model_id)
+        except AggregateNotFoundError:
+            raise ModelNotFoundError(str(model_id)) from None
+        if not isinstance(model, Model):
+            raise ModelNotFoundError(str(model_id))
+        return model
+
+    def _get_owned(self, model_id: UUID, owner_id: UUID) -> Model:
+        """Another owner's model is reported exactly like a missing one."""
+        model = self._get_model(model_id)
+        if model.owner_id != owner_id:
+            raise ModelNotFoundError(str(model_id))
+        return model
+
+    def _get_claim(self, owner_id: UUID, name: str) -> NameClaim | None:
+        try:
+            claim: MutableOrImmutableAggregate[UUID] = self.log.repository.get(
+                name_claim_id(owner_id, name)
+            )
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(claim, NameClaim)  # noqa: S101 - narrows the type; never fails
+        return claim
+
+    def _claim(self, owner_id: UUID, name: str, model_id: UUID) -> NameClaim:
+        claim = self._get_claim(owner_id, name)
+        if claim is None:
+            return NameClaim.claim(owner_id, name, model_id)
+        claim.reclaim(model_id)
+        return claim
+
+    def _move_claim(self, owner_id: UUID, old: str, new: str, model_id: UUID) -> list[NameClaim]:
+        new_claim = self._claim(owner_id, new, model_id)
+        if name_claim_id(owner_id, old) == new_claim.id:
+            return [new_claim]  # only the letter case changed
+        old_claim = self._get_claim(owner_id, old)
+        if old_claim is None:
+            return [new_claim]
+        old_claim.release(model_id)
+        return [new_claim, old_claim]
+
+
+def model_state(model: Model) -> dict[str, Any]:
+    """Plain attribute values of a model aggregate."""
+    return {
+        "id": model.id,
+        "owner_id": model.owner_id,
+        "name": model.name,
+        "description": model.description,
+        "framework": model.framework,
+        "status": model.status.value,
+        "version": model.version,
+        "endpoint": {"url": model.endpoint_url, "active": model.endpoint_active},
+        "artifact": None if model.artifact_removed else model.artifact,
+        "created_at": model.created_on,
+        "updated_at": model.modified_on,
+    }
