@@ -52,7 +52,7 @@ def render(container: Container) -> bytes:
     """The metrics page; with several workers, all processes' samples combined."""
     from projections import watchdog  # noqa: PLC0415 - keeps this module free of the scheduler
 
-    record_projections(watchdog.check(container))
+    record_projections(watchdog.check(container.projector))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -156,7 +156,7 @@ class Reads:
                 header, *listed = of_model
                 if header[1] != -1:  # no such model
                     continue
-                shown = dict(usage_queries.window_shown(row[1:]) for row in listed)
+                shown = dict(usage_queries.window_index_and_figures(row[1:]) for row in listed)
                 buckets = presenters.series(spans, shown)
                 found[(models[position - 1], *shared)] = (header[2], buckets)
         return found

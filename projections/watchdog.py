@@ -7,15 +7,13 @@ lag grows (or stands) without progress.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from services.container import Container
+    from projections.projector import Projector
 
-log = logging.getLogger("modelledger.projections.watchdog")
 STALL_AFTER = timedelta(minutes=2)
 
 
@@ -30,13 +28,13 @@ class ProjectionHealth:
 
 
 def check(
-    container: Container, *, after: timedelta = STALL_AFTER, now: datetime | None = None
+    projector: Projector, *, after: timedelta = STALL_AFTER, now: datetime | None = None
 ) -> list[ProjectionHealth]:
     """Lag and progress of every projection."""
     now = now or datetime.now(UTC)
-    positions = container.store.positions()
+    positions = projector.store.positions()
     report = []
-    for status in container.projector.status(positions):
+    for status in projector.status(positions):
         updated = positions.get(status.name, (0, 0, ""))[2]
         idle = (now - datetime.fromisoformat(updated)).total_seconds() if updated else float("inf")
         report.append(
@@ -50,16 +48,3 @@ def check(
             )
         )
     return report
-
-
-def projection_watchdog(container: Container) -> dict[str, Any]:
-    """Job: log stalled projections; the summary names them with every lag."""
-    report = check(container)
-    names = [p.name for p in report if p.stalled]
-    for p in report:
-        if p.stalled:
-            log.warning(
-                "projection stalled",
-                extra={"projection": p.name, "lag": p.lag, "idle_seconds": round(p.idle_seconds)},
-            )
-    return {"stalled": names, "lags": {p.name: p.lag for p in report}}

@@ -1,8 +1,6 @@
 """Periodic jobs (compaction, snapshots, retention, watchdog) run by APScheduler.
 
-``start_in_process(container, stop)`` runs them inside ``modelledger serve``;
-``watchdog.check(container)`` reports each projection's lag and whether it is stalled, for
-readiness, metrics and the watchdog job.
+``start_in_process(container, stop)`` runs them inside ``modelledger serve``.
 """
 
 from scheduler.runner import JOBS, RunResult, run_job, start_in_process

@@ -6,8 +6,8 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from projections import watchdog
 from projections.models import queries
-from projections.watchdog import projection_watchdog
 from scheduler import archive, history
 from scheduler.compaction import compact_usage
 
@@ -85,11 +85,14 @@ def sweep_artifacts(container: Container) -> dict[str, Any]:
     return summary
 
 
-__all__ = [
-    "compact_usage_job",
-    "projection_watchdog",
-    "prune_archive",
-    "prune_history",
-    "snapshot_models",
-    "sweep_artifacts",
-]
+def projection_watchdog(container: Container) -> dict[str, Any]:
+    """Job: log stalled projections; the summary names them with every lag."""
+    report = watchdog.check(container.projector)
+    names = [p.name for p in report if p.stalled]
+    for p in report:
+        if p.stalled:
+            log.warning(
+                "projection stalled",
+                extra={"projection": p.name, "lag": p.lag, "idle_seconds": round(p.idle_seconds)},
+            )
+    return {"stalled": names, "lags": {p.name: p.lag for p in report}}

@@ -45,7 +45,7 @@ class HealthController(Controller):
     def ready(self, request: Request[Any, Any, State]) -> Response[Readiness] | Response[NotReady]:
         c = container(request)
         try:
-            report = watchdog.check(c)  # reads the database: fails when it is unreachable
+            report = watchdog.check(c.projector)  # reads the database: fails when it is unreachable
         except Exception:
             log.warning("readiness check failed", exc_info=True)
             return _not_ready("database unreachable", "unreachable", [])

@@ -63,8 +63,8 @@ def model_windows_statement(
 
     Rows, by model and window: the model's 1-based position in ``model_ids``, -1 and its
     owner (a model unknown has no such row); then, for each window with usage, the position,
-    the window's 0-based index, NULL and ``window_shown``'s columns. Positions, not ids: a
-    series has up to 91 rows per model, and loading a UUID per row costs more than the rest.
+    the window's 0-based index, NULL and ``window_index_and_figures``'s columns. Positions, not
+    ids: a series has up to 91 rows per model, and a UUID per row costs more than the rest.
     When each window is one row (a daily series in UTC, an hourly series) nothing is summed:
     the rows are read as stored, percentiles included.
     """
@@ -109,7 +109,7 @@ _SUMS = ", ".join(
 )
 
 
-def window_shown(row: Sequence[Any]) -> tuple[int, tuple[Any, ...]]:
+def window_index_and_figures(row: Sequence[Any]) -> tuple[int, tuple[Any, ...]]:
     """A ``model_windows_statement`` window (from its index on): the index and its shown
     figures (``figures.shown_from_row``). One row, read as stored (no histograms) or summed
     alone, is presented from its columns; several merge their histograms first."""

@@ -45,6 +45,9 @@ class StatsRow(NamedTuple):
 HISTOGRAM = StatsRow._fields.index("histogram")
 LAST_AT = StatsRow._fields.index("last_at")
 P50 = StatsRow._fields.index("p50_bucket")
+# A named tuple's generated __new__ is Python code: tuple.__new__ builds a row in half the time
+# (a rebuild builds one per key it touches).
+_new_row = tuple.__new__
 
 
 def row_of(stats: UsageStats, *, percentiles: bool) -> StatsRow:
@@ -55,11 +58,11 @@ def row_of(stats: UsageStats, *, percentiles: bool) -> StatsRow:
         latency.sorted_percentile_buckets(list(histogram), list(histogram.values()), QUANTILES)
         if percentiles else (None, None, None)
     )
-    return StatsRow(
+    return _new_row(StatsRow, (
         stats.requests, stats.successes, stats.failures, stats.rejected, stats.total_us,
         stats.min_us, stats.max_us, stats.input_bytes, stats.output_bytes,
         _hist_encoder.encode(histogram), stats.last_at, *buckets,
-    )
+    ))
 
 
 def stats_of(row: Sequence[Any]) -> UsageStats:

@@ -36,10 +36,8 @@ USAGE_OWNER_HOURLY = Table(
     columns=(("owner_id", "uuid"), ("hour", "int"), *STATS_COLUMNS),
     key=("owner_id", "hour"),
 )
-# Whole UTC days (``day`` = hour index // 24): a daily series in UTC reads one row per bucket
-# (a busy model has 24 hourly rows a day), weeks and months sum 7 to 31. A model's days lie on
-# as many heap pages as it has days (rows are written day by day, for every model at once),
-# so its key index holds what a series reads.
+# Whole UTC days (``day`` = hour index // 24); the key index holds what a series reads
+# (ARCHITECTURE.md, "One stored row per window").
 USAGE_MODEL_DAILY = Table(
     name="usage_model_daily",
     columns=(("model_id", "uuid"), ("day", "int"), *STATS_COLUMNS),

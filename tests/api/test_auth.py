@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,24 @@ def test_the_generated_secret_is_owner_only_and_reused(tmp_path: Path) -> None:
     secret_files = [p for p in tmp_path.iterdir() if "jwt" in p.name]
     assert len(secret_files) == 1  # no temporary file left behind
     assert secret_files[0].stat().st_mode & 0o077 == 0
+
+
+class TestTokenCache:
+    def test_a_cached_token_is_refused_once_expired(self) -> None:
+        verifier = TokenVerifier(SECRET)
+        token = bearer("u", ttl=timedelta(seconds=30))["Authorization"].removeprefix("Bearer ")
+        assert verifier.verify(token).subject == "u"
+        assert token in verifier._verified  # the cache is what is under test
+        expired = bearer("u", ttl=timedelta(seconds=-5))["Authorization"].removeprefix("Bearer ")
+        # As if it had been verified while still valid: the entry's exp has passed since.
+        verifier._verified[expired] = (verifier._verified[token][0], time.time() - 1)
+        with pytest.raises(NotAuthorizedException):
+            verifier.verify(expired)
+        assert expired not in verifier._verified
+
+    def test_only_valid_tokens_are_cached(self) -> None:
+        verifier = TokenVerifier(SECRET)
+        for bad in ("not-a-token", bearer("u")["Authorization"][7:] + "x"):
+            with pytest.raises(NotAuthorizedException):
+                verifier.verify(bad)
+        assert verifier._verified == {}

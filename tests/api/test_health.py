@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from litestar.exceptions import NotAuthorizedException
 
-from api.auth import TokenVerifier
 from projections import watchdog
-from tests.api.conftest import SECRET, Headers, assert_problem, bearer
+from tests.api.conftest import Headers, assert_problem
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -68,27 +64,6 @@ def test_metrics_export_projection_lag_and_stalls(
     assert 'modelledger_projection_lag_events{projection="usage"} 7.0' in text
     assert 'modelledger_projection_stalled{projection="usage"} 1.0' in text
     assert 'modelledger_projection_stalled{projection="models"} 0.0' in text
-
-
-class TestTokenCache:
-    def test_a_cached_token_is_refused_once_expired(self) -> None:
-        verifier = TokenVerifier(SECRET)
-        token = bearer("u", ttl=timedelta(seconds=30))["Authorization"].removeprefix("Bearer ")
-        assert verifier.verify(token).subject == "u"
-        assert token in verifier._verified  # the cache is what is under test
-        expired = bearer("u", ttl=timedelta(seconds=-5))["Authorization"].removeprefix("Bearer ")
-        # As if it had been verified while still valid: the entry's exp has passed since.
-        verifier._verified[expired] = (verifier._verified[token][0], time.time() - 1)
-        with pytest.raises(NotAuthorizedException):
-            verifier.verify(expired)
-        assert expired not in verifier._verified
-
-    def test_only_valid_tokens_are_cached(self) -> None:
-        verifier = TokenVerifier(SECRET)
-        for bad in ("not-a-token", bearer("u")["Authorization"][7:] + "x"):
-            with pytest.raises(NotAuthorizedException):
-                verifier.verify(bad)
-        assert verifier._verified == {}
 
 
 def _sample(text: str, name: str, **labels: str) -> float:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from datetime import timedelta
 
 import pytest
 
-from domain.errors import ModelNotFoundError, NameTakenError, VersionConflictError
+from domain.errors import ModelNotFoundError
 from domain.model import ModelStatus
 from projections.models import queries
 from projections.usage import queries as usage_queries
@@ -69,48 +68,6 @@ class TestModelProjection:
         assert set(seen) == ids
         assert len(seen) == 7
 
-    def test_names_are_unique_per_owner_among_live_models(self, container: Container) -> None:
-        owner = uuid.uuid4()
-        first = register(container, owner, "resnet")
-        with pytest.raises(NameTakenError):
-            register(container, owner, "ResNet")
-        register(container, uuid.uuid4(), "resnet")  # another owner may use it
-        container.models.delete(Actor(owner, "c"), first)
-        register(container, owner, "resnet")  # free again once deleted
-
-    def test_concurrent_registrations_of_one_name_let_exactly_one_win(
-        self, container: Container
-    ) -> None:
-        owner = uuid.uuid4()
-        outcomes: list[str] = []
-        lock = threading.Lock()
-
-        def attempt() -> None:
-            try:
-                register(container, owner, "contested")
-                result = "ok"
-            except NameTakenError:
-                result = "taken"
-            with lock:
-                outcomes.append(result)
-
-        threads = [threading.Thread(target=attempt) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert sorted(outcomes) == ["ok"] + ["taken"] * 5
-
-    def test_a_write_based_on_a_stale_version_conflicts(self, container: Container) -> None:
-        owner = uuid.uuid4()
-        model_id = register(container, owner, "resnet")
-        container.models.update(Actor(owner, "c"), model_id, description="v2", expected_version=1)
-        with pytest.raises(VersionConflictError):
-            container.models.update(
-                Actor(owner, "c"), model_id, description="v3", expected_version=1
-            )
-
-
 class TestUsageProjection:
     def test_statistics_count_every_request_once(self, container: Container) -> None:
         owner = uuid.uuid4()
@@ -128,30 +85,6 @@ class TestUsageProjection:
         assert usage.max_ms == max(times)
         assert usage.avg_ms == pytest.approx(sum(times) / 300)
         assert usage.input_bytes == sum(r.input_bytes for r in records)
-
-    def test_usage_of_an_inactive_model_is_recorded_as_rejected(self, container: Container) -> None:
-        owner = uuid.uuid4()
-        model_id = register(container, owner, "resnet")
-        container.models.update(Actor(owner, "c"), model_id, status=ModelStatus.INACTIVE)
-        container.usage.record_batch(
-            usage_records(model_id, 5), caller_id=owner, may_record_any=False
-        )
-        container.projector.catch_up("usage")
-        usage = container.models.get(owner, model_id).usage
-        assert (usage.requests, usage.rejected) == (0, 5)
-
-    def test_only_the_owner_or_a_usage_writer_may_record(self, container: Container) -> None:
-        model_id = register(container, uuid.uuid4(), "resnet")
-        records = usage_records(model_id, 2)
-        denied = container.usage.record_batch(
-            records, caller_id=uuid.uuid4(), may_record_any=False
-        )
-        assert denied.accepted == 0
-        assert [index for index, _ in denied.rejected] == [0, 1]
-        allowed = container.usage.record_batch(
-            records, caller_id=uuid.uuid4(), may_record_any=True
-        )
-        assert allowed.accepted == 2
 
     def test_daily_windows_in_a_time_zone_sum_their_hours(self, container: Container) -> None:
         owner = uuid.uuid4()
@@ -190,32 +123,6 @@ class TestUsageProjection:
         for bucket in daily:
             expected = [r for r in records if bucket.start <= r.occurred_at < bucket.end]  # type: ignore[operator]
             assert bucket.figures.requests == len(expected)
-
-    def test_concurrent_recording_of_the_same_requests_counts_each_once(
-        self, container: Container
-    ) -> None:
-        owner = uuid.uuid4()
-        model_id = register(container, owner, "resnet")
-        records = usage_records(model_id, 200)
-        accepted: list[int] = []
-        lock = threading.Lock()
-
-        def send(offset: int) -> None:
-            for start in range(0, 200, 20):
-                chunk = records[(start + offset) % 200 :][:20]
-                result = container.usage.record_batch(chunk, caller_id=owner, may_record_any=False)
-                with lock:
-                    accepted.append(result.accepted)
-
-        threads = [threading.Thread(target=send, args=(i * 40,)) for i in range(5)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert sum(accepted) == 200
-        container.projector.catch_up("usage")
-        assert container.models.get(owner, model_id).usage.requests == 200
-
 
 class TestRebuild:
     def test_rebuild_produces_exactly_the_same_tables(self, container: Container) -> None:

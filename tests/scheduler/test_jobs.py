@@ -80,7 +80,7 @@ def test_models_with_long_histories_are_snapshotted_once(container: Container) -
 
 
 def stalled(container: Container, now: datetime | None = None) -> list[str]:
-    return [p.name for p in watchdog.check(container, now=now) if p.stalled]
+    return [p.name for p in watchdog.check(container.projector, now=now) if p.stalled]
 
 
 def test_a_projection_with_lag_and_no_progress_is_reported_stalled(container: Container) -> None:

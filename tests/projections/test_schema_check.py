@@ -12,6 +12,7 @@ import structlog
 from click.testing import CliRunner
 
 from modelledger.cli import cli
+from projections.catalogue import SCHEMA_VERSIONS
 from projections.schema_check import ensure_current_schema
 from projections.store.base import SchemaMismatchError
 from projections.usage import queries
@@ -30,8 +31,11 @@ def outdate(container: Container, name: str, version: int = 99) -> None:
                     (version, name))
 
 
-def test_current_schema_passes(container: Container) -> None:
-    ensure_current_schema(container)
+def test_tables_built_by_this_code_carry_its_schema_versions(container: Container) -> None:
+    ensure_current_schema(container)  # raises SchemaMismatchError otherwise
+    built = {name: version for name, (_, version, _) in container.store.positions().items()}
+    assert built == SCHEMA_VERSIONS
+    assert container.store.check_schema() == []
 
 
 def test_outdated_projection_names_the_rebuild_command_and_rebuild_fixes_it(
