@@ -75,6 +75,56 @@ class Settings:
         default="",
         metadata={"doc": "Optional PEM public key: accept RS256 tokens too."},
     )
+    jwt_issuer: str = field(
+        default="",
+        metadata={"doc": "Accept only tokens whose `iss` is this (empty: any issuer, or none)."},
+    )
+    jwt_audience: str = field(
+        default="",
+        metadata={"doc": (
+            "Accept only tokens whose `aud` includes this (empty: only tokens without `aud`)."
+        )},
+    )
+    jwt_jwks_url: str = field(
+        default="",
+        metadata={"doc": "An identity provider's JWKS URL: accept RS256 tokens it signed."},
+    )
+    jwt_jwks_cache_seconds: int = field(
+        default=300,
+        metadata={"doc": "Keep the JWKS keys this long (an unknown `kid` refreshes them at once)."},
+    )
+    rate_limit_per_minute: int = field(
+        default=3000,
+        metadata={"doc": "Requests per minute per principal on /api, per process (0: no limit)."},
+    )
+    rate_limit_ingest_per_minute: int = field(
+        default=600_000,
+        metadata={"doc": "Usage-ingest requests per minute per principal, per process (0: none)."},
+    )
+    max_concurrent_uploads: int = field(
+        default=4,
+        metadata={"doc": "Artifact uploads in progress at once per process (503 beyond)."},
+    )
+    max_upload_bytes_in_flight: int = field(
+        default=1024 * 1024 * 1024,
+        metadata={"doc": "Bytes of artifact uploads in progress at once per process (503 beyond)."},
+    )
+    upload_read_timeout: float = field(
+        default=30.0,
+        metadata={"doc": "Seconds an upload may wait for its next body chunk (408 after)."},
+    )
+    upload_staging_max_age: float = field(
+        default=3600.0,
+        metadata={"doc": "Seconds after which a file left in the upload staging folder is swept."},
+    )
+    group_commit_max_queue: int = field(
+        default=20_000,
+        metadata={"doc": "Single-record usage requests waiting for a commit at most (503 beyond)."},
+    )
+    window_cache_bytes: int = field(
+        default=32 * 1024 * 1024,
+        metadata={"doc": "Memory for cached time-window spans per process."},
+    )
     max_upload_bytes: int = field(
         default=512 * 1024 * 1024,
         metadata={"doc": "Largest model artifact accepted (413 above)."},
@@ -203,7 +253,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
              "archive_retention_days": int, "job_history_days": int,
              "embedded_worker": bool, "archive_enabled": bool, "group_commit": bool,
              "access_log": bool,
-             "poll_interval": float, "projection_linger": float}
+             "poll_interval": float, "projection_linger": float,
+             "jwt_issuer": str, "jwt_audience": str, "jwt_jwks_url": str,
+             "jwt_jwks_cache_seconds": int, "rate_limit_per_minute": int,
+             "rate_limit_ingest_per_minute": int, "max_concurrent_uploads": int,
+             "max_upload_bytes_in_flight": int, "upload_read_timeout": float,
+             "upload_staging_max_age": float, "group_commit_max_queue": int,
+             "window_cache_bytes": int}
     values: dict[str, object] = {}
     for f in fields(Settings):
         raw = environ.get(PREFIX + f.name.upper())
