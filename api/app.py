@@ -13,9 +13,8 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from api.auth import (
     SECURITY_SCHEME,
     BearerAuthMiddleware,
-    TokenVerifier,
-    resolve_secret,
     security_components,
+    verifier_for,
 )
 from api.controllers.admin import AdminController
 from api.controllers.health import HealthController, MetricsController
@@ -53,7 +52,7 @@ def create_app(
     ``group_commit`` overrides ``settings.group_commit`` (off: one transaction per request).
     """
     settings = container.settings
-    verifier = TokenVerifier(resolve_secret(settings), settings.jwt_public_key)
+    verifier = verifier_for(settings)
     committer = GroupCommitter(
         container.usage, enabled=settings.group_commit if group_commit is None else group_commit
     )

@@ -83,6 +83,11 @@ def resolve_secret(settings: Settings) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
+def verifier_for(settings: Settings) -> TokenVerifier:
+    """The token verifier the settings describe."""
+    return TokenVerifier(resolve_secret(settings), settings.jwt_public_key)
+
+
 def issue_token(
     secret: str, subject: str, scopes: Iterable[str], ttl: timedelta = timedelta(hours=1)
 ) -> str:

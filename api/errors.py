@@ -42,6 +42,15 @@ class PayloadTooLargeError(HTTPException):
     status_code = 413
 
 
+class ServiceUnavailableError(HTTPException):
+    """A bounded resource is full: the client should retry after ``retry_after`` seconds."""
+
+    status_code = 503
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail=detail, headers={"Retry-After": str(retry_after)})
+
+
 class InvalidParameterError(HTTPException):
     """A parameter's value cannot be used; the problem names the parameter."""
 
