@@ -27,12 +27,12 @@ def register(cli: click.Group) -> None:
     )
 )
 def prepare() -> None:
-    with container() as c:
+    with container() as wired:
         try:
-            ensure_current_schema(c)
+            ensure_current_schema(wired)
         except SchemaMismatchError as error:
             raise click.ClickException(str(error)) from None
-        click.echo(f"database ready ({c.settings.backend}); projections are current")
+        click.echo(f"database ready ({wired.settings.backend}); projections are current")
 
 
 @click.command(
@@ -61,15 +61,15 @@ def demo(days: int, scale: float, ttl_hours: int, base_url: str | None) -> None:
     from modelledger.demo import load_demo  # noqa: PLC0415 - only this command needs it
 
     started = time.perf_counter()
-    with container() as c, Progress(
+    with container() as wired, Progress(
         "[progress.description]{task.description}", BarColumn(), "{task.completed:,} requests",
         TimeElapsedColumn(), console=Console(stderr=True), transient=True,
     ) as bar:
         task = bar.add_task("loading demo usage", total=None)
-        result = load_demo(c, days=days, scale=scale,
+        result = load_demo(wired, days=days, scale=scale,
                            progress=lambda n: bar.advance(task, n))
-        secret = resolve_secret(c.settings)
-        base = (base_url or c.settings.base_url).rstrip("/")
+        secret = resolve_secret(wired.settings)
+        base = (base_url or wired.settings.base_url).rstrip("/")
     ttl = timedelta(hours=ttl_hours)
     models = sum(len(u.models) for u in result.users)
     click.echo(

@@ -26,12 +26,12 @@ def register(cli: click.Group) -> None:
     cli.add_command(worker)
 
 
-def _heartbeat(c: Container, path: Path, stop: threading.Event) -> None:
+def _heartbeat(wired: Container, path: Path, stop: threading.Event) -> None:
     """Touch ``path`` while the database answers, so a healthcheck can tell a stuck worker."""
     path.parent.mkdir(parents=True, exist_ok=True)
     while not stop.is_set():
         try:
-            c.store.positions()
+            wired.store.positions()
         except Exception:  # noqa: BLE001 - any failure means "not healthy now"
             log.warning("heartbeat: read store unreachable")
         else:
@@ -54,20 +54,20 @@ def worker(heartbeat_file: Path | None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with container() as c:
-        configure_logging(c.settings.log_level)
+    with container() as wired:
+        configure_logging(wired.settings.log_level)
         try:
-            ensure_current_schema(c)
+            ensure_current_schema(wired)
         except SchemaMismatchError as error:
             raise click.ClickException(str(error)) from None
-        threads = c.start_worker(stop)
+        threads = wired.start_worker(stop)
         if heartbeat_file is not None:
             beat = threading.Thread(
-                target=_heartbeat, args=(c, heartbeat_file, stop), name="heartbeat", daemon=True
+                target=_heartbeat, args=(wired, heartbeat_file, stop), name="heartbeat", daemon=True
             )
             beat.start()
             threads.append(beat)
-        log.info("worker running", extra={"backend": c.settings.backend})
+        log.info("worker running", extra={"backend": wired.settings.backend})
         stop.wait()
         for thread in threads:
             thread.join(timeout=10)

@@ -26,9 +26,9 @@ def projections() -> None:
 
 @projections.command(help="Position, log head and lag of every projection.")
 def status() -> None:
-    with container() as c:
+    with container() as wired:
         table = Table("projection", "source", "position", "head", "lag")
-        for s in c.projector.status():
+        for s in wired.projector.status():
             table.add_row(s.name, s.source, str(s.position), str(s.head), str(s.lag))
         Console().print(table)
 
@@ -36,11 +36,11 @@ def status() -> None:
 @projections.command(help="Rebuild projections from position 0 aside, then swap them in.")
 @click.argument("names", nargs=-1)
 def rebuild(names: tuple[str, ...]) -> None:
-    with container() as c:
-        chosen = names or tuple(c.projector.projections)
-        unknown = [n for n in chosen if n not in c.projector.projections]
+    with container() as wired:
+        chosen = names or tuple(wired.projector.projections)
+        unknown = [n for n in chosen if n not in wired.projector.projections]
         if unknown:
-            known = ", ".join(c.projector.projections)
+            known = ", ".join(wired.projector.projections)
             raise click.UsageError(f"unknown projection(s): {', '.join(unknown)} (known: {known})")
         with Progress(
             "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -52,5 +52,5 @@ def rebuild(names: tuple[str, ...]) -> None:
                 def progress(position: int, head: int, task: TaskID = task) -> None:
                     bar.update(task, completed=position, total=max(head, position))
 
-                count = c.projector.rebuild(name, progress=progress)
+                count = wired.projector.rebuild(name, progress=progress)
                 bar.update(task, description=f"rebuilt {name} ({count} events)")

@@ -55,9 +55,9 @@ def _duration(value: str | None, default_days: int) -> timedelta:
     help="Events per transaction (ingest waits for at most one).",
 )
 def compact(*, older_than: str | None, dry_run: bool, chunk_size: int) -> None:
-    with container() as c:
-        age = _duration(older_than, c.settings.usage_retention_days)
-        with job_lock(c.settings, "compact-usage") as held:
+    with container() as wired:
+        age = _duration(older_than, wired.settings.usage_retention_days)
+        with job_lock(wired.settings, "compact-usage") as held:
             if not held and not dry_run:
                 raise click.ClickException("a compaction is running elsewhere; try again later")
             with Progress(
@@ -73,7 +73,7 @@ def compact(*, older_than: str | None, dry_run: bool, chunk_size: int) -> None:
                     bar.update(task, completed=position, total=max(bound, position))
 
                 summary = compact_usage(
-                    c, older_than=age, chunk_size=chunk_size, dry_run=dry_run, progress=progress
+                    wired, older_than=age, chunk_size=chunk_size, dry_run=dry_run, progress=progress
                 )
         table = Table("", "would compact" if dry_run else "compacted")
         for label, value in (
@@ -93,9 +93,9 @@ def scheduler_command() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with container() as c:
-        configure_logging(c.settings.log_level)
-        thread = start_in_process(c, stop)
+    with container() as wired:
+        configure_logging(wired.settings.log_level)
+        thread = start_in_process(wired, stop)
         click.echo(f"scheduler running ({', '.join(JOBS)}); Ctrl-C stops", err=True)
         stop.wait()
         thread.join(timeout=600)
@@ -111,8 +111,8 @@ def scheduler_command() -> None:
 def jobs(ctx: click.Context, *, limit: int, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
-    with container() as c:
-        runs = history.recent(c.store, limit=limit)
+    with container() as wired:
+        runs = history.recent(wired.store, limit=limit)
     if as_json:
         for run in runs:
             click.echo(json.dumps(msgspec.structs.asdict(run), default=str))
@@ -134,8 +134,8 @@ def jobs(ctx: click.Context, *, limit: int, as_json: bool) -> None:
 @jobs.command(name="run", help="Run one job now (skipped when it runs elsewhere).")
 @click.argument("name", type=click.Choice(sorted(JOBS)))
 def run_now(name: str) -> None:
-    with container() as c:
-        result = run_job(c, name)
+    with container() as wired:
+        result = run_job(wired, name)
     click.echo(json.dumps({"job": name, "outcome": result.outcome, **result.summary}, default=str))
     if result.outcome == "error":
         raise SystemExit(1)
