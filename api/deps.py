@@ -1,4 +1,5 @@
-"""What handlers need from a request: the wired services, the caller, the audit actor."""
+"""What handlers need from a request: the wired services, the caller, the audit actor, and
+what the caller may record usage for."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from api.reads import Reads
     from services.artifacts import ArtifactStore
     from services.container import Container
+    from services.usage import Writer
 
 ApiRequest: TypeAlias = Request[Principal, str, State]
 CORRELATION_HEADER = "x-correlation-id"
@@ -48,4 +50,10 @@ def correlation_id(request: Request[Any, Any, State]) -> str:
 
 
 def actor(request: ApiRequest) -> Actor:
-    return Actor(principal(request).user_id, correlation_id(request))
+    """The caller as the audit trail names it: its subject at its issuer."""
+    who = principal(request)
+    return Actor(who.user_id, correlation_id(request), subject=who.subject, issuer=who.issuer)
+
+
+def writer(request: ApiRequest) -> Writer:
+    return principal(request).writer

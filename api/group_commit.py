@@ -5,6 +5,10 @@ queued (up to ``max_batch``), checks it with one lookup of the models involved, 
 valid events in one transaction in a worker thread, and only then answers each waiting request.
 While a transaction runs, the next group gathers, so throughput grows with concurrency instead
 of being bounded by the event store's serialised writers.
+
+The requests waiting (queued, or in the transaction that runs) are bounded by ``max_queue``:
+beyond it a request is answered 503 with Retry-After at once, so a burst larger than the
+store can absorb costs no more memory than the bound.
 """
 
 from __future__ import annotations
@@ -16,19 +20,19 @@ from typing import TYPE_CHECKING
 
 from litestar.concurrency import sync_to_thread
 
+from api.errors import ServiceUnavailableError
 from api.metrics import USAGE_INGESTED
 
 if TYPE_CHECKING:
-    from uuid import UUID
+    from services.usage import Outcome, UsageRecord, UsageService, Writer
 
-    from services.usage import UsageRecord, UsageService
+RETRY_AFTER = 1  # seconds: a group commits in milliseconds, so the queue drains quickly
 
 
 @dataclass
 class _Pending:
     record: UsageRecord
-    caller_id: UUID
-    may_record_any: bool
+    writer: Writer
     done: asyncio.Future[bool] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -36,33 +40,49 @@ class _Pending:
 
 class GroupCommitter:
     def __init__(
-        self, usage: UsageService, *, max_batch: int = 5_000, enabled: bool = True
+        self,
+        usage: UsageService,
+        *,
+        max_batch: int = 5_000,
+        max_queue: int = 20_000,
+        enabled: bool = True,
     ) -> None:
         self.usage = usage
         self.max_batch = max_batch
+        self.max_queue = max_queue
         self.enabled = enabled
         self._queue: list[_Pending] = []
+        self._committing = 0  # requests in the transaction that runs
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def record(self, record: UsageRecord, *, caller_id: UUID, may_record_any: bool) -> bool:
+    @property
+    def waiting(self) -> int:
+        """Requests admitted and not yet answered."""
+        return len(self._queue) + self._committing
+
+    async def record(self, record: UsageRecord, writer: Writer) -> bool:
         """Record one request once its transaction commits; returns False for a duplicate.
 
-        Raises ``ModelNotFoundError`` or ``ValidationError`` for this record alone.
+        Raises ``ModelNotFoundError`` or ``ValidationError`` for this record alone, and
+        ``ServiceUnavailableError`` when ``max_queue`` requests wait already.
         """
         if not self.enabled:
-            return await sync_to_thread(self._record_alone, record, caller_id, may_record_any)
+            return await sync_to_thread(self._record_alone, record, writer)
+        if self.waiting >= self.max_queue:
+            raise ServiceUnavailableError(
+                f"{self.waiting} usage records are waiting to be committed; retry shortly",
+                retry_after=RETRY_AFTER,
+            )
         wakeup = self._ensure_running()
-        pending = _Pending(record, caller_id, may_record_any)
+        pending = _Pending(record, writer)
         self._queue.append(pending)
         wakeup.set()
         return await pending.done
 
-    def _record_alone(
-        self, record: UsageRecord, caller_id: UUID, may_record_any: bool  # noqa: FBT001
-    ) -> bool:
+    def _record_alone(self, record: UsageRecord, writer: Writer) -> bool:
         """One transaction per request: the baseline the benchmark compares against."""
-        [outcome] = self.usage.record_each([record], [(caller_id, may_record_any)])
+        [outcome] = self.usage.record_each([record], [writer])
         if isinstance(outcome, Exception):
             raise outcome
         USAGE_INGESTED.labels("single").inc(outcome)
@@ -82,6 +102,7 @@ class GroupCommitter:
             wakeup.clear()
             while self._queue:
                 group, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                self._committing = len(group)
                 try:
                     outcomes = await sync_to_thread(self._commit_group, group)
                 except Exception as error:  # noqa: BLE001 - every waiter learns of the failure
@@ -89,6 +110,8 @@ class GroupCommitter:
                         if not pending.done.done():
                             pending.done.set_exception(error)
                     continue
+                finally:
+                    self._committing = 0
                 for pending, outcome in zip(group, outcomes, strict=True):
                     if pending.done.done():
                         continue  # the client went away
@@ -97,10 +120,8 @@ class GroupCommitter:
                     else:
                         pending.done.set_result(outcome)
 
-    def _commit_group(self, group: list[_Pending]) -> list[bool | Exception]:
-        outcomes = self.usage.record_each(
-            [p.record for p in group], [(p.caller_id, p.may_record_any) for p in group]
-        )
+    def _commit_group(self, group: list[_Pending]) -> list[Outcome]:
+        outcomes = self.usage.record_each([p.record for p in group], [p.writer for p in group])
         USAGE_INGESTED.labels("single").inc(sum(outcome is True for outcome in outcomes))
         return outcomes
 

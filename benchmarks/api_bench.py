@@ -57,7 +57,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.auth import issue_token, user_id_of  # noqa: E402
+from api.auth import UsageGrant, issue_token, user_id_of  # noqa: E402
 from config.settings import load_settings  # noqa: E402
 from domain.model import Model  # noqa: E402
 from domain.name_claim import NameClaim  # noqa: E402
@@ -82,8 +82,11 @@ end
 """
 
 
-def bearer(sub: str, scope: str) -> str:
-    return "Bearer " + issue_token(SECRET, sub, scope.split(), timedelta(hours=6))
+def bearer(sub: str, scope: str, grant: UsageGrant | None = None) -> str:
+    return "Bearer " + issue_token(SECRET, sub, scope.split(), timedelta(hours=6), grant=grant)
+
+
+ALL_TENANTS = UsageGrant(all_tenants=True)  # the gateway records usage for every user's models
 
 
 def model_id(user: int, index: int) -> uuid.UUID:
@@ -318,7 +321,7 @@ end
 
 async def batch_ingest(url: str, model_ids: list[str], events: int) -> float:
     """Pre-encoded 10,000-record bodies posted by 4 concurrent clients; returns events/s."""
-    gateway = {"Authorization": bearer("gateway", "usage:write"),
+    gateway = {"Authorization": bearer("gateway", "usage:write", ALL_TENANTS),
                "Content-Type": "application/json"}
     run, now, rng = uuid.uuid4().hex[:8], datetime.now(UTC), random.Random(2)
     bodies = [
@@ -472,7 +475,7 @@ def main(args: argparse.Namespace) -> None:  # noqa: C901, PLR0912, PLR0915 - th
     try:
         server.start()
         single_models = [str(model_id(u, i)) for u in users for i in range(per_user)]
-        gateway = bearer("gateway", "usage:write")
+        gateway = bearer("gateway", "usage:write", ALL_TENANTS)
         phases = set((args.only or "ceiling,list,detail,series,batch,single,alone").split(","))
         ceiling: Result | None = None
 

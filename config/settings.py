@@ -69,7 +69,10 @@ class Settings:
     )
     jwt_secret: str = field(
         default="",
-        metadata={"doc": "HS256 secret; on SQLite generated into DATA_DIR/jwt-secret when empty."},
+        metadata={"doc": (
+            "HS256 secret, at least 32 bytes; on SQLite generated into DATA_DIR/jwt-secret "
+            "when empty."
+        )},
     )
     jwt_public_key: str = field(
         default="",
@@ -91,7 +94,10 @@ class Settings:
     )
     jwt_jwks_cache_seconds: int = field(
         default=300,
-        metadata={"doc": "Keep the JWKS keys this long (an unknown `kid` refreshes them at once)."},
+        metadata={"doc": (
+            "Keep the JWKS keys (and tokens verified with them) this long; an unknown `kid` "
+            "fetches the keys again, at most every 10 s."
+        )},
     )
     rate_limit_per_minute: int = field(
         default=3000,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Any
-from uuid import UUID  # noqa: TC003 - MsgspecMapper resolves event annotations at runtime
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
@@ -35,27 +35,43 @@ ALLOWED_TRANSITIONS = {
 
 def check_name(name: str) -> str:
     """Return the name stripped of surrounding white space, or raise."""
-    stripped = name.strip()
+    stripped = _check_text("name", name).strip()
     if not 1 <= len(stripped) <= NAME_MAX:
         raise ValidationError("name", f"must be 1 to {NAME_MAX} characters")
     return stripped
 
 
 def check_description(description: str) -> str:
-    if len(description) > DESCRIPTION_MAX:
+    if len(_check_text("description", description)) > DESCRIPTION_MAX:
         raise ValidationError("description", f"must be at most {DESCRIPTION_MAX} characters")
     return description
 
 
 def check_framework(framework: str) -> str:
-    stripped = framework.strip()
+    stripped = _check_text("framework", framework).strip()
     if not 1 <= len(stripped) <= FRAMEWORK_MAX:
         raise ValidationError("framework", f"must be 1 to {FRAMEWORK_MAX} characters")
     return stripped
 
 
+def _check_text(field: str, text: str) -> str:
+    # PostgreSQL text cannot hold NUL: an event carrying one would stop the models projection.
+    if "\x00" in text:
+        raise ValidationError(field, "must not contain the NUL character")
+    return text
+
+
 class Model(Aggregate):
-    """A user's model. Every event names the acting user and the request's correlation id."""
+    """A user's model. Every event names who acted and the request's correlation id.
+
+    ``actor`` is the caller's subject as its identity provider knows it (before the
+    identity change: the user id as text), ``actor_issuer`` that provider (empty for tokens
+    without ``iss`` and for events stored before the field existed). The issuer is the last
+    field of every event, with a default, because the stored layout only grows at the end.
+    """
+
+    # Attributes a snapshot stores as plain values, with the types to restore (eventstore.mapper).
+    SNAPSHOT_TYPES = (("owner_id", UUID), ("status", ModelStatus))
 
     class Event(Aggregate.Event):
         actor: str
@@ -67,27 +83,32 @@ class Model(Aggregate):
         description: str
         framework: str
         endpoint_url: str
+        actor_issuer: str = ""
 
     class MetadataUpdated(Event):
         changes: dict[str, tuple[str, str]]  # field -> (old, new)
+        actor_issuer: str = ""
 
     class StatusChanged(Event):
         old_status: str
         new_status: str
+        actor_issuer: str = ""
 
     class ArtifactStored(Event):
         filename: str
         size_bytes: int
         sha256: str
+        actor_issuer: str = ""
 
     class Deleted(Event):
-        pass
+        actor_issuer: str = ""
 
     class EndpointDeactivated(Event):
-        pass
+        actor_issuer: str = ""
 
     class ArtifactRemoved(Event):
         filename: str
+        actor_issuer: str = ""
 
     @event(Registered)
     def __init__(  # noqa: PLR0917 - @event makes the parameters the event's attributes
@@ -99,6 +120,7 @@ class Model(Aggregate):
         endpoint_url: str,
         actor: str,  # noqa: ARG002 - event attribute
         correlation_id: str,  # noqa: ARG002 - event attribute
+        actor_issuer: str = "",  # noqa: ARG002 - event attribute
     ) -> None:
         self.owner_id = owner_id
         self.name = name
@@ -122,6 +144,7 @@ class Model(Aggregate):
         endpoint_url: str,
         actor: str,
         correlation_id: str,
+        actor_issuer: str = "",
     ) -> Model:
         """Register a new model after checking its metadata."""
         return cls._create(
@@ -134,6 +157,7 @@ class Model(Aggregate):
             endpoint_url=endpoint_url,
             actor=actor,
             correlation_id=correlation_id,
+            actor_issuer=actor_issuer,
         )
 
     # Guards -----------------------------------------------------------------
@@ -155,6 +179,7 @@ class Model(Aggregate):
         description: str | None = None,
         actor: str,
         correlation_id: str,
+        actor_issuer: str = "",
     ) -> dict[str, tuple[str, str]]:
         """Change name and/or description; returns the changes (empty when nothing changed)."""
         self.check_not_deleted()
@@ -166,10 +191,15 @@ class Model(Aggregate):
             if new_description != self.description:
                 changes["description"] = (self.description, new_description)
         if changes:
-            self._metadata_updated(changes=changes, actor=actor, correlation_id=correlation_id)
+            self._metadata_updated(
+                changes=changes, actor=actor, correlation_id=correlation_id,
+                actor_issuer=actor_issuer,
+            )
         return changes
 
-    def change_status(self, new_status: ModelStatus, *, actor: str, correlation_id: str) -> bool:
+    def change_status(
+        self, new_status: ModelStatus, *, actor: str, correlation_id: str, actor_issuer: str = ""
+    ) -> bool:
         """Activate or deactivate the model; returns whether anything changed."""
         self.check_not_deleted()
         if new_status == self.status:
@@ -183,11 +213,19 @@ class Model(Aggregate):
             new_status=new_status.value,
             actor=actor,
             correlation_id=correlation_id,
+            actor_issuer=actor_issuer,
         )
         return True
 
     def store_artifact(
-        self, *, filename: str, size_bytes: int, sha256: str, actor: str, correlation_id: str
+        self,
+        *,
+        filename: str,
+        size_bytes: int,
+        sha256: str,
+        actor: str,
+        correlation_id: str,
+        actor_issuer: str = "",
     ) -> None:
         self.check_not_deleted()
         self._artifact_stored(
@@ -196,23 +234,28 @@ class Model(Aggregate):
             sha256=sha256,
             actor=actor,
             correlation_id=correlation_id,
+            actor_issuer=actor_issuer,
         )
 
-    def delete(self, *, actor: str, correlation_id: str) -> bool:
+    def delete(self, *, actor: str, correlation_id: str, actor_issuer: str = "") -> bool:
         """Soft delete: status ``deleted`` and the endpoint deactivated. Idempotent."""
         if self.status is ModelStatus.DELETED:
             return False
-        self._deleted(actor=actor, correlation_id=correlation_id)
+        who = {"actor": actor, "correlation_id": correlation_id, "actor_issuer": actor_issuer}
+        self._deleted(**who)
         if self.endpoint_active:
-            self._endpoint_deactivated(actor=actor, correlation_id=correlation_id)
+            self._endpoint_deactivated(**who)
         return True
 
-    def record_artifact_removed(self, *, actor: str, correlation_id: str) -> None:
+    def record_artifact_removed(
+        self, *, actor: str, correlation_id: str, actor_issuer: str = ""
+    ) -> None:
         """Record that the artifact file of a deleted model is gone from storage."""
         if self.artifact is None or self.artifact_removed:
             return
         self._artifact_removed(
-            filename=str(self.artifact["filename"]), actor=actor, correlation_id=correlation_id
+            filename=str(self.artifact["filename"]), actor=actor, correlation_id=correlation_id,
+            actor_issuer=actor_issuer,
         )
 
     @property
@@ -233,6 +276,7 @@ class Model(Aggregate):
         changes: dict[str, tuple[str, str]],
         actor: str,  # noqa: ARG002 - event attribute
         correlation_id: str,  # noqa: ARG002 - event attribute
+        actor_issuer: str = "",  # noqa: ARG002 - event attribute
     ) -> None:
         for field, (_, new) in changes.items():
             setattr(self, field, new)
@@ -244,18 +288,20 @@ class Model(Aggregate):
         new_status: str,
         actor: str,  # noqa: ARG002 - event attribute
         correlation_id: str,  # noqa: ARG002 - event attribute
+        actor_issuer: str = "",  # noqa: ARG002 - event attribute
     ) -> None:
         self.status = ModelStatus(new_status)
         self.endpoint_active = self.status is ModelStatus.ACTIVE
 
     @event(ArtifactStored)
-    def _artifact_stored(
+    def _artifact_stored(  # noqa: PLR0917 - @event makes the parameters the event's attributes
         self,
         filename: str,
         size_bytes: int,
         sha256: str,
         actor: str,  # noqa: ARG002 - event attribute
         correlation_id: str,  # noqa: ARG002 - event attribute
+        actor_issuer: str = "",  # noqa: ARG002 - event attribute
     ) -> None:
         self.artifact = {"filename": filename, "size_bytes": size_bytes, "sha256": sha256}
         self.artifact_removed = False
@@ -265,6 +311,7 @@ class Model(Aggregate):
         self,
         actor: str,  # noqa: ARG002 - event attribute
         correlation_id: str,  # noqa: ARG002 - event attribute
+        actor_issuer: str = "",  # noqa: ARG002 - event attribute
     ) -> None:
         self.status = ModelStatus.DELETED
 
@@ -273,6 +320,7 @@ class Model(Aggregate):
         self,
         actor: str,  # noqa: ARG002 - event attribute
         correlation_id: str,  # noqa: ARG002 - event attribute
+        actor_issuer: str = "",  # noqa: ARG002 - event attribute
     ) -> None:
         self.endpoint_active = False
 
@@ -282,5 +330,6 @@ class Model(Aggregate):
         filename: str,  # noqa: ARG002 - event attribute
         actor: str,  # noqa: ARG002 - event attribute
         correlation_id: str,  # noqa: ARG002 - event attribute
+        actor_issuer: str = "",  # noqa: ARG002 - event attribute
     ) -> None:
         self.artifact_removed = True

@@ -52,6 +52,10 @@ class PredictionUsage(Aggregate):
         user_agent: str | None
         ip: str | None
         rejected: bool  # the model was inactive or deleted when the request was made
+        # Who sent the record (subject and issuer of its token); appended with defaults, so
+        # events stored before these fields read as sent by nobody known.
+        sender: str = ""
+        sender_issuer: str = ""
 
     # @event makes the parameters the attributes of the event; not all of them are state.
     @event(Recorded)
@@ -70,6 +74,8 @@ class PredictionUsage(Aggregate):
         user_agent: str | None,  # noqa: ARG002 - event attribute
         ip: str | None,  # noqa: ARG002 - event attribute
         rejected: bool,  # noqa: FBT001 - event attribute
+        sender: str = "",  # noqa: ARG002 - event attribute
+        sender_issuer: str = "",  # noqa: ARG002 - event attribute
     ) -> None:
         self.model_id = model_id
         self.owner_id = owner_id
@@ -98,6 +104,8 @@ def record_usage(
     user_agent: str | None = None,
     ip: str | None = None,
     rejected: bool = False,
+    sender: str = "",
+    sender_issuer: str = "",
     now: datetime | None = None,
 ) -> PredictionUsage.Recorded:
     """Check one prediction request and return its ``Recorded`` event.
@@ -137,6 +145,8 @@ def record_usage(
         user_agent=user_agent,
         ip=ip,
         rejected=rejected,
+        sender=sender,
+        sender_issuer=sender_issuer,
     )
 
 

@@ -15,6 +15,7 @@ from uuid import UUID
 
 import msgspec
 import msgspec.structs
+from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import (
     JSONTranscoder,
     Mapper,
@@ -35,17 +36,27 @@ class _EventCodec:
     def __init__(self, cls: type[Any]) -> None:
         hints = typing.get_type_hints(cls)
         fields = [
-            (f.name, hints[f.name])
+            _struct_field(f, hints[f.name])
             for f in dataclasses.fields(cls)
             if f.name not in _ORIGINATOR_FIELDS
         ]
         self.cls = cls
         self.topic = get_topic(cls)
-        self.names = tuple(name for name, _ in fields)
+        self.names = tuple(field[0] for field in fields)
         self.struct = msgspec.defstruct(
             f"{cls.__qualname__}State", fields, array_like=True, omit_defaults=False
         )
         self.decoder = msgspec.msgpack.Decoder(self.struct)
+
+
+def _struct_field(f: dataclasses.Field[Any], kind: Any) -> tuple[Any, ...]:
+    """A struct field with the event field's default, so that an event stored before a field
+    was appended (at the end, with a default) decodes with that default."""
+    if f.default is not dataclasses.MISSING:
+        return (f.name, kind, f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        return (f.name, kind, msgspec.field(default_factory=f.default_factory))
+    return (f.name, kind)
 
 
 @cache
@@ -99,6 +110,16 @@ class MsgspecMapper(Mapper[UUID]):
             originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
         )
         state["originator_version"] = stored_event.originator_version
+        if codec.cls is Snapshot:
+            _restore_types(state["state"], resolve_topic(state["topic"]))
         domain_event = object.__new__(codec.cls)
         object.__setattr__(domain_event, "__dict__", state)
         return typing.cast("DomainEventProtocol[UUID]", domain_event)
+
+
+def _restore_types(state: dict[str, Any], aggregate_class: type[Any]) -> None:
+    """A snapshot's state is stored untyped (UUIDs and enums come back as text): convert the
+    attributes the aggregate names back to their types."""
+    for name, kind in getattr(aggregate_class, "SNAPSHOT_TYPES", ()):
+        if name in state:
+            state[name] = msgspec.convert(state[name], kind)

@@ -18,16 +18,17 @@ from typing import TYPE_CHECKING
 from domain.model import ModelStatus
 from projections.models import queries
 from services.models import Actor
-from services.usage import UsageRecord
+from services.usage import UsageRecord, Writer
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from config.settings import Settings
     from services.container import Container
 
 _NAMESPACE = uuid.UUID("0d7c2f4e-3a51-4b8e-9f0a-5d2c6e1b7a93")
 BATCH = 20_000
-GATEWAY_ID = uuid.uuid5(_NAMESPACE, "gateway")
+GATEWAY_SUBJECT = "gateway"
 ERRORS = ((500, "internal error: CUDA out of memory"), (503, "model replica unavailable"),
           (504, "upstream timeout"), (422, "invalid input tensor shape"))
 
@@ -52,13 +53,50 @@ class DemoUser:
     models: tuple[DemoModel, ...]
 
 
-def _user(subject: str, *models: DemoModel) -> DemoUser:
+def _user_id(subject: str, issuer: str) -> uuid.UUID:
     from api.auth import user_id_of  # noqa: PLC0415 - the API's subject -> user id mapping
 
-    return DemoUser(subject, user_id_of(subject), models)
+    return user_id_of(subject, issuer)
 
 
-def demo_users() -> list[DemoUser]:
+def demo_tokens(
+    settings: Settings, users: list[DemoUser], ttl: timedelta
+) -> list[tuple[str, str, str]]:
+    """(name, token, what it may do) for each demo user, the gateway and an operator.
+
+    The gateway's token carries the all-tenants grant: it records usage for every user's
+    models, as the inference gateway in front of them all does.
+    """
+    from api.auth import (  # noqa: PLC0415 - the API owns token issuing
+        SCOPE_ADMIN,
+        SCOPE_MODELS,
+        SCOPE_USAGE_WRITE,
+        UsageGrant,
+        issue_token,
+        resolve_secret,
+    )
+
+    secret = resolve_secret(settings)
+
+    def token(subject: str, scope: str, grant: UsageGrant | None = None) -> str:
+        return issue_token(secret, subject, [scope], ttl, issuer=settings.jwt_issuer,
+                           audience=settings.jwt_audience, grant=grant)
+
+    tokens = [(user.subject.upper(), token(user.subject, SCOPE_MODELS), "models: their own")
+              for user in users]
+    tokens.append(("GATEWAY", token(GATEWAY_SUBJECT, SCOPE_USAGE_WRITE,
+                                    UsageGrant(all_tenants=True)),
+                   "usage:write for all tenants: records usage for any model"))
+    tokens.append(("ADMIN", token("ops", SCOPE_ADMIN), "admin: operations endpoints"))
+    return tokens
+
+
+def demo_users(issuer: str = "") -> list[DemoUser]:
+    """The demo's users, as subjects of ``issuer`` (the issuer of the tokens they get)."""
+
+    def _user(subject: str, *models: DemoModel) -> DemoUser:
+        return DemoUser(subject, _user_id(subject, issuer), models)
+
     return [
         _user("alice",
               DemoModel("fraud-detector", "xgboost", "Card fraud scores", 1400, 18, 0.01),
@@ -143,7 +181,8 @@ def _register(
     """Register missing models; plan (user, model, id, incident, retire now) for each."""
     plan = []
     for user in result.users:
-        actor = Actor(user.user_id, "demo")
+        actor = Actor(user.user_id, "demo", subject=user.subject,
+                      issuer=container.settings.jwt_issuer)
         incident = (rng.randrange(max(1, days // 3), days + 1), rng.randrange(8))
         for model in user.models:
             model_id = model_id_of(user, model)
@@ -168,12 +207,15 @@ def load_demo(
     """Register the demo models, record their usage, retire some, and catch projections up."""
     rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    result = DemoResult(demo_users())
+    issuer = container.settings.jwt_issuer  # the issuer of the tokens ``demo_tokens`` prints
+    result = DemoResult(demo_users(issuer))
     plan = _register(container, result, rng, days)
     pending: list[UsageRecord] = []
+    gateway = Writer(_user_id(GATEWAY_SUBJECT, issuer), GATEWAY_SUBJECT, issuer,
+                     all_tenants=True)
 
     def flush() -> None:
-        outcome = container.usage.record_batch(pending, caller_id=GATEWAY_ID, may_record_any=True)
+        outcome = container.usage.record_batch(pending, gateway)
         result.accepted += outcome.accepted
         result.duplicates += outcome.duplicates
         if progress is not None:
@@ -194,7 +236,7 @@ def load_demo(
     for user, model, model_id, _, retire in plan:
         if not retire:
             continue
-        actor = Actor(user.user_id, "demo")
+        actor = Actor(user.user_id, "demo", subject=user.subject, issuer=issuer)
         if model.retire == "deleted":
             container.models.delete(actor, model_id)
         else:

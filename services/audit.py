@@ -19,14 +19,15 @@ class AuditEntry(msgspec.Struct, frozen=True):
 
     type: str
     at: datetime
-    actor: str
+    actor: str  # the subject that acted (a user id for events stored before subjects were)
     correlation_id: str
     changes: dict[str, Any]
     version: int
+    actor_issuer: str = ""  # the actor's identity provider (empty: a token without ``iss``)
 
 
 _SKIPPED = {"originator_id", "originator_version", "timestamp", "originator_topic",
-            "actor", "correlation_id"}
+            "actor", "actor_issuer", "correlation_id"}
 
 
 def describe(domain_event: Any) -> AuditEntry:
@@ -51,6 +52,7 @@ def describe(domain_event: Any) -> AuditEntry:
         correlation_id=state.get("correlation_id", ""),
         changes=changes,
         version=domain_event.originator_version,
+        actor_issuer=state.get("actor_issuer", ""),
     )
 
 

@@ -10,7 +10,7 @@ file (stored at registration, removed after a delete) and the audit trail's read
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError
@@ -39,12 +39,33 @@ _EVENT_PAGE = 100  # events read at a time for the audit trail and for past stat
 SYSTEM_ACTOR = "system:artifact-remover"
 
 
+class Who(TypedDict):
+    """The audit fields every model event carries."""
+
+    actor: str
+    actor_issuer: str
+    correlation_id: str
+
+
 @dataclass(frozen=True)
 class Actor:
-    """Who is acting, and the request's correlation id, for the audit trail."""
+    """Who is acting, and the request's correlation id, for the audit trail.
+
+    ``user_id`` decides ownership; the trail records ``subject`` and ``issuer``, the names an
+    auditor knows (an in-process caller without a subject is recorded by its user id).
+    """
 
     user_id: UUID
     correlation_id: str
+    subject: str = ""
+    issuer: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.subject or str(self.user_id)
+
+    def who(self) -> Who:
+        return Who(actor=self.name, actor_issuer=self.issuer, correlation_id=self.correlation_id)
 
 
 @dataclass(frozen=True)
@@ -129,8 +150,7 @@ class ModelService:
         """Change metadata and/or status; ``expected_version`` makes it conditional."""
         saved = self._update(
             model_id, owner_id=actor.user_id, name=name, description=description,
-            status=status, expected_version=expected_version, actor=str(actor.user_id),
-            correlation_id=actor.correlation_id,
+            status=status, expected_version=expected_version, who=actor.who(),
         )
         return self._visible(saved, actor.user_id)
 
@@ -139,10 +159,7 @@ class ModelService:
 
         Idempotent. A removal that fails is left for ``sweep_artifacts``.
         """
-        saved = self._delete(
-            model_id, owner_id=actor.user_id, actor=str(actor.user_id),
-            correlation_id=actor.correlation_id,
-        )
+        saved = self._delete(model_id, owner_id=actor.user_id, who=actor.who())
         row = self._visible(saved, actor.user_id)
         if row["artifact_filename"] is not None and row["artifact_removed_at"] is None:
             self._remove_artifact(model_id, row["artifact_filename"], actor.correlation_id)
@@ -262,7 +279,7 @@ class ModelService:
         framework: str,
         artifact: tuple[str, int, str] | None,
     ) -> Saved:
-        who, correlation_id = str(actor.user_id), actor.correlation_id
+        who = actor.who()
         model = Model.register(
             model_id=new_id,
             owner_id=actor.user_id,
@@ -270,15 +287,11 @@ class ModelService:
             description=description,
             framework=framework,
             endpoint_url=f"{self.base_url.rstrip('/')}/predict/{new_id}",
-            actor=who,
-            correlation_id=correlation_id,
+            **who,
         )
         if artifact is not None:
             filename, size_bytes, sha256 = artifact
-            model.store_artifact(
-                filename=filename, size_bytes=size_bytes, sha256=sha256, actor=who,
-                correlation_id=correlation_id,
-            )
+            model.store_artifact(filename=filename, size_bytes=size_bytes, sha256=sha256, **who)
 
         def attempt() -> list[Any]:
             return [model, self._claim(actor.user_id, model.name, new_id)]
@@ -294,8 +307,7 @@ class ModelService:
         description: str | None = None,
         status: ModelStatus | None = None,
         expected_version: int | None = None,
-        actor: str,
-        correlation_id: str,
+        who: Who,
     ) -> Saved:
         """Change metadata and/or status; ``expected_version`` makes it conditional."""
 
@@ -304,25 +316,21 @@ class ModelService:
             model.check_version(expected_version)
             old_name = model.name
             changed: list[Any] = [model]
-            model.update_metadata(
-                name=name, description=description, actor=actor, correlation_id=correlation_id
-            )
+            model.update_metadata(name=name, description=description, **who)
             if model.name != old_name:
                 changed += self._move_claim(owner_id, old_name, model.name, model_id)
             if status is not None:
-                model.change_status(status, actor=actor, correlation_id=correlation_id)
+                model.change_status(status, **who)
             return changed
 
         return self._save_with_retry(attempt, retry=expected_version is None)
 
-    def _delete(
-        self, model_id: UUID, *, owner_id: UUID, actor: str, correlation_id: str
-    ) -> Saved:
+    def _delete(self, model_id: UUID, *, owner_id: UUID, who: Who) -> Saved:
         """Soft delete: deleted status, endpoint deactivated, name released. Idempotent."""
 
         def attempt() -> list[Any]:
             model = self._get_owned(model_id, owner_id)
-            if not model.delete(actor=actor, correlation_id=correlation_id):
+            if not model.delete(**who):
                 return [model]
             claim = self._get_claim(owner_id, model.name)
             if claim is not None:

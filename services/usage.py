@@ -46,7 +46,31 @@ class UsageRecord(UsageReport, forbid_unknown_fields=True, kw_only=True):
     model_id: UUID
 
 
-Caller = tuple[UUID, bool]  # (user id, may record for any model)
+@dataclass(frozen=True)
+class Writer:
+    """Who sends usage records, and whose models they may write usage for.
+
+    Anyone may write for their own models. A service token adds what it names: owners (user
+    ids), models, or every tenant. A record for a model the writer does not cover is refused
+    exactly like a missing model, before any event exists, so it claims no request id.
+    """
+
+    user_id: UUID
+    subject: str = ""  # as the identity provider knows the sender; recorded on each event
+    issuer: str = ""
+    owners: frozenset[UUID] = frozenset()
+    models: frozenset[UUID] = frozenset()
+    all_tenants: bool = False
+
+    def covers(self, model_id: UUID, owner_id: UUID) -> bool:
+        return (
+            self.all_tenants
+            or owner_id == self.user_id
+            or owner_id in self.owners
+            or model_id in self.models
+        )
+
+
 Outcome = bool | Exception  # True: stored now; False: a duplicate; else what rejected it
 
 
@@ -69,25 +93,25 @@ class UsageService:
         self.on_recorded = on_recorded
 
     def record_each(
-        self, records: Sequence[UsageRecord], callers: Sequence[Caller]
+        self, records: Sequence[UsageRecord], writers: Sequence[Writer]
     ) -> list[Outcome]:
         """Check and append records in one transaction; one outcome per record.
 
-        A model that does not exist, or that the caller may not see, is ``ModelNotFoundError``;
-        a field that breaks a rule ``ValidationError``. A request id repeated within
-        ``records`` is a duplicate of its first occurrence.
+        A model that does not exist, or that its writer does not cover, is
+        ``ModelNotFoundError``; a field that breaks a rule ``ValidationError``. A request id
+        repeated within ``records`` is a duplicate of its first occurrence.
         """
         models = queries.model_lookup(self.store, [r.model_id for r in records])
         now = datetime.now(UTC)
         outcomes: list[Outcome | UUID] = []
         events: dict[UUID, PredictionUsage.Recorded] = {}
-        for record, (caller_id, may_record_any) in zip(records, callers, strict=True):
+        for record, writer in zip(records, writers, strict=True):
             model = models.get(record.model_id)
-            if model is None or not (may_record_any or model[0] == caller_id):
+            if model is None or not writer.covers(record.model_id, model[0]):
                 outcomes.append(ModelNotFoundError(f"model {record.model_id} not found"))
                 continue
             try:
-                event = _event_of(record, model, now)
+                event = _event_of(record, model, writer, now)
             except ValidationError as error:
                 outcomes.append(error)
                 continue
@@ -101,12 +125,10 @@ class UsageService:
             self.on_recorded()
         return [o in inserted if isinstance(o, UUID) else o for o in outcomes]
 
-    def record_batch(
-        self, records: Sequence[UsageRecord], *, caller_id: UUID, may_record_any: bool
-    ) -> IngestResult:
-        """``record_each`` for one caller, summarised."""
+    def record_batch(self, records: Sequence[UsageRecord], writer: Writer) -> IngestResult:
+        """``record_each`` for one writer, summarised."""
         result = IngestResult()
-        outcomes = self.record_each(records, [(caller_id, may_record_any)] * len(records))
+        outcomes = self.record_each(records, [writer] * len(records))
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, Exception):
                 result.rejected.append((index, str(outcome)))
@@ -118,7 +140,7 @@ class UsageService:
 
 
 def _event_of(
-    record: UsageRecord, model: tuple[UUID, str], now: datetime
+    record: UsageRecord, model: tuple[UUID, str], writer: Writer, now: datetime
 ) -> PredictionUsage.Recorded:
     owner_id, status = model
     return record_usage(
@@ -135,5 +157,7 @@ def _event_of(
         user_agent=record.user_agent,
         ip=record.ip,
         rejected=status != ModelStatus.ACTIVE.value,
+        sender=writer.subject or str(writer.user_id),
+        sender_issuer=writer.issuer,
         now=now,
     )

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from services.container import Container
 from services.models import Actor
-from services.usage import UsageRecord
+from services.usage import UsageRecord, Writer
 
 
 def test_registered_model_and_its_usage_reach_the_read_model(container: Container) -> None:
@@ -16,7 +16,7 @@ def test_registered_model_and_its_usage_reach_the_read_model(container: Containe
     result = container.usage.record_batch(
         [UsageRecord(model_id=row["id"], request_id="r1", response_time_ms=12.5,
                      input_bytes=10, output_bytes=20, success=True, occurred_at=datetime.now(UTC))],
-        caller_id=owner, may_record_any=False,
+        Writer(owner),
     )
     assert (result.accepted, result.duplicates) == (1, 0)
     container.projector.catch_up("usage")

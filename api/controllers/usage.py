@@ -13,7 +13,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from api import presenters
 from api.auth import SCOPE_MODELS, SCOPE_USAGE_WRITE, requires
-from api.deps import ApiRequest, committer, container, principal, reads
+from api.deps import ApiRequest, committer, container, principal, reads, writer
 from api.errors import InvalidParameterError, problem_responses
 from api.metrics import USAGE_INGESTED
 from api.schemas import (
@@ -73,18 +73,15 @@ class UsageController(Controller):
         status_code=201,
         responses={
             200: ResponseSpec(UsageAck, description="Already recorded: not counted again"),
-            **problem_responses(400, 401, 403, 404, 422),
+            # 404 also for a model the token may not write for; 503: the commit queue is full.
+            **problem_responses(400, 401, 403, 404, 422, 503),
         },
     )
     async def record(
         self, request: ApiRequest, model_id: FromPath[UUID], data: JSONBody[UsageReport]
     ) -> Response[UsageAck]:
-        who = principal(request)
         record = UsageRecord(model_id=model_id, **msgspec.structs.asdict(data))
-        fresh = await committer(request).record(
-            record, caller_id=who.user_id,
-            may_record_any=SCOPE_USAGE_WRITE in who.scopes,
-        )
+        fresh = await committer(request).record(record, writer(request))
         return Response(UsageAck(data.request_id, not fresh), status_code=201 if fresh else 200)
 
     @post(
@@ -98,11 +95,7 @@ class UsageController(Controller):
         responses=problem_responses(400, 401, 403, 413, 422),
     )
     def record_batch(self, request: ApiRequest, data: JSONBody[UsageBatch]) -> UsageBatchResult:
-        who = principal(request)
-        result = container(request).usage.record_batch(
-            data.records, caller_id=who.user_id,
-            may_record_any=SCOPE_USAGE_WRITE in who.scopes,
-        )
+        result = container(request).usage.record_batch(data.records, writer(request))
         USAGE_INGESTED.labels("batch").inc(result.accepted)
         return UsageBatchResult(
             result.accepted, result.duplicates, [Rejection(i, e) for i, e in result.rejected]

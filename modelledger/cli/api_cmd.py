@@ -21,6 +21,8 @@ from projections.schema_check import ensure_current_schema
 from projections.store.base import SchemaMismatchError
 
 if TYPE_CHECKING:
+    import uuid
+
     from services.container import Container
 
 log = logging.getLogger("modelledger.serve")
@@ -136,13 +138,30 @@ def _ttl(value: str) -> timedelta:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
-@click.command(help="Print a bearer token (HS256, signed with the configured secret).")
-@click.option("--sub", "subject", required=True, help="The user id (the token's `sub`).")
+@click.command(help="Print a bearer token (HS256, signed with the configured secret, carrying "
+               "the configured issuer and audience).")
+@click.option("--sub", "subject", required=True,
+              help="The subject: who the token speaks for (its user id is derived from it).")
 @click.option("--scope", "scope", default="models", show_default=True,
               help='Space-separated: models, usage:write, admin (e.g. "models usage:write").')
 @click.option("--ttl", default="1h", show_default=True, help="Lifetime: 30m, 1h, 7d, ...")
-def token(*, subject: str, scope: str, ttl: str) -> None:
-    from api.auth import SCOPES, issue_token, resolve_secret  # noqa: PLC0415
+@click.option("--for-owner", "owners", multiple=True, metavar="SUBJECT",
+              help="usage:write: may record usage for this owner's models (repeatable).")
+@click.option("--for-model", "models", multiple=True, type=click.UUID, metavar="ID",
+              help="usage:write: may record usage for this model (repeatable).")
+@click.option("--all-tenants", is_flag=True,
+              help="usage:write: may record usage for every tenant's models (a gateway).")
+def token(
+    *, subject: str, scope: str, ttl: str, owners: tuple[str, ...],
+    models: tuple[uuid.UUID, ...], all_tenants: bool,
+) -> None:
+    from api.auth import (  # noqa: PLC0415
+        SCOPE_USAGE_WRITE,
+        SCOPES,
+        UsageGrant,
+        issue_token,
+        resolve_secret,
+    )
 
     scopes = scope.split()
     unknown = [s for s in scopes if s not in SCOPES]
@@ -150,8 +169,15 @@ def token(*, subject: str, scope: str, ttl: str) -> None:
         known = ", ".join(SCOPES)
         message = f"unknown scope(s) {unknown}; known: {known}"
         raise click.BadParameter(message, param_hint="--scope")
+    grant = UsageGrant(owners, models, all_tenants)
+    if grant.claims() and SCOPE_USAGE_WRITE not in scopes:
+        raise click.UsageError(
+            "--for-owner, --for-model and --all-tenants need --scope usage:write"
+        )
+    settings = _settings()
     try:
-        secret = resolve_secret(_settings())
+        secret = resolve_secret(settings)
     except RuntimeError as error:
         raise click.ClickException(str(error)) from None
-    click.echo(issue_token(secret, subject, scopes, _ttl(ttl)))
+    click.echo(issue_token(secret, subject, scopes, _ttl(ttl), issuer=settings.jwt_issuer,
+                           audience=settings.jwt_audience, grant=grant))

@@ -51,14 +51,7 @@ def prepare() -> None:
               show_default=True, help="Hours the printed tokens stay valid.")
 @click.option("--base-url", help="URL used in the curl examples (default: MODELLEDGER_BASE_URL).")
 def demo(days: int, scale: float, ttl_hours: int, base_url: str | None) -> None:
-    from api.auth import (  # noqa: PLC0415 - the API owns token issuing
-        SCOPE_ADMIN,
-        SCOPE_MODELS,
-        SCOPE_USAGE_WRITE,
-        issue_token,
-        resolve_secret,
-    )
-    from modelledger.demo import load_demo  # noqa: PLC0415 - only this command needs it
+    from modelledger.demo import demo_tokens, load_demo  # noqa: PLC0415 - only this command
 
     started = time.perf_counter()
     with container() as wired, Progress(
@@ -68,7 +61,7 @@ def demo(days: int, scale: float, ttl_hours: int, base_url: str | None) -> None:
         task = bar.add_task("loading demo usage", total=None)
         result = load_demo(wired, days=days, scale=scale,
                            progress=lambda n: bar.advance(task, n))
-        secret = resolve_secret(wired.settings)
+        settings = wired.settings
         base = (base_url or wired.settings.base_url).rstrip("/")
     ttl = timedelta(hours=ttl_hours)
     models = sum(len(u.models) for u in result.users)
@@ -79,13 +72,8 @@ def demo(days: int, scale: float, ttl_hours: int, base_url: str | None) -> None:
         f"over {days} days.\n"
     )
     click.echo(f"# Tokens (valid {ttl_hours} h); paste into your shell:")
-    for user in result.users:
-        token = issue_token(secret, user.subject, [SCOPE_MODELS], ttl)
-        click.echo(f"export {user.subject.upper()}_TOKEN={token}")
-    click.echo(f"export GATEWAY_TOKEN={issue_token(secret, 'gateway', [SCOPE_USAGE_WRITE], ttl)}"
-               "  # usage:write: records usage for any model")
-    click.echo(f"export ADMIN_TOKEN={issue_token(secret, 'ops', [SCOPE_ADMIN], ttl)}"
-               "  # admin: operations endpoints")
+    for name, token, rights in demo_tokens(settings, result.users, ttl):
+        click.echo(f"export {name}_TOKEN={token}  # {rights}")
     model = result.model_ids["alice/fraud-detector"]
     auth = '-H "Authorization: Bearer $ALICE_TOKEN"'
     body = ('{"request_id": "try-1", "response_time_ms": 21.5, "input_bytes": 512, '

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import jwt
 import pytest
 from litestar.testing import TestClient
 
@@ -41,6 +42,12 @@ Headers = dict[str, str]
 def bearer(subject: str, *scopes: str, ttl: timedelta = timedelta(hours=1)) -> Headers:
     token = issue_token(SECRET, subject, scopes or ("models",), ttl)
     return {"Authorization": f"Bearer {token}"}
+
+
+def signed(secret: str = SECRET, **claims: Any) -> Headers:
+    """A bearer header for exactly these claims (an hour's ``exp`` unless given), HS256."""
+    claims.setdefault("exp", datetime.now(UTC) + timedelta(hours=1))
+    return {"Authorization": "Bearer " + jwt.encode(claims, secret, algorithm="HS256")}
 
 
 @pytest.fixture

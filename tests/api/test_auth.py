@@ -20,7 +20,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api.auth import TokenVerifier, resolve_secret
+from api.auth import TokenVerifier, resolve_secret, user_id_of
 from config.settings import load_settings
 from modelledger.bootstrap import build
 from modelledger.cli import cli
@@ -48,6 +48,11 @@ REFUSED = {
                 + _b64({"sub": "mallory", "scope": "admin", "exp": 4102444800}) + ".",
     "no exp": "Bearer " + jwt.encode({"sub": "mallory"}, SECRET, algorithm="HS256"),
     "HS384": "Bearer " + jwt.encode(_claims(), SECRET, algorithm="HS384"),
+    # Header values the WWW-Authenticate description must not carry verbatim.
+    "non-latin-1 alg": "Bearer " + _b64({"alg": "\u2603", "typ": "JWT"}) + "."
+                       + _b64({"sub": "mallory", "exp": 4102444800}) + ".c2ln",
+    "control characters in alg": "Bearer " + _b64({"alg": "HS256\r\nX-Evil: 1"}) + "."
+                                 + _b64({"sub": "mallory", "exp": 4102444800}) + ".c2ln",
 }
 
 
@@ -60,6 +65,7 @@ def test_refused_tokens_answer_401_with_www_authenticate(
     response = client.get(url, headers={} if header is None else {"Authorization": header})
     assert_problem(response, 401)
     assert response.headers["www-authenticate"].startswith('Bearer realm="modelledger"')
+    assert "x-evil" not in response.headers
 
 
 def test_missing_scope_answers_403(client: TestClient[Any]) -> None:
@@ -162,3 +168,20 @@ class TestTokenCache:
             with pytest.raises(NotAuthorizedException):
                 verifier.verify(bad)
         assert verifier._verified == {}
+
+    def test_tokens_refused_by_the_issuer_or_audience_checks_are_not_cached(self) -> None:
+        verifier = TokenVerifier(SECRET, issuer="https://idp.example", audience="ledger")
+        good = jwt.encode(_claims(iss="https://idp.example", aud="ledger"), SECRET,
+                          algorithm="HS256")
+        for bad in (jwt.encode(_claims(iss="https://evil.example", aud="ledger"), SECRET,
+                               algorithm="HS256"),
+                    jwt.encode(_claims(iss="https://idp.example", aud="other"), SECRET,
+                               algorithm="HS256")):
+            for _ in range(2):  # refused again: nothing remembered it
+                with pytest.raises(NotAuthorizedException):
+                    verifier.verify(bad)
+        assert list(verifier._verified) == []
+        principal = verifier.verify(good)
+        assert principal is verifier.verify(good)  # the cached one, with the token's identity
+        assert principal.user_id == user_id_of("mallory", "https://idp.example")
+        assert (principal.subject, principal.issuer) == ("mallory", "https://idp.example")

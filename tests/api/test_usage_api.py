@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from tests.api.conftest import Headers, assert_problem, bearer, usage
+from tests.api.conftest import Headers, assert_problem, signed, usage
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -64,11 +64,11 @@ def test_invalid_usage_answers_422_naming_the_field(
                    "occurred_at")
 
 
-def test_gateway_token_may_record_for_any_model(
+def test_a_gateway_token_for_all_tenants_may_record_for_any_model(
     client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]
 ) -> None:
     model = register(alice)
-    gateway = bearer("gateway", "usage:write")
+    gateway = signed(sub="gateway", scope="usage:write", usage_all_tenants=True)
     response = client.post(f"/api/models/{model['id']}/usage", json=usage("g1"), headers=gateway)
     assert response.status_code == 201
     record = {**usage("g2"), "model_id": model["id"]}

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from modelledger.cli import cli
 from services.container import Container
 from services.models import Actor
+from services.usage import Writer
 from tests.helpers import usage_records
 
 
@@ -33,7 +34,7 @@ def run(container: Container, monkeypatch: pytest.MonkeyPatch):  # type: ignore[
 def test_status_shows_position_head_and_lag(container: Container, run) -> None:  # type: ignore[no-untyped-def]
     owner = uuid.uuid4()
     model_id = container.models.register(Actor(owner, "c"), name="m")["id"]
-    container.usage.record_batch(usage_records(model_id, 7), caller_id=owner, may_record_any=False)
+    container.usage.record_batch(usage_records(model_id, 7), Writer(owner))
     code, output = run("projections", "status")
     assert code == 0
     usage_line = next(line for line in output.splitlines() if "usage" in line and "│" in line)
@@ -44,7 +45,7 @@ def test_status_shows_position_head_and_lag(container: Container, run) -> None: 
 def test_rebuild_replays_the_log_and_reports_the_count(container: Container, run) -> None:  # type: ignore[no-untyped-def]
     owner = uuid.uuid4()
     model_id = container.models.register(Actor(owner, "c"), name="m")["id"]
-    container.usage.record_batch(usage_records(model_id, 9), caller_id=owner, may_record_any=False)
+    container.usage.record_batch(usage_records(model_id, 9), Writer(owner))
     code, output = run("projections", "rebuild", "usage")
     assert code == 0
     assert "9 events" in output
@@ -60,7 +61,7 @@ def test_rebuild_of_an_unknown_projection_fails_naming_it(run) -> None:  # type:
 
 def test_audit_replays_who_did_what_and_the_state_at_a_version(container: Container, run) -> None:  # type: ignore[no-untyped-def]
     owner = uuid.uuid4()
-    actor = Actor(owner, "req-42")
+    actor = Actor(owner, "req-42", subject="alice", issuer="https://idp.example")
     model_id = container.models.register(actor, name="first")["id"]
     time.sleep(0.01)
     between = datetime.now(UTC)
@@ -71,9 +72,12 @@ def test_audit_replays_who_did_what_and_the_state_at_a_version(container: Contai
     trail = json.loads(output)
     assert [e["type"] for e in trail["events"]] == ["Registered", "MetadataUpdated"]
     assert trail["events"][1]["changes"] == {"name": {"old": "first", "new": "second"}}
-    assert trail["events"][1]["actor"] == str(owner)
+    assert trail["events"][1]["actor"] == "alice"
+    assert trail["events"][1]["actor_issuer"] == "https://idp.example"
     assert trail["events"][1]["correlation_id"] == "req-42"
     assert trail["state"]["name"] == "second"
+    _, table = run("audit", str(model_id))
+    assert "alice" in table  # the actor column names the subject
     _, at_version = run("audit", str(model_id), "--version", "1", "--json")
     assert json.loads(at_version)["state"]["name"] == "first"
     _, as_of = run("audit", str(model_id), "--as-of", between.isoformat(), "--json")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
+from litestar.testing import TestClient
 
+from api.app import create_app
 from api.auth import TokenVerifier, resolve_secret, user_id_of
 from modelledger.cli import cli
-from modelledger.demo import load_demo
+from modelledger.demo import demo_tokens, load_demo
 from projections.models import queries
 from projections.usage import queries as usage_queries
 
@@ -64,3 +67,22 @@ def test_demo_command_prints_working_tokens_and_curl_examples(
     assert alice.scopes == {"models"}
     assert verifier.verify(tokens["GATEWAY"]).scopes == {"usage:write"}
     assert "Bearer $ALICE_TOKEN\" 'http://ledger.test/api/models" in result.output
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_demo_tokens_work_against_the_demo_data(container: Container, backend: str) -> None:
+    result = load_demo(container, days=1, scale=0.01)
+    tokens = {name: {"Authorization": f"Bearer {token}"}
+              for name, token, _ in demo_tokens(container.settings, result.users,
+                                                timedelta(hours=1))}
+    assert set(tokens) == {"ALICE", "BOB", "CAROL", "GATEWAY", "ADMIN"}
+    report = {"request_id": "try-1", "response_time_ms": 21.5, "input_bytes": 512,
+              "output_bytes": 64, "success": True}
+    with TestClient(create_app(container)) as client:
+        listed = client.get("/api/models", headers=tokens["ALICE"]).json()
+        assert {m["name"] for m in listed["items"]} == {m.name for m in result.users[0].models}
+        for key in ("alice/fraud-detector", "bob/sentiment-bert"):  # the gateway: every tenant
+            response = client.post(f"/api/models/{result.model_ids[key]}/usage", json=report,
+                                   headers=tokens["GATEWAY"])
+            assert response.status_code == 201, response.text
+        assert client.get("/api/projections", headers=tokens["ADMIN"]).status_code == 200

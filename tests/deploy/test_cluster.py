@@ -22,7 +22,7 @@ import httpx
 import psycopg
 import pytest
 
-from api.auth import issue_token
+from api.auth import UsageGrant, issue_token
 from projections.locks import Namespace, lock_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -47,7 +47,8 @@ class Client:
         secret = state["jwt_secret"]
         self.urls: list[str] = state["api_urls"]
         self.user = {"Authorization": f"Bearer {issue_token(secret, 'alice', ['models'])}"}
-        self.gateway = {"Authorization": f"Bearer {issue_token(secret, 'gw', ['usage:write'])}"}
+        gateway = issue_token(secret, "gw", ["usage:write"], grant=UsageGrant(owners=("alice",)))
+        self.gateway = {"Authorization": f"Bearer {gateway}"}
         self.admin = {"Authorization": f"Bearer {issue_token(secret, 'ops', ['admin'])}"}
         self.http = httpx.Client(timeout=30)
 

@@ -15,6 +15,7 @@ from projections.usage.tables import ROW_READ
 from projections.usage.windows import DAY, spans, zone
 from services.container import Container
 from services.models import Actor
+from services.usage import Writer
 from tests.helpers import T0, dump, register, usage_records
 
 
@@ -73,8 +74,7 @@ class TestUsageProjection:
         owner = uuid.uuid4()
         model_id = register(container, owner, "resnet")
         records = usage_records(model_id, 300)
-        result = container.usage.record_batch(records + records[:50], caller_id=owner,
-                                               may_record_any=False)
+        result = container.usage.record_batch(records + records[:50], Writer(owner))
         assert (result.accepted, result.duplicates) == (300, 50)
         container.projector.catch_up("usage")
         usage = container.models.get(owner, model_id).usage
@@ -90,7 +90,7 @@ class TestUsageProjection:
         owner = uuid.uuid4()
         model_id = register(container, owner, "resnet")
         records = usage_records(model_id, 600, every=timedelta(minutes=23))
-        container.usage.record_batch(records, caller_id=owner, may_record_any=False)
+        container.usage.record_batch(records, Writer(owner))
         container.projector.catch_up("usage")
         tz = zone("America/New_York")
         start, end = T0 - timedelta(days=1), T0 + timedelta(days=11)
@@ -111,7 +111,7 @@ class TestUsageProjection:
         records = usage_records(
             model_id, 600, start=T0 - timedelta(days=41), every=timedelta(minutes=97)
         )
-        result = container.usage.record_batch(records, caller_id=owner, may_record_any=False)
+        result = container.usage.record_batch(records, Writer(owner))
         assert result.accepted == 600
         container.projector.catch_up("usage")
         windows = spans(window, zone("UTC"), T0 - timedelta(days=80), T0 + timedelta(days=10))
@@ -133,7 +133,7 @@ class TestRebuild:
         container.models.delete(actor, ids[1])
         for i, model_id in enumerate(ids):
             container.usage.record_batch(usage_records(model_id, 120, prefix=f"x{i}-"),
-                                          caller_id=owner, may_record_any=True)
+                                          Writer(owner, all_tenants=True))
         container.projector.catch_up_all()
         before = {name: dump(container.store, name) for name in ("models", "usage")}
         for name in ("models", "usage"):
@@ -146,9 +146,7 @@ class TestRebuild:
         model_id = register(container, owner, "m")
         container.projector.rebuild("usage")
         container.projector.rebuild("usage")  # twice: index names must not collide
-        container.usage.record_batch(
-            usage_records(model_id, 10), caller_id=owner, may_record_any=False
-        )
+        container.usage.record_batch(usage_records(model_id, 10), Writer(owner))
         container.projector.catch_up("usage")
         assert container.models.get(owner, model_id).usage.requests == 10
 

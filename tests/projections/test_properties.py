@@ -29,7 +29,7 @@ from projections.usage.rows import stats_of
 from projections.usage.tables import STATS_COLUMNS, STATS_NAMES
 from projections.usage.writer import _StatsCache
 from services.models import Actor
-from services.usage import UsageRecord
+from services.usage import UsageRecord, Writer
 from tests.conftest import make_settings
 from tests.helpers import T0, dump
 
@@ -154,7 +154,7 @@ def _run_stream(backend: str, request: pytest.FixtureRequest, ops: list[tuple[An
                         success=ok,
                         occurred_at=T0 + timedelta(hours=hour, minutes=r),
                     )
-                    container.usage.record_batch([record], caller_id=owner, may_record_any=False)
+                    container.usage.record_batch([record], Writer(owner))
                 elif op[0] == "deactivate":
                     container.models.update(actor, model_ids[op[1]], status=ModelStatus.INACTIVE)
                 else:

@@ -17,7 +17,7 @@ from projections.schema_check import ensure_current_schema
 from projections.store.base import SchemaMismatchError
 from projections.usage import queries
 from services.models import Actor
-from services.usage import UsageRecord
+from services.usage import UsageRecord, Writer
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -47,7 +47,7 @@ def test_outdated_projection_names_the_rebuild_command_and_rebuild_fixes_it(
         [UsageRecord(model_id=model["id"], request_id=f"r{i}", response_time_ms=5.0,
                      input_bytes=1, output_bytes=2, success=True, occurred_at=datetime.now(UTC))
          for i in range(7)],
-        caller_id=owner, may_record_any=False,
+        Writer(owner),
     )
     container.projector.catch_up_all()
     outdate(container, "usage")
