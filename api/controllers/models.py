@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from litestar import Controller, Response, delete, get, post, put
@@ -88,7 +88,7 @@ class ModelController(Controller):
         include_deleted: Annotated[bool, QueryParameter()] = False,
     ) -> ModelPage:
         field, descending = sort.removeprefix("-"), sort.startswith("-")
-        after = _after(cursor, sort) if cursor else None
+        after = presenters.list_cursor(cursor, sort) if cursor else None
         rows, total = await reads(request).list_models(
             principal(request).user_id, limit=limit, sort=field, descending=descending,
             after=after, status=status, name_contains=q, include_deleted=include_deleted,
@@ -184,28 +184,10 @@ class ModelController(Controller):
     ) -> HistoryPage:
         page = container(request).models.get_history(
             principal(request).user_id, model_id,
-            after_version=_after_version(cursor) if cursor else 0, limit=limit,
+            after_version=presenters.history_cursor(cursor) if cursor else 0, limit=limit,
         )
         next_cursor = None
         if page.next_after is not None:
             next_cursor = presenters.encode_cursor("history", page.next_after)
         return HistoryPage(page.entries, next_cursor, page.total)
 
-
-def _after(cursor: str, sort: str) -> tuple[Any, UUID]:
-    parts = presenters.decode_cursor(cursor)
-    if len(parts) != 3 or parts[0] != sort:  # noqa: PLR2004
-        raise InvalidParameterError("cursor", "belongs to another listing or sort order")
-    try:
-        name_sort = sort.removeprefix("-") == "name"
-        value: Any = parts[1] if name_sort else datetime.fromisoformat(parts[1])
-        return value, UUID(parts[2])
-    except (TypeError, ValueError):
-        raise InvalidParameterError("cursor", "not a cursor this API issued") from None
-
-
-def _after_version(cursor: str) -> int:
-    parts = presenters.decode_cursor(cursor)
-    if len(parts) != 2 or parts[0] != "history" or not isinstance(parts[1], int):  # noqa: PLR2004
-        raise InvalidParameterError("cursor", "belongs to another listing")
-    return parts[1]

@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from domain.errors import ModelNotFoundError
 from modelledger.cli.common import container
-from scheduler.archive import archive_dir, read_archive
+from scheduler.archive import ArchiveDamage, archive_dir, read_archive
 from services.audit import trail
 
 if TYPE_CHECKING:
+    from pathlib import Path
     from uuid import UUID
+
+
+def _literal(*values: str) -> list[Text]:
+    """Cells shown as written: names and request ids come from users, and a string cell
+    would be read as rich markup (``[link=...]``, ``[bold]``) and emoji codes; control
+    characters (a terminal's escape sequences) are shown as escapes, not sent."""
+    return [Text(_CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", value)) for value in values]
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def register(cli: click.Group) -> None:
@@ -61,9 +74,7 @@ def audit(
             raise click.ClickException(f"no model {model_id} (at that point)") from None
         archive = archive_dir(c.settings.data_dir)
     entries = trail(events, as_of=moment)
-    usage = list(read_archive(archive, model_id=model_id)) if archived_usage else []
-    if moment is not None:
-        usage = [u for u in usage if datetime.fromisoformat(u["occurred_at"]) <= moment]
+    usage = _archived(archive, model_id, moment) if archived_usage else []
     if as_json:
         document: dict[str, object] = {
             "events": [msgspec.structs.asdict(e) for e in entries], "state": state
@@ -74,8 +85,8 @@ def audit(
         return
     table = Table("version", "at", "event", "actor", "changes")
     for e in entries:
-        table.add_row(str(e.version), e.at.isoformat(), e.type, e.actor,
-                      json.dumps(e.changes, default=str))
+        table.add_row(*_literal(str(e.version), e.at.isoformat(), e.type, e.actor,
+                                json.dumps(e.changes, default=str, ensure_ascii=False)))
     console = Console()
     console.print(table)
     console.print(
@@ -84,7 +95,23 @@ def audit(
     if archived_usage:
         usage_table = Table("occurred at", "request id", "ms", "success", "status", "rejected")
         for u in usage:
-            usage_table.add_row(u["occurred_at"], u["request_id"], str(u["response_time_ms"]),
-                                str(u["success"]), str(u.get("status_code")), str(u["rejected"]))
+            usage_table.add_row(*_literal(
+                u["occurred_at"], u["request_id"], str(u["response_time_ms"]), str(u["success"]),
+                str(u.get("status_code")), str(u["rejected"]),
+            ))
         console.print(usage_table)
         console.print(f"{len(usage)} archived usage record(s)")
+
+
+def _archived(directory: Path, model_id: UUID, moment: datetime | None) -> list[dict[str, Any]]:
+    """The model's archived usage (up to ``moment``), warning on stderr of damaged files."""
+    damaged: list[ArchiveDamage] = []
+    usage = list(read_archive(directory, model_id=model_id, damaged=damaged))
+    for damage in damaged:  # on stderr: a --json document stays whole on stdout
+        click.echo(
+            f"warning: damaged usage archive {damage.path} at byte {damage.offset} "
+            f"({damage.reason}): records there were skipped", err=True,
+        )
+    if moment is None:
+        return usage
+    return [u for u in usage if datetime.fromisoformat(u["occurred_at"]) <= moment]

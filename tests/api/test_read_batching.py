@@ -14,6 +14,7 @@ from api.read_batching import Coalescer
 from api.reads import Reads
 from projections.usage import queries, windows
 from services.models import Actor
+from services.usage import Writer
 from tests.helpers import T0, register, usage_records
 
 if TYPE_CHECKING:
@@ -167,7 +168,7 @@ async def test_series_read_in_sql_equal_the_hourly_rows_merged_in_python(
     busy, quiet = register(container, owner, "busy"), register(container, owner, "quiet")
     records = (usage_records(busy, 700, start=T0, every=timedelta(minutes=13))
                + usage_records(quiet, 9, start=T0, prefix="q", every=timedelta(hours=19)))
-    container.usage.record_batch(records, caller_id=owner, may_record_any=False)
+    container.usage.record_batch(records, Writer(owner))
     container.projector.catch_up("usage")
     spans = windows.spans(window, windows.zone(tz), T0 - timedelta(days=2), T0 + timedelta(days=9))
     reads = Reads(container.store, container.settings)
