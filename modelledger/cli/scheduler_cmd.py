@@ -72,9 +72,17 @@ def compact(*, older_than: str | None, dry_run: bool, chunk_size: int) -> None:
                 def progress(position: int, bound: int) -> None:
                     bar.update(task, completed=position, total=max(bound, position))
 
-                summary = compact_usage(
-                    wired, older_than=age, chunk_size=chunk_size, dry_run=dry_run, progress=progress
-                )
+                try:
+                    summary = compact_usage(
+                        wired, older_than=age, chunk_size=chunk_size, dry_run=dry_run,
+                        progress=progress,
+                    )
+                except OSError as error:
+                    # A full or failing archive disk: what is not compacted yet stays raw.
+                    raise click.ClickException(
+                        f"compaction stopped: {error}; usage not yet compacted is kept as it "
+                        "was: run it again once the archive has room"
+                    ) from None
         table = Table("", "would compact" if dry_run else "compacted")
         for label, value in (
             ("events", summary.events),
