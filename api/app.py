@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar, Request, Response, Router
+from litestar.concurrency import sync_to_thread
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -23,8 +24,11 @@ from api.controllers.models import ModelController
 from api.controllers.usage import UsageController
 from api.errors import EXCEPTION_HANDLERS
 from api.group_commit import GroupCommitter
+from api.rate_limit import rate_limit_middleware
 from api.reads import Reads
 from api.request_metrics import RequestMetricsMiddleware
+from api.uploads import UploadLimits
+from projections.usage import windows
 
 if TYPE_CHECKING:
     from services.container import Container
@@ -54,18 +58,28 @@ def create_app(
     settings = container.settings
     verifier = verifier_for(settings)
     committer = GroupCommitter(
-        container.usage, enabled=settings.group_commit if group_commit is None else group_commit
+        container.usage, max_queue=settings.group_commit_max_queue,
+        enabled=settings.group_commit if group_commit is None else group_commit,
     )
     reads = Reads(container.store, settings)
+    windows.SPAN_CACHE.resize(settings.window_cache_bytes)
     api = Router(
         "/api",
         route_handlers=[ModelController, UsageController, AdminController, JobsController],
-        middleware=[DefineMiddleware(BearerAuthMiddleware, verifier=verifier)],
+        # In this order: the rate limits count authenticated principals.
+        middleware=[
+            DefineMiddleware(BearerAuthMiddleware, verifier=verifier),
+            *rate_limit_middleware(settings),
+        ],
         security=[{SECURITY_SCHEME: []}],
     )
 
     async def startup() -> None:
         await reads.open()
+        # Staging files left by uploads of processes that died (the sweep job repeats it).
+        await sync_to_thread(
+            container.artifacts.sweep_staging, settings.upload_staging_max_age
+        )
 
     async def shutdown() -> None:
         await committer.close()
@@ -80,6 +94,7 @@ def create_app(
             "artifacts": container.artifacts,
             "group_commit": committer,
             "reads": reads,
+            "uploads": UploadLimits.of(settings),
         }),
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[RequestMetricsMiddleware()],

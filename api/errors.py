@@ -51,6 +51,16 @@ class ServiceUnavailableError(HTTPException):
         super().__init__(detail=detail, headers={"Retry-After": str(retry_after)})
 
 
+class RequestTimeoutError(HTTPException):
+    """The client stopped sending the body. The connection is closed after the answer: the
+    rest of the body is never read."""
+
+    status_code = 408
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail=detail, headers={"Connection": "close"})
+
+
 class InvalidParameterError(HTTPException):
     """A parameter's value cannot be used; the problem names the parameter."""
 
@@ -165,10 +175,12 @@ def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
         401: "Missing, malformed, expired or wrongly signed token (see WWW-Authenticate)",
         403: "The token lacks the scope this route needs",
         404: "No such model (another user's model answers the same)",
+        408: "The body stopped arriving for longer than the upload read timeout",
         409: "The change conflicts with the model's state (name taken, deleted, transition)",
         412: "If-Match names a version that is no longer current",
         413: "The upload is larger than the configured maximum",
         422: "A field breaks a rule (the problem names it)",
+        429: "Too many requests from this caller this minute (see Retry-After, RateLimit-*)",
         503: "The service is not ready",
     }
     return {

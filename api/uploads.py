@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,18 +25,28 @@ from multipart import (  # type: ignore[import-untyped]
     parse_options_header,
 )
 
-from api.errors import InvalidParameterError, PayloadTooLargeError
+from api.errors import (
+    InvalidParameterError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    ServiceUnavailableError,
+)
 from api.schemas import ModelCreate
 from services.artifacts import ArtifactStore, ArtifactTooLargeError, Upload
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
     from litestar import Request
+
+    from config.settings import Settings
 
 MAX_JSON_BYTES = 1 << 20
 MAX_FIELD_BYTES = 64 * 1024
 FORM_FIELDS = ("name", "description", "framework")
 _JSON_PATH = re.compile(r"at `\$\.?([^`\[]*)")
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+RETRY_UPLOAD_AFTER = 5  # seconds: an upload in progress takes a while to finish
 
 
 @dataclass
@@ -59,25 +71,104 @@ def decode_json(body: bytes, kind: type[Any]) -> Any:
         raise InvalidParameterError("body", f"malformed JSON: {error}") from None
 
 
+@dataclass
+class UploadLimits:
+    """The artifact uploads this process is receiving, bounded by count and by bytes.
+
+    Checked before the body is read: beyond either bound the request gets a 503 with
+    Retry-After. An upload counts with its Content-Length (with none, the largest body the
+    store accepts) until its body has been read. One upload alone is always admitted, so a
+    bytes bound below the largest artifact never refuses an upload for good. 0: no bound.
+    """
+
+    max_uploads: int
+    max_bytes: int
+    read_timeout: float
+    active: int = 0
+    reserved: int = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> UploadLimits:
+        return cls(
+            settings.max_concurrent_uploads,
+            settings.max_upload_bytes_in_flight,
+            settings.upload_read_timeout,
+        )
+
+    @contextlib.contextmanager
+    def admit(self, size: int) -> Iterator[None]:
+        """Hold a place for an upload of ``size`` bytes (on the event loop: no lock needed)."""
+        if self.max_uploads and self.active >= self.max_uploads:
+            raise ServiceUnavailableError(
+                f"{self.active} uploads are in progress, the most this server takes at once",
+                retry_after=RETRY_UPLOAD_AFTER,
+            )
+        if self.max_bytes and self.active and self.reserved + size > self.max_bytes:
+            raise ServiceUnavailableError(
+                f"uploads of {self.reserved} bytes are in progress; this one would exceed "
+                f"the {self.max_bytes} bytes this server receives at once",
+                retry_after=RETRY_UPLOAD_AFTER,
+            )
+        self.active += 1
+        self.reserved += size
+        try:
+            yield
+        finally:
+            self.active -= 1
+            self.reserved -= size
+
+
 async def read_registration(
     request: Request[Any, Any, Any], artifacts: ArtifactStore
 ) -> Registration:
+    limits: UploadLimits = request.app.state.uploads
     media_type, options = parse_options_header(request.headers.get("content-type", ""))
     if media_type == "multipart/form-data":
         boundary = options.get("boundary")
         if not boundary:
             raise InvalidParameterError("Content-Type", "multipart/form-data needs a boundary")
-        return await _read_multipart(request, boundary, artifacts)
+        largest = artifacts.max_bytes + MAX_FIELD_BYTES * (len(FORM_FIELDS) + 1)
+        size = min(_declared_length(request) or largest, largest)
+        with limits.admit(size):
+            return await _read_multipart(request, boundary, artifacts, limits.read_timeout)
     if media_type not in {"application/json", ""}:
         raise InvalidParameterError(
             "Content-Type", "use application/json or multipart/form-data", 415
         )
     body = bytearray()
-    async for chunk in request.stream():
+    async for chunk in _chunks(request, limits.read_timeout):
         body.extend(chunk)
         if len(body) > MAX_JSON_BYTES:
             raise PayloadTooLargeError(detail=f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
     return Registration(decode_json(bytes(body), ModelCreate))
+
+
+def _declared_length(request: Request[Any, Any, Any]) -> int | None:
+    raw = request.headers.get("content-length", "")
+    return int(raw) if raw.isdigit() else None
+
+
+async def _chunks(request: Request[Any, Any, Any], idle: float) -> AsyncIterator[bytes]:
+    """The body's chunks; a 408 when the client sends nothing for ``idle`` seconds (0: wait).
+
+    A client that stops sending mid-body would otherwise hold its upload's place (and its
+    staging file) until the connection dies, which may be never.
+    """
+    stream = request.stream()
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(idle or None):
+                    chunk = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    detail=f"no part of the body arrived for {idle:g} s"
+                ) from None
+            yield chunk
+    finally:
+        await stream.aclose()
 
 
 class _FormReader:
@@ -123,12 +214,12 @@ class _FormReader:
 
 
 async def _read_multipart(
-    request: Request[Any, Any, Any], boundary: str, artifacts: ArtifactStore
+    request: Request[Any, Any, Any], boundary: str, artifacts: ArtifactStore, idle: float
 ) -> Registration:
     reader = _FormReader(artifacts)
     try:
         with PushMultipartParser(boundary, max_segment_count=16) as parser:
-            async for chunk in _with_eof(request):
+            async for chunk in _with_eof(request, idle):
                 # Parsing, hashing and writing the file happen in a worker thread, one chunk
                 # at a time: a large upload must not hold the event loop (hashlib and file
                 # writes release the GIL).
@@ -150,8 +241,8 @@ def _parse(parser: PushMultipartParser, reader: _FormReader, chunk: bytes) -> No
         reader.feed(part)
 
 
-async def _with_eof(request: Request[Any, Any, Any]) -> Any:
-    async for chunk in request.stream():
+async def _with_eof(request: Request[Any, Any, Any], idle: float) -> Any:
+    async for chunk in _chunks(request, idle):
         if chunk:
             yield chunk
     yield b""  # tells the parser the body ended

@@ -164,7 +164,10 @@ class Server:
                "MODELLEDGER_GROUP_COMMIT": "true" if group_commit else "false",
                # Each process opens 2 x this for the event logs at start: PostgreSQL's 100
                # connections are shared with whatever else runs on the machine.
-               "MODELLEDGER_PG_POOL_SIZE": str(self.args.pool_size)}
+               "MODELLEDGER_PG_POOL_SIZE": str(self.args.pool_size),
+               # 100 users at ~5,000 req/s is ~3,000 a minute each: the default limit.
+               "MODELLEDGER_RATE_LIMIT_PER_MINUTE": "0",
+               "MODELLEDGER_RATE_LIMIT_INGEST_PER_MINUTE": "0"}
         root = Path(self.args.server_root or ROOT)
         if self.args.server_root:  # another checkout of the code, e.g. `git archive` of a commit
             env["PYTHONPATH"] = str(root)

@@ -109,15 +109,18 @@ class Settings:
     )
     max_concurrent_uploads: int = field(
         default=4,
-        metadata={"doc": "Artifact uploads in progress at once per process (503 beyond)."},
+        metadata={"doc": "Artifact uploads in progress at once per process (503 beyond; 0: any)."},
     )
     max_upload_bytes_in_flight: int = field(
         default=1024 * 1024 * 1024,
-        metadata={"doc": "Bytes of artifact uploads in progress at once per process (503 beyond)."},
+        metadata={"doc": (
+            "Bytes of artifact uploads in progress at once per process, by Content-Length (503 "
+            "beyond; one upload alone is always admitted; 0: any)."
+        )},
     )
     upload_read_timeout: float = field(
         default=30.0,
-        metadata={"doc": "Seconds an upload may wait for its next body chunk (408 after)."},
+        metadata={"doc": "Seconds an upload may wait for a body chunk (408 after; 0: no timeout)."},
     )
     upload_staging_max_age: float = field(
         default=3600.0,

@@ -53,6 +53,10 @@ def eventsourcing_env(settings: Settings, role: str) -> dict[str, str]:
             # processes x three pools must fit PostgreSQL's max_connections.
             "POSTGRES_POOL_SIZE": "1",
             "POSTGRES_MAX_OVERFLOW": str(max(0, settings.pg_pool_size - 1)),
+            # Check a pooled connection before lending it (psycopg_pool's check_connection):
+            # after a PostgreSQL restart the pool replaces its dead connections instead of
+            # failing one request per connection it holds.
+            "POSTGRES_PRE_PING": "y",
             # Off on purpose: in 9.5.6 it skips the table lock and tracking rows.
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         }

@@ -79,10 +79,12 @@ def prune_archive(container: Container, *, keep_days: int | None = None) -> dict
 
 
 def sweep_artifacts(container: Container) -> dict[str, Any]:
-    """Retry removing the artifact files of deleted models whose removal failed or is pending."""
+    """Retry removing the artifact files of deleted models whose removal failed or is pending,
+    and remove upload staging files older than ``upload_staging_max_age``."""
     summary = container.models.sweep_artifacts()
     container.projector.catch_up("models")  # the next sweep must not see these as pending
-    return summary
+    staging = container.artifacts.sweep_staging(container.settings.upload_staging_max_age)
+    return {**summary, "staging_removed": staging}
 
 
 def projection_watchdog(container: Container) -> dict[str, Any]:

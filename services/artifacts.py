@@ -1,8 +1,10 @@
 """The artifact store: model files under ``DATA_DIR/artifacts/<model id>/<filename>``.
 
-Uploads stream into a temporary file while their sha256 and size are computed, and are moved
-into place only once complete. Removal is retried; ``ModelService`` records it in the model's
-audit trail once the file is gone, and sweeps removals that kept failing.
+Uploads stream into a temporary file in the staging folder (``.incoming``) while their sha256
+and size are computed, and are moved into place only once complete; a file a crashed process
+left there is swept once it is older than ``upload_staging_max_age``. Removal is retried;
+``ModelService`` records it in the model's audit trail once the file is gone, and sweeps
+removals that kept failing.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelledger.artifacts")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+STAGING = ".incoming"  # uploads in progress, beside the model folders (same file system)
 
 
 class ArtifactTooLargeError(Exception):
@@ -55,6 +58,8 @@ class Upload:
             raise ArtifactTooLargeError(self.store.max_bytes)
         self.digest.update(chunk)
         self.handle.write(chunk)
+        # Every chunk reaches the file at once: its mtime tells the staging sweep it is alive.
+        self.handle.flush()
 
     def finish(self, model_id: UUID, filename: str) -> tuple[str, int, str]:
         """Move the file into place; returns (filename, size in bytes, sha256 hex)."""
@@ -80,11 +85,28 @@ class ArtifactStore:
     def path_of(self, model_id: UUID, filename: str) -> Path:
         return self.root / str(model_id) / safe_filename(filename)
 
+    @property
+    def staging(self) -> Path:
+        return self.root / STAGING
+
     def begin(self) -> Upload:
-        incoming = self.root / ".incoming"
-        incoming.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=incoming, prefix="upload-")
+        self.staging.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.staging, prefix="upload-")
         return Upload(self, os.fdopen(fd, "wb"), Path(name))
+
+    def sweep_staging(self, max_age: float, *, now: float | None = None) -> int:
+        """Remove staging files not written to for ``max_age`` seconds; returns how many.
+
+        An upload in progress writes its file at least every read timeout, so only the
+        files of uploads whose process died (or that nothing discarded) get this old.
+        """
+        cutoff = (time.time() if now is None else now) - max_age
+        removed = 0
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.staging) as entries:
+            removed = sum(_remove_if_older(entry, cutoff) for entry in entries)
+        if removed:
+            log.info("staging files swept", extra={"removed": removed})
+        return removed
 
     def discard_stored(self, model_id: UUID, filename: str) -> None:
         """Remove a file that was moved into place for a registration that then failed."""
@@ -109,6 +131,19 @@ class ArtifactStore:
             _rmdir_quietly(path.parent)
             return True
         return False
+
+
+def _remove_if_older(entry: os.DirEntry[str], cutoff: float) -> bool:
+    try:
+        if not entry.is_file(follow_symlinks=False) or entry.stat().st_mtime >= cutoff:
+            return False
+        Path(entry.path).unlink()
+    except FileNotFoundError:  # discarded or swept by another process meanwhile
+        return False
+    except OSError as error:
+        log.warning("staging file not removed: %s: %s", entry.path, error)
+        return False
+    return True
 
 
 def _rmdir_quietly(directory: Path) -> None:

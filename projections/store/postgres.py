@@ -44,6 +44,9 @@ class PostgresStore(ReadStore):
             open=False,
             kwargs={"autocommit": True, "options": f"-c search_path={schema}"},
             name="modelledger-read",
+            # A connection is checked (an empty query) before it is lent: after a PostgreSQL
+            # restart the pool replaces the dead ones instead of failing a request with each.
+            check=ConnectionPool.check_connection,
         )
         self.pool.open(wait=True, timeout=30)
         self.schema = schema

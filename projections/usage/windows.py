@@ -4,14 +4,17 @@ whose offset is a whole number of hours (so every local boundary is a UTC hour b
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from config.settings import Settings
 from domain.usage_stats import UsageStats
 from projections.usage.figures import EMPTY, UsageFigures, figures_of
 
@@ -21,6 +24,9 @@ if TYPE_CHECKING:
 WINDOWS = ("hour", "day", "week", "month")
 DAY = 24  # hours: the unit of the daily statistics tables
 MAX_BUCKETS = {"hour": 24 * 31, "day": 731, "week": 260, "month": 120}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_HOUR = timedelta(hours=1)
+MAX_ZONE_SHOWN = 64  # characters of a refused time zone quoted back in the problem
 
 
 class WindowError(ValueError):
@@ -33,10 +39,14 @@ class WindowError(ValueError):
 
 
 def zone(name: str) -> ZoneInfo:
+    """The IANA zone ``name``; anything else is a ``WindowError`` naming ``tz``."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise WindowError("tz", f"unknown time zone {name!r}") from None
+    # A name of a tz database directory ("America", "Etc") raises IsADirectoryError, a path
+    # or a blank ValueError, a long one OSError (ENAMETOOLONG): none of them is a zone.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        shown = name if len(name) <= MAX_ZONE_SHOWN else f"{name[:MAX_ZONE_SHOWN]}..."
+        raise WindowError("tz", f"unknown time zone {shown!r}") from None
 
 
 class Bucket(msgspec.Struct, gc=False):
@@ -108,7 +118,7 @@ def hour_index(moment: datetime) -> int:
     return int(moment.astimezone(UTC).timestamp() // 3600)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Span:
     """One window ``[start, end)``, also as the hour indexes of its first and following hour."""
 
@@ -130,24 +140,99 @@ def spans(window: str, tz: ZoneInfo, start: datetime, end: datetime) -> Windows:
 
     Cached by the hours ``start`` and ``end`` fall in: every window boundary is a UTC hour
     boundary, so nothing finer changes the answer (and ``to`` defaults to now, which moves).
+    The key holds those hours as integers: cheaper to hash than aware datetimes, and a hit
+    is most of what a cheap series request costs.
     """
     if start >= end:
         raise WindowError("from", "must be before 'to'")
-    first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    after = end.astimezone(UTC)
-    following = after.replace(minute=0, second=0, microsecond=0)
-    if following != after:
-        following += timedelta(hours=1)
-    return _spans(window, tz, first, following)
+    first = (start - _EPOCH) // _HOUR
+    following, rest = divmod(end - _EPOCH, _HOUR)
+    if rest:
+        following += 1
+    key = (window, tz, first, following)
+    found = SPAN_CACHE.entries.get(key)
+    if found is not None:
+        SPAN_CACHE.touch(key)
+        return found
+    return SPAN_CACHE.add(
+        key, _compute(window, tz, _EPOCH + first * _HOUR, _EPOCH + following * _HOUR)
+    )
 
 
-@lru_cache(maxsize=4096)
-def _spans(window: str, tz: ZoneInfo, first: datetime, following: datetime) -> Windows:
+def _compute(window: str, tz: ZoneInfo, first: datetime, following: datetime) -> Windows:
     bounds = boundaries(window, tz, first, following)
     found = Windows(Span(s, e, hour_index(s), hour_index(e)) for s, e in bounds)
     whole_days = found[-1].end_hour % DAY == 0
     found.unit = DAY if whole_days and all(s.first_hour % DAY == 0 for s in found) else 1
     return found
+
+
+SpanKey = tuple[str, ZoneInfo, int, int]  # window, zone, first hour, the hour after the last
+
+
+class SpanCache:
+    """The spans of recent ranges, least recently used evicted first, within a byte budget.
+
+    Bounded by memory, not by count: an entry is 1 to 744 spans (a 31-day hourly series is
+    about 140 KiB), so a count bound either wastes memory or lets one user varying ``from``
+    hold hundreds of megabytes (4,096 such entries were 690 MB). A hit is a dict lookup and a
+    ``move_to_end``; misses take the lock (requests run on the event loop and in threads).
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.entries: OrderedDict[SpanKey, Windows] = OrderedDict()
+        self.size = 0  # estimated bytes held (``entry_bytes`` of every entry)
+        self._lock = threading.Lock()
+
+    def touch(self, key: SpanKey) -> None:
+        # Evicted by another thread since the lookup: the caller still has its answer.
+        with contextlib.suppress(KeyError):
+            self.entries.move_to_end(key)
+
+    def add(self, key: SpanKey, found: Windows) -> Windows:
+        cost = entry_bytes(len(found))
+        if cost > self.budget:
+            return found
+        with self._lock:
+            present = self.entries.get(key)
+            if present is not None:  # another thread computed it meanwhile
+                return present
+            while self.entries and self.size + cost > self.budget:
+                _, evicted = self.entries.popitem(last=False)
+                self.size -= entry_bytes(len(evicted))
+            self.entries[key] = found
+            self.size += cost
+        return found
+
+    def resize(self, budget: int) -> None:
+        """Hold at most ``budget`` bytes from now on (evicting at once)."""
+        with self._lock:
+            self.budget = budget
+            while self.entries and self.size > budget:
+                _, evicted = self.entries.popitem(last=False)
+                self.size -= entry_bytes(len(evicted))
+
+    def clear(self) -> None:
+        with self._lock:
+            self.entries.clear()
+            self.size = 0
+
+
+# Measured with tracemalloc (CPython 3.11, every window and several zones): a span (slotted,
+# with its start, its two hour indexes and its place in the tuple; its end is the next span's
+# start) 187-212 bytes; an entry's key, tuple, ``unit`` and ``OrderedDict`` link up to 1,500
+# more. Rounded up, so that the budget bounds the memory really held.
+SPAN_BYTES = 230
+ENTRY_BYTES = 1600
+
+
+def entry_bytes(count: int) -> int:
+    """The memory a cached entry of ``count`` spans holds, rounded up."""
+    return ENTRY_BYTES + SPAN_BYTES * count
+
+
+SPAN_CACHE = SpanCache(Settings().window_cache_bytes)
 
 
 def bucketise(

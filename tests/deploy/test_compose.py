@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import shlex
 import subprocess
@@ -9,17 +10,26 @@ import sys
 import tomllib
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import pytest
 import yaml
+from psycopg_pool.base import BasePool
 
+from api.app import create_app
 from config.settings import PREFIX, Settings, load_settings
+from modelledger.bootstrap import build
 from modelledger.cli import cli
+from scheduler.runner import JOBS
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_TEXT)
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 APP_SERVICES = [name for name, spec in SERVICES.items()
                 if spec.get("image", "").startswith("modelledger")]
@@ -137,3 +147,83 @@ def test_configuration_reference_is_generated_from_settings() -> None:
     doc = (ROOT / "docs" / "operations.md").read_text()
     for f in fields(Settings):
         assert f"`{PREFIX}{f.name.upper()}`" in doc
+
+
+# -- PostgreSQL connections ------------------------------------------------------------------
+
+HEADROOM = 1.2  # the connections the deployment may open, plus 20 %, must fit the server
+SUPERUSER_RESERVED = 3  # PostgreSQL's superuser_reserved_connections (default)
+_SCALE = re.compile(r"--scale (\w+)=(\d+)")
+_MAX_CONNECTIONS = re.compile(r"max_connections=(\d+)")
+
+
+def _pools_made_by(make: Callable[[], T]) -> tuple[T, list[BasePool]]:
+    """What ``make`` returns and every psycopg pool it created (opened or not)."""
+    before = [o for o in gc.get_objects() if isinstance(o, BasePool)]  # kept alive: ids stay
+    known = {id(o) for o in before}
+    made = make()
+    return made, [o for o in gc.get_objects() if isinstance(o, BasePool) and id(o) not in known]
+
+
+def _process_connections(settings: Settings, role: str) -> int:
+    """The most connections one process of ``role`` opens: its pools at their largest (as the
+    real composition root builds them) and the connections it holds outside any pool."""
+    container, pools = _pools_made_by(lambda: build(settings))
+    try:
+        if role == "api":
+            _, more = _pools_made_by(lambda: create_app(container))  # the async read pool
+            pools += more
+        held = 1  # start-up DDL lock (bootstrap.schema_lock) on a connection of its own
+        if role == "worker":  # a leader lock per projection, and the LISTEN connection
+            held += len(container.projector.projections) + 1
+        if role == "scheduler":  # every job may run at once, each holding its job lock
+            held += len(JOBS)
+        return sum(pool.max_size for pool in pools) + held
+    finally:
+        container.close()
+
+
+def _replicas(name: str) -> int:
+    """The largest number of containers of ``name`` the compose file deploys or documents."""
+    documented = [int(n) for service, n in _SCALE.findall(COMPOSE_TEXT) if service == name]
+    return max([int(SERVICES[name].get("deploy", {}).get("replicas", 1)), *documented])
+
+
+def _processes(name: str) -> list[tuple[str, int]]:
+    """(role, how many) of the processes a container of service ``name`` runs at once."""
+    command = SERVICES[name]["command"]
+    if command[0] == "serve":
+        # API-only: the parent closes its container before uvicorn starts the workers.
+        assert "--api-only" in command
+        processes = [("api", int(command[command.index("--workers") + 1]))]
+    elif command[0] in {"worker", "scheduler"}:
+        processes = [(command[0], 1)]
+    else:  # one-shot (prepare): done before any other service starts
+        return []
+    check = SERVICES[name].get("healthcheck", {}).get("test", [])
+    if check[1:2] == ["modelledger"]:
+        processes.append(("cli", 1))  # a healthcheck command building its own container
+    return processes
+
+
+@pytest.mark.postgres
+def test_every_process_of_the_compose_file_fits_postgresql_max_connections_with_room(
+    pg_schema: tuple[str, str], tmp_path: Path
+) -> None:
+    url, schema = pg_schema
+    budget: dict[str, int] = {}
+    for name in APP_SERVICES:
+        environment = {key: interpolate(str(value))
+                       for key, value in SERVICES[name]["environment"].items()}
+        settings = load_settings(environment, database_url=url, pg_schema=schema,
+                                 data_dir=tmp_path / name, jwt_secret="s" * 48)
+        for role, count in _processes(name):
+            each = _process_connections(settings, role)
+            budget[f"{name}/{role}: {_replicas(name)} x {count} x {each}"] = (
+                _replicas(name) * count * each
+            )
+    db_command = " ".join(SERVICES["db"].get("command", []))
+    found = _MAX_CONNECTIONS.search(db_command)
+    max_connections = int(found.group(1)) if found else 100  # PostgreSQL's default
+    total = sum(budget.values())
+    assert total * HEADROOM <= max_connections - SUPERUSER_RESERVED, (total, budget)

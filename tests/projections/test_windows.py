@@ -72,3 +72,12 @@ def test_series_of_whole_utc_days_read_the_daily_rows(
     assert found.unit == unit
     whole_days = all(s.first_hour % 24 == 0 and s.end_hour % 24 == 0 for s in found)
     assert whole_days == (unit == 24)
+
+
+@pytest.mark.parametrize("name", ["America", "Etc", "America/", "../../etc/passwd", "", " ",
+                                  "x" * 300, "Europe/Berlin\x00", "America/Nowhere"])
+def test_a_name_that_is_not_a_zone_is_refused_naming_tz(name: str) -> None:
+    with pytest.raises(WindowError) as raised:
+        zone(name)
+    assert raised.value.parameter == "tz"
+    assert len(str(raised.value)) < 120  # a long name is not echoed in full
