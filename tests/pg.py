@@ -27,7 +27,8 @@ def _reachable(dsn: str) -> bool:
     return True
 
 
-def _binaries() -> Path | None:
+def pg_binaries() -> Path | None:
+    """The folder of pg_ctl and initdb, if the PostgreSQL server binaries are installed."""
     found = shutil.which("pg_ctl")
     if found:
         return Path(found).parent
@@ -37,19 +38,19 @@ def _binaries() -> Path | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 def _start_cluster() -> str | None:
-    bindir = _binaries()
+    bindir = pg_binaries()
     if bindir is None:
         return None
     root = Path(tempfile.mkdtemp(prefix="modelledger-pg-"))
     data = root / "data"
-    port = _free_port()
+    port = free_port()
     run_as: list[str] = []
     if os.geteuid() == 0:  # initdb refuses to run as root
         shutil.chown(root, "postgres", "postgres")

@@ -11,7 +11,7 @@ from tests import pg
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_a_throwaway_cluster_starts_and_accepts_connections() -> None:
-    if pg._binaries() is None:
+    if pg.pg_binaries() is None:
         pytest.skip("no PostgreSQL server binaries (pg_ctl) on this machine")
     url = pg._start_cluster()
     assert url is not None

@@ -6,7 +6,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,30 +15,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.pg import free_port, pg_binaries
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pg_bindir() -> Path | None:
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).parent
-    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (candidate / "pg_ctl").exists():
-            return candidate
-    return None
 
 
 class ThrowawayPostgres:
     """A PostgreSQL cluster of our own (initdb + pg_ctl), so that a test may restart it."""
 
     def __init__(self) -> None:
-        bindir = _pg_bindir()
+        bindir = pg_binaries()
         if bindir is None:
             pytest.skip("no PostgreSQL server binaries (pg_ctl) to start a throwaway cluster")
         self.bindir = bindir
