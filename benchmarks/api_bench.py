@@ -49,6 +49,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import msgspec
@@ -63,6 +64,9 @@ from domain.model import Model  # noqa: E402
 from domain.name_claim import NameClaim  # noqa: E402
 from domain.usage import record_usage  # noqa: E402
 from modelledger.bootstrap import build  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 SECRET = "benchmark-secret-" + "x" * 48  # a throwaway secret for a local run
 USERS = 100
@@ -177,28 +181,42 @@ class Server:
              "--port", str(self.args.port)], env=env, cwd=root,
             stdout=log, stderr=log, start_new_session=True,
         )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited; see {self.data_dir / 'server.log'}")
-            try:
-                if httpx.get(self.url + "/health/live", timeout=2).status_code == 200:
-                    time.sleep(1)  # let every worker finish starting
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError("server did not become ready")
+        wait_ready(self.proc, self.data_dir / "server.log", 90,
+                   lambda: httpx.get(self.url + "/health/live", timeout=2).status_code == 200)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-            self.proc = None
+        stop_process_group(self.proc)
+        self.proc = None
+
+
+def wait_ready(
+    proc: subprocess.Popen[Any], log: Path, seconds: float, ready: Callable[[], bool]
+) -> None:
+    """Wait until ``ready()`` holds, failing when ``proc`` exits first or time runs out."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited; see {log}")
+        try:
+            if ready():
+                time.sleep(1)  # let every worker finish starting
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{proc.args!r} did not become ready; see {log}")
+
+
+def stop_process_group(proc: subprocess.Popen[Any] | None) -> None:
+    """SIGINT to the server's process group (its workers too), SIGKILL after 30 s."""
+    if proc is None:
+        return
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 class BareStack:
@@ -223,28 +241,12 @@ class BareStack:
              str(self.port), "--log-level", "warning"],  # the server's MODELLEDGER_LOG_LEVEL
             stdout=log, stderr=log, start_new_session=True,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"bare stack exited; see {self.data_dir / 'bare-stack.log'}")
-            try:
-                if httpx.get(self.url + "/", timeout=2).content == body:
-                    time.sleep(1)  # let every worker finish starting
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError("bare stack did not become ready")
+        wait_ready(self.proc, self.data_dir / "bare-stack.log", 60,
+                   lambda: httpx.get(self.url + "/", timeout=2).content == body)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-            self.proc = None
+        stop_process_group(self.proc)
+        self.proc = None
 
 
 # Load ----------------------------------------------------------------------------------------
