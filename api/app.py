@@ -24,6 +24,7 @@ from api.controllers.models import ModelController
 from api.controllers.usage import UsageController
 from api.errors import EXCEPTION_HANDLERS
 from api.group_commit import GroupCommitter
+from api.openapi import check_query, complete_openapi
 from api.rate_limit import rate_limit_middleware
 from api.reads import Reads
 from api.request_metrics import RequestMetricsMiddleware
@@ -35,13 +36,15 @@ if TYPE_CHECKING:
 
 
 async def _allow_every_method(request: Request[Any, Any, Any]) -> Response[None] | None:
-    """Answer OPTIONS with every method of the path.
+    """Answer OPTIONS with every method of the path; hold other requests to the documented
+    query parameters (``check_query``).
 
     Litestar 2.25's automatic OPTIONS handler lists only the methods of the path's first
     handler group when a controller declares the path in several handlers. Asynchronous
     because it runs before every request: Litestar would run a synchronous one in a thread.
     """
     if request.method != "OPTIONS":
+        check_query(request)
         return None
     paths = request.scope["route_handler"].paths
     methods = {m for r in request.app.routes if r.path in paths for m in getattr(r, "methods", ())}
@@ -87,7 +90,7 @@ def create_app(
         if close_container:
             container.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[api, HealthController, MetricsController],
         state=State({
             "container": container,
@@ -114,3 +117,5 @@ def create_app(
         on_shutdown=[shutdown],
         before_request=_allow_every_method,
     )
+    complete_openapi(app.openapi_schema)
+    return app

@@ -1,19 +1,51 @@
-"""Request and response bodies: msgspec Structs whose field names are the API contract."""
+"""Request and response bodies: msgspec Structs whose field names are the API contract.
+
+Request bodies state every rule the service checks on their own fields (lengths, ranges,
+formats), so that the OpenAPI document refuses exactly what the server refuses, and are
+decoded strictly (``StrictBody``).
+"""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime  # noqa: TC003 - needed at run time by msgspec/Litestar
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from uuid import UUID  # noqa: TC003 - needed at run time by msgspec/Litestar
 
 import msgspec
+from litestar.dto import MsgspecDTO
+from litestar.typing import FieldDefinition
 
+from domain.model import DESCRIPTION_MAX, FRAMEWORK_MAX, NAME_MAX
 from services.audit import AuditEntry  # noqa: TC001 - needed at run time by msgspec/Litestar
-from services.usage import UsageRecord  # noqa: TC001 - needed at run time by msgspec
+from services.usage import UsageRecord, UsageReport
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.openapi.spec import Reference, Schema
 
 MAX_BATCH = 10_000
+# The domain strips surrounding white space before it counts, so a name must hold a
+# character that is not white space: Python's (``str.isspace``), spelled out because ``\s``
+# means less in the JSON Schema dialect (not U+001C to U+001F). And no text holds NUL, which
+# PostgreSQL cannot store. Anchored, so that no tool reads them as patterns of one character.
+_SPACE = r"\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = rf"^[{_SPACE}]*[^{_SPACE}\x00][^\x00]*$"
+NO_NUL = r"^[^\x00]*$"
+_WORDING = {  # the problem's words for the patterns (not the patterns)
+    NOT_BLANK: "must hold a character other than white space, and no NUL character",
+    NO_NUL: "must not contain the NUL character",
+}
 
 ModelStatusName = Literal["active", "inactive", "deleted"]
+ModelName = Annotated[str, msgspec.Meta(max_length=NAME_MAX, pattern=NOT_BLANK,
+                                        description=f"1 to {NAME_MAX} characters, not all "
+                                        "white space; unique among the owner's models")]
+Description = Annotated[str, msgspec.Meta(max_length=DESCRIPTION_MAX, pattern=NO_NUL,
+                                          description=f"at most {DESCRIPTION_MAX} characters")]
+Framework = Annotated[str, msgspec.Meta(max_length=FRAMEWORK_MAX, pattern=NOT_BLANK,
+                                        description=f"1 to {FRAMEWORK_MAX} characters, not all "
+                                        "white space, e.g. pytorch")]
 
 
 class Endpoint(msgspec.Struct):
@@ -67,16 +99,16 @@ class ModelDetail(Model, kw_only=True):
 
 
 class ModelCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    description: str = ""
-    framework: str = "unknown"
+    name: ModelName
+    description: Description = ""
+    framework: Framework = "unknown"
 
 
 class ModelUpdate(msgspec.Struct, forbid_unknown_fields=True):
     """Fields left out (or null) keep their value."""
 
-    name: str | None = None
-    description: str | None = None
+    name: ModelName | None = None
+    description: Description | None = None
     status: Literal["active", "inactive"] | None = None
 
 
@@ -93,7 +125,15 @@ class HistoryPage(msgspec.Struct):
 
 
 class UsageBatch(msgspec.Struct, forbid_unknown_fields=True):
-    records: Annotated[list[UsageRecord], msgspec.Meta(max_length=MAX_BATCH)]
+    records: Annotated[list[UsageRecord], msgspec.Meta(
+        max_length=MAX_BATCH,
+        description="Each record is held to the rules of one recorded request (recordUsage's "
+        "body); one that breaks them is listed in the answer's rejected, the others recorded",
+    )]
+
+
+# The JSON request bodies Litestar decodes (registration reads its own, see api/uploads.py).
+REQUEST_BODIES: tuple[type[msgspec.Struct], ...] = (ModelUpdate, UsageReport, UsageBatch)
 
 
 class Rejection(msgspec.Struct):
@@ -204,3 +244,99 @@ class NotReady(Problem, kw_only=True):
     database: str
     projections: list[ProjectionHealth] = msgspec.field(default_factory=list)
     stalled: list[str] = msgspec.field(default_factory=list)
+
+
+# Strict request bodies ----------------------------------------------------------------
+
+T = TypeVar("T")
+StructT = TypeVar("StructT", bound=msgspec.Struct)
+_AT = re.compile(r" - at `\$\.?([^`]*)`$")
+_UNKNOWN = re.compile(r"unknown field `([^`]*)`")
+# msgspec's words for a value of the right type that breaks a stated rule (a 422, like the
+# domain's rules), as against a value of the wrong type or malformed JSON (a 400). A list
+# longer than allowed (a batch over its maximum) is a request too big, a 400 as before.
+_RULE = re.compile(r"^Expected `(str|int|float)` (of length|[<>]=?|matching regex|that is a)")
+_OWN_RULE = re.compile(r"^([a-z_]+): ")  # a __post_init__'s message names its field
+
+
+def decode_strictly(body: bytes, kind: type[T]) -> T:
+    """``body`` as ``kind``, by msgspec's strict JSON decoder.
+
+    A number with a zero fraction is an integer (``2.0``: JSON Schema's ``integer``, which
+    strict msgspec refuses); a string is never a number, a number never a boolean or a time.
+    Malformed JSON or a wrong type is a 400, a field that breaks a rule or that the schema
+    lacks a 422; the problem names the field.
+    """
+    try:
+        try:
+            return msgspec.json.decode(body, type=kind)
+        except msgspec.ValidationError:
+            # Rare: decoded again, with the integral floats made integers (a float field
+            # takes an integer in strict mode too).
+            return convert_strictly(_integral(msgspec.json.decode(body)), kind)
+    except msgspec.DecodeError as error:
+        raise _invalid("body", f"malformed JSON: {error}", 400) from None
+
+
+def convert_strictly(value: Any, kind: type[T]) -> T:
+    """``value`` (decoded JSON, or a form's text fields) as ``kind``; problems as above."""
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError as error:
+        raise _problem_of(str(error)) from None
+
+
+def _problem_of(message: str) -> Exception:
+    at = _AT.search(message)
+    path = at.group(1) if at else ""
+    text = message[: at.start()] if at else message
+    if (unknown := _UNKNOWN.search(text)) is not None:
+        name = ".".join(filter(None, (path, unknown.group(1))))
+        return _invalid(name, "is not a field of this request", 422)
+    if (own := _OWN_RULE.match(text)) is not None:
+        name = ".".join(filter(None, (path, own.group(1))))
+        return _invalid(name, text[own.end():], 422)
+    status = 422 if _RULE.match(text) else 400
+    for pattern, wording in _WORDING.items():
+        text = text.replace(f"Expected `str` matching regex {pattern!r}", wording)
+    return _invalid(path or "body", text, status)
+
+
+def _invalid(name: str, message: str, status: int) -> Exception:
+    # api.errors imports this module (the problem body): imported when first needed.
+    from api.errors import InvalidParameterError  # noqa: PLC0415
+
+    return InvalidParameterError(name, message, status)
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
+
+
+class StrictBody(MsgspecDTO[StructT]):
+    """A JSON body decoded by msgspec in strict mode (``dto=StrictBody[Kind], return_dto=None``).
+
+    Without it Litestar converts bodies in lax mode: ``"success": 0`` is taken as ``false``,
+    ``"12"`` as a number, a number as a time, so the server accepts what its schema refuses.
+    """
+
+    def decode_bytes(self, value: bytes) -> Any:
+        return decode_strictly(value, self.model_type)
+
+    @classmethod
+    def create_openapi_schema(
+        cls, field_definition: FieldDefinition, handler_id: str, schema_creator: SchemaCreator
+    ) -> Reference | Schema:
+        # The body is the Struct itself, not the DTO's transfer copy of it.
+        del handler_id
+        return schema_creator.for_field_definition(
+            FieldDefinition.from_annotation(
+                cls.model_type, kwarg_definition=field_definition.kwarg_definition
+            )
+        )

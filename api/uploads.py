@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from litestar.concurrency import sync_to_thread
 from litestar.openapi.spec import (
     OpenAPIMediaType,
@@ -31,7 +29,8 @@ from api.errors import (
     RequestTimeoutError,
     ServiceUnavailableError,
 )
-from api.schemas import ModelCreate
+from api.schemas import NO_NUL, NOT_BLANK, ModelCreate, convert_strictly, decode_strictly
+from domain.model import DESCRIPTION_MAX, FRAMEWORK_MAX, NAME_MAX
 from services.artifacts import ArtifactStore, ArtifactTooLargeError, Upload
 
 if TYPE_CHECKING:
@@ -44,8 +43,6 @@ if TYPE_CHECKING:
 MAX_JSON_BYTES = 1 << 20
 MAX_FIELD_BYTES = 64 * 1024
 FORM_FIELDS = ("name", "description", "framework")
-_JSON_PATH = re.compile(r"at `\$\.?([^`\[]*)")
-_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 RETRY_UPLOAD_AFTER = 5  # seconds: an upload in progress takes a while to finish
 
 
@@ -54,21 +51,6 @@ class Registration:
     data: ModelCreate
     upload: Upload | None = None
     filename: str | None = None
-
-
-def decode_json(body: bytes, kind: type[Any]) -> Any:
-    """Decode a JSON body: malformed JSON is a 400, a field the schema lacks a 422 naming it."""
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except msgspec.ValidationError as error:
-        message = str(error)
-        if (unknown := _UNKNOWN_FIELD.search(message)) is not None:
-            name = unknown.group(1)
-            raise InvalidParameterError(name, "is not a field of this request", 422) from None
-        path = _JSON_PATH.search(message)
-        raise InvalidParameterError((path and path.group(1)) or "body", message) from None
-    except msgspec.DecodeError as error:
-        raise InvalidParameterError("body", f"malformed JSON: {error}") from None
 
 
 @dataclass
@@ -140,7 +122,7 @@ async def read_registration(
         body.extend(chunk)
         if len(body) > MAX_JSON_BYTES:
             raise PayloadTooLargeError(detail=f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
-    return Registration(decode_json(bytes(body), ModelCreate))
+    return Registration(decode_strictly(bytes(body), ModelCreate))
 
 
 def _declared_length(request: Request[Any, Any, Any]) -> int | None:
@@ -210,7 +192,8 @@ class _FormReader:
     def registration(self) -> Registration:
         if "name" not in self.fields:
             raise InvalidParameterError("name", "is required", 422)
-        return Registration(ModelCreate(**self.fields), self.upload, self.filename)
+        # Converted, not constructed, so that the fields' rules (lengths) are checked.
+        return Registration(convert_strictly(self.fields, ModelCreate), self.upload, self.filename)
 
 
 async def _read_multipart(
@@ -265,9 +248,17 @@ def _string(description: str, **extra: Any) -> Schema:
 
 
 _FIELDS = {
-    "name": _string("1 to 200 characters, unique among the owner's models"),
-    "description": _string("at most 5,000 characters"),
-    "framework": _string("1 to 64 characters, e.g. pytorch"),
+    "name": _string(
+        f"1 to {NAME_MAX} characters, not all white space; unique among the owner's models",
+        max_length=NAME_MAX, pattern=NOT_BLANK,
+    ),
+    "description": _string(
+        f"at most {DESCRIPTION_MAX} characters", max_length=DESCRIPTION_MAX, pattern=NO_NUL
+    ),
+    "framework": _string(
+        f"1 to {FRAMEWORK_MAX} characters, not all white space, e.g. pytorch",
+        max_length=FRAMEWORK_MAX, pattern=NOT_BLANK,
+    ),
 }
 
 

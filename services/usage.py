@@ -6,16 +6,25 @@ A record is acknowledged only after the transaction holding it commits; the same
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
 import msgspec
 
 from domain.errors import ModelNotFoundError, ValidationError
 from domain.model import ModelStatus
-from domain.usage import PredictionUsage, record_usage
+from domain.usage import (
+    ERROR_MAX,
+    MAX_BYTES,
+    MAX_RESPONSE_MS,
+    REQUEST_ID_MAX,
+    USER_AGENT_MAX,
+    PredictionUsage,
+    record_usage,
+)
 from projections.models import queries
 
 if TYPE_CHECKING:
@@ -25,11 +34,75 @@ if TYPE_CHECKING:
     from projections.store.base import ReadStore
 
 
-class UsageReport(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """One prediction request as reported by the inference gateway (a request body)."""
+# RFC 3339 as msgspec reads it (a space may separate date and time, an offset may lack its
+# colon), stated as a pattern because JSON Schema's "format" is only an annotation: every
+# string it matches is a time msgspec reads, and no other (Feb 29 in leap years only).
+_MONTH_DAY = (
+    r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+    r"|02-(0[1-9]|1[0-9]|2[0-8]))"
+)
+_YEAR = r"(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
+_LEAP_YEAR = r"([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)"
+_TIME = r"[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
+_OFFSET = r"([Zz]|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])"
 
+
+def rfc3339_pattern(
+    year: str = _YEAR, leap_year: str = _LEAP_YEAR, *, offset: bool = True
+) -> str:
+    """The pattern of an RFC 3339 time in the years ``year`` matches (``leap_year``: those
+    of them that are leap years), with an offset unless ``offset`` is false."""
+    return rf"^({year}-{_MONTH_DAY}|{leap_year}-02-29){_TIME}{_OFFSET}{'' if offset else '?'}$"
+
+
+_Bytes = Annotated[int, msgspec.Meta(ge=0, le=MAX_BYTES)]
+
+
+class UsageReport(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One prediction request as reported by the inference gateway (the body of one).
+
+    The field rules are the domain's (``domain.usage.check_usage``), stated here as well so
+    that the API's schema names them and refuses what breaks them; a time in the future is
+    refused by the domain alone.
+    """
+
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=REQUEST_ID_MAX)]
+    occurred_at: Annotated[datetime, msgspec.Meta(
+        tz=True, extra_json_schema={"pattern": rfc3339_pattern()},
+        description="RFC 3339 with an offset; not in the future; default: now",
+    )] | None = None
+    response_time_ms: Annotated[float, msgspec.Meta(ge=0, le=MAX_RESPONSE_MS)]
+    input_bytes: _Bytes
+    output_bytes: _Bytes
+    success: bool
+    status_code: Annotated[int, msgspec.Meta(ge=100, le=599)] | None = None
+    error: Annotated[str, msgspec.Meta(max_length=ERROR_MAX)] | None = None
+    user_agent: Annotated[str, msgspec.Meta(max_length=USER_AGENT_MAX)] | None = None
+    ip: Annotated[str, msgspec.Meta(
+        extra_json_schema={"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+    )] | None = None
+
+    def __post_init__(self) -> None:
+        # msgspec has no address type: checked when decoded, like every other stated rule.
+        if self.ip is not None:
+            try:
+                ipaddress.ip_address(self.ip)
+            except ValueError:
+                raise ValueError("ip: must be an IPv4 or IPv6 address") from None
+
+
+class UsageRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A report for a model: an item of a batch, and what the service turns into an event.
+
+    ``UsageReport``'s fields, with their types only: a batch item that breaks a rule is
+    rejected alone (listed in the batch's answer), so the rules do not refuse the batch.
+    """
+
+    model_id: UUID
     request_id: str
-    occurred_at: datetime | None = None
+    occurred_at: Annotated[datetime, msgspec.Meta(
+        extra_json_schema={"pattern": rfc3339_pattern(offset=False)},
+    )] | None = None
     response_time_ms: float
     input_bytes: int
     output_bytes: int
@@ -38,12 +111,6 @@ class UsageReport(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     error: str | None = None
     user_agent: str | None = None
     ip: str | None = None
-
-
-class UsageRecord(UsageReport, forbid_unknown_fields=True, kw_only=True):
-    """A report for a model: an item of a batch, and what the service turns into an event."""
-
-    model_id: UUID
 
 
 @dataclass(frozen=True)

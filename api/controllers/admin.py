@@ -27,7 +27,7 @@ class AdminController(Controller):
         operation_id="getProjections",
         summary="Position, log head and lag of every projection",
         sync_to_thread=True,
-        responses=problem_responses(401, 403),
+        responses=problem_responses(400, 401, 403),  # 400: a query parameter it lacks
     )
     def projections(self, request: ApiRequest) -> list[ProjectionState]:
         return projection_states(list(container(request).projector.status()))

@@ -12,7 +12,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from api import metrics
 from api.deps import container
-from api.errors import PROBLEM_JSON
+from api.errors import PROBLEM_JSON, problem_responses
 from api.schemas import Liveness, NotReady, ProjectionHealth, Readiness
 from projections import watchdog
 
@@ -20,10 +20,15 @@ log = logging.getLogger("modelledger.api")
 
 
 class HealthController(Controller):
+    """Probes take no query parameters: one given is a 400, like on every documented route."""
+
     path = "/health"
     tags = ["operations"]  # noqa: RUF012 - Litestar's class attribute
 
-    @get("/live", operation_id="live", summary="The process answers")
+    @get(
+        "/live", operation_id="live", summary="The process answers",
+        responses=problem_responses(400),
+    )
     async def live(self) -> Liveness:
         return Liveness("ok")
 
@@ -36,6 +41,7 @@ class HealthController(Controller):
         "a load balancer should prefer another instance).",
         sync_to_thread=True,
         responses={
+            **problem_responses(400),
             503: ResponseSpec(
                 data_container=NotReady, media_type=PROBLEM_JSON, generate_examples=False,
                 description="Not ready: database unreachable or a projection stalled",
@@ -81,6 +87,7 @@ class MetricsController(Controller):
         summary="Prometheus metrics: requests, latency, usage ingested, projection lag",
         sync_to_thread=True,
         media_type=metrics.CONTENT_TYPE,
+        responses=problem_responses(400),
     )
     def metrics(self, request: Request[Any, Any, State]) -> Response[bytes]:
         return Response(metrics.render(container(request)), media_type=metrics.CONTENT_TYPE)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
+import msgspec
 from litestar import Controller, Response, delete, get, post, put
 from litestar.concurrency import sync_to_thread
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
@@ -14,14 +16,25 @@ from api import presenters
 from api.auth import SCOPE_MODELS, requires
 from api.deps import ApiRequest, actor, artifacts, container, principal, reads
 from api.errors import InvalidParameterError, PreconditionFailedError, problem_responses
-from api.schemas import HistoryPage, ModelDetail, ModelPage, ModelUpdate
+from api.schemas import HistoryPage, ModelDetail, ModelPage, ModelUpdate, StrictBody
 from api.uploads import RegisterOperation, read_registration
 from domain.errors import ModelNotFoundError, VersionConflictError
 from domain.model import ModelStatus
+from services.usage import rfc3339_pattern
 
 Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"]
 ModelId = FromPath[UUID]
-MAX_TAG_DIGITS = 18  # versions fit in a signed 64-bit integer
+MAX_VERSION = 2**63 - 1  # versions are PostgreSQL bigints
+# An ETag this API issues (strong or weak), or "*"; 18 digits always fit a version.
+ETAG = re.compile(r'\*|(?:W/)?"([0-9]{1,18})"')
+AS_OF = re.compile(rfc3339_pattern())
+Cursor = Annotated[
+    str | None,
+    QueryParameter(
+        max_length=500, pattern=r"^[A-Za-z0-9_-]+$",
+        description="The `next_cursor` of the previous page, as given (opaque)",
+    ),
+]
 
 
 def _with_etag(body: ModelDetail, status_code: int = 200, **headers: str) -> Response[ModelDetail]:
@@ -29,16 +42,18 @@ def _with_etag(body: ModelDetail, status_code: int = 200, **headers: str) -> Res
 
 
 def _expected_version(if_match: str | None) -> int | None:
-    if if_match is None or if_match.strip() == "*":
-        return None
-    tag = if_match.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit() or len(tag) > MAX_TAG_DIGITS:
+    found = None if if_match is None else ETAG.fullmatch(if_match.strip())
+    if if_match is not None and found is None:
         raise InvalidParameterError("If-Match", 'must be an ETag of this API, e.g. "3"')
-    return int(tag)
+    return None if found is None or found.group(1) is None else int(found.group(1))
 
 
-def _moment(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+def _moment(text: str) -> datetime:
+    if AS_OF.fullmatch(text) is None:
+        raise InvalidParameterError(
+            "as_of", "must be an RFC 3339 time with an offset, e.g. 2026-01-31T00:00:00Z"
+        )
+    return msgspec.convert(text, datetime)
 
 
 class ModelController(Controller):
@@ -53,7 +68,8 @@ class ModelController(Controller):
         operation_class=RegisterOperation,
         request_max_body_size=None,  # the artifact store enforces the configured maximum
         response_headers=[],
-        responses=problem_responses(400, 401, 403, 409, 413, 415, 422),
+        # 408: the body stopped arriving; 503: the uploads in progress are at their bound.
+        responses=problem_responses(400, 401, 403, 408, 409, 413, 415, 422, 503),
     )
     async def register(self, request: ApiRequest) -> Response[ModelDetail]:
         registration = await read_registration(request, artifacts(request))
@@ -77,7 +93,7 @@ class ModelController(Controller):
         request: ApiRequest,
         *,
         limit: Annotated[int, QueryParameter(ge=1, le=100, description="Page size")] = 20,
-        cursor: Annotated[str | None, QueryParameter(max_length=500)] = None,
+        cursor: Cursor = None,
         status: Annotated[
             Literal["active", "inactive", "deleted"] | None, QueryParameter()
         ] = None,
@@ -109,10 +125,15 @@ class ModelController(Controller):
         self,
         request: ApiRequest,
         model_id: ModelId,
+        # Read as text and parsed in _moment: Litestar's lax conversion takes a number for a time.
         as_of: Annotated[
-            datetime | None, QueryParameter(description="RFC 3339 time")
+            str | None,
+            QueryParameter(
+                schema_extra={"pattern": AS_OF.pattern},
+                description="RFC 3339 time with an offset",
+            ),
         ] = None,
-        version: Annotated[int | None, QueryParameter(ge=1)] = None,
+        version: Annotated[int | None, QueryParameter(ge=1, le=MAX_VERSION)] = None,
     ) -> Response[ModelDetail]:
         owner_id = principal(request).user_id
         row = await reads(request).get_model(owner_id, model_id)
@@ -122,9 +143,10 @@ class ModelController(Controller):
             return _with_etag(presenters.detail(row))
         if as_of is not None and version is not None:
             raise InvalidParameterError("version", "give as_of or version, not both")
+        moment = None if as_of is None else _moment(as_of)
         state, current = await sync_to_thread(
             lambda: container(request).models.get_state(
-                owner_id, model_id, version=version, as_of=None if as_of is None else _moment(as_of)
+                owner_id, model_id, version=version, as_of=moment
             )
         )
         return _with_etag(presenters.historical(state, current))
@@ -134,6 +156,8 @@ class ModelController(Controller):
         operation_id="updateModel",
         summary="Change name, description or status (active/inactive)",
         sync_to_thread=True,
+        dto=StrictBody[ModelUpdate],
+        return_dto=None,
         responses=problem_responses(400, 401, 403, 404, 409, 412, 422),
     )
     def update_model(
@@ -142,7 +166,11 @@ class ModelController(Controller):
         model_id: ModelId,
         data: JSONBody[ModelUpdate],
         if_match: Annotated[
-            str | None, HeaderParameter(name="If-Match", description='The ETag, e.g. "3"')
+            str | None,
+            HeaderParameter(
+                name="If-Match", schema_extra={"pattern": f"^({ETAG.pattern})$"},
+                description='The ETag, e.g. "3": the change is made only if it is current',
+            ),
         ] = None,
     ) -> Response[ModelDetail]:
         expected = _expected_version(if_match)
@@ -180,7 +208,7 @@ class ModelController(Controller):
         request: ApiRequest,
         model_id: ModelId,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 50,
-        cursor: Annotated[str | None, QueryParameter(max_length=500)] = None,
+        cursor: Cursor = None,
     ) -> HistoryPage:
         page = container(request).models.get_history(
             principal(request).user_id, model_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID  # noqa: TC003 - needed at run time by msgspec/Litestar
@@ -19,6 +20,7 @@ from api.metrics import USAGE_INGESTED
 from api.schemas import (
     ModelUsage,
     Rejection,
+    StrictBody,
     UsageAck,
     UsageBatch,
     UsageBatchResult,
@@ -27,7 +29,7 @@ from api.schemas import (
 )
 from domain.errors import ModelNotFoundError
 from projections.usage import queries, windows
-from services.usage import UsageRecord, UsageReport
+from services.usage import UsageRecord, UsageReport, rfc3339_pattern
 
 Window = Literal["hour", "day", "week", "month"]
 DEFAULT_SPAN = {
@@ -36,29 +38,62 @@ DEFAULT_SPAN = {
     "week": timedelta(weeks=12),
     "month": timedelta(days=365),
 }
-EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
-LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+FIRST_YEAR, LAST_YEAR = 1970, 8999
+# RFC 3339 with an offset, in the years served (as written: the offset may move the moment
+# into the year before or after, which the windows handle).
+MOMENT = rfc3339_pattern(
+    r"(19[7-9][0-9]|[2-8][0-9]{3})",
+    r"(19(7[26]|8[048]|9[26])|[2-8][0-9](0[48]|[2468][048]|[13579][26])"
+    r"|(2[048]|3[26]|4[048]|5[26]|6[048]|7[26]|8[048])00)",
+)
+_MOMENT = re.compile(MOMENT)
+_BUCKETS = ", ".join(f"{n} {w}s" for w, n in windows.MAX_BUCKETS.items())
+# Read as text and parsed strictly: Litestar's lax conversion takes a number for a time.
 FromParam = Annotated[
-    datetime | None,
-    QueryParameter(name="from", description="RFC 3339; default: a span before `to` (24 h, "
-                   "30 days, 12 weeks or 12 months by window)"),
+    str | None,
+    QueryParameter(
+        name="from", schema_extra={"pattern": MOMENT},
+        description=f"RFC 3339, years {FIRST_YEAR} to {LAST_YEAR}, not after `to`; default: a "
+        "span before `to` (24 h, 30 days, 12 weeks or 12 months by window)",
+    ),
 ]
-ToParam = Annotated[datetime | None, QueryParameter(description="RFC 3339; default: now")]
-TzParam = Annotated[str, QueryParameter(max_length=64, description="IANA time zone of buckets")]
+ToParam = Annotated[
+    str | None,
+    QueryParameter(
+        schema_extra={"pattern": MOMENT},
+        description=f"RFC 3339, years {FIRST_YEAR} to {LAST_YEAR}; default: now. `from` = `to` "
+        f"is an empty window (no buckets); at most {_BUCKETS} between them",
+    ),
+]
+TzParam = Annotated[
+    str,
+    QueryParameter(
+        description="IANA time zone of the buckets, one whose offset is a whole number of "
+        "hours (a range reaching back to when it was not, e.g. Asia/Singapore before 1982, "
+        "is refused)",
+        schema_extra={"enum": list(windows.ZONES)},
+    ),
+]
 WindowParam = Annotated[Window, QueryParameter()]
 
 
-def _range(window: str, start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    end = _aware(end, "to") if end is not None else datetime.now(UTC)
-    start = _aware(start, "from") if start is not None else end - DEFAULT_SPAN[window]
+def _range(window: str, given_from: str | None, given_to: str | None) -> tuple[datetime, datetime]:
+    end = _aware(given_to, "to") if given_to is not None else datetime.now(UTC)
+    start = _aware(given_from, "from") if given_from is not None else end - DEFAULT_SPAN[window]
+    if start > end:
+        raise InvalidParameterError("from", "must not be after 'to'")
     return start, end
 
 
-def _aware(moment: datetime, name: str) -> datetime:
-    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    if not EARLIEST <= moment <= LATEST:
-        raise InvalidParameterError(name, "must be between 1970 and 9000")
-    return moment
+def _aware(text: str, name: str) -> datetime:
+    """``text`` as a time, if ``MOMENT`` matches it (checked here, not by Litestar, whose
+    problem would quote the pattern)."""
+    if _MOMENT.fullmatch(text) is None:
+        raise InvalidParameterError(
+            name, f"must be an RFC 3339 time with an offset, in the years {FIRST_YEAR} to "
+            f"{LAST_YEAR}, e.g. 2026-01-31T00:00:00Z",
+        )
+    return msgspec.convert(text, datetime)
 
 
 class UsageController(Controller):
@@ -71,6 +106,8 @@ class UsageController(Controller):
         summary="Record one prediction request (idempotent on request_id)",
         opt=requires(SCOPE_MODELS, SCOPE_USAGE_WRITE),
         status_code=201,
+        dto=StrictBody[UsageReport],
+        return_dto=None,
         responses={
             200: ResponseSpec(UsageAck, description="Already recorded: not counted again"),
             # 404 also for a model the token may not write for; 503: the commit queue is full.
@@ -92,6 +129,8 @@ class UsageController(Controller):
         status_code=200,
         sync_to_thread=True,
         request_max_body_size=32 * 1024 * 1024,
+        dto=StrictBody[UsageBatch],
+        return_dto=None,
         responses=problem_responses(400, 401, 403, 413, 422),
     )
     def record_batch(self, request: ApiRequest, data: JSONBody[UsageBatch]) -> UsageBatchResult:
@@ -119,10 +158,13 @@ class UsageController(Controller):
         tz: TzParam = "UTC",
     ) -> UsageSeries:
         start, end = _range(window, from_, to)
-        spans = windows.spans(window, windows.zone(tz), start, end)
-        buckets = await reads(request).model_series(
-            principal(request).user_id, model_id, window, tz, spans
-        )
+        owner_id, zone = principal(request).user_id, windows.zone(tz)
+        if start == end:  # an empty window: no buckets, but only for the caller's model
+            if await reads(request).get_model(owner_id, model_id) is None:
+                raise ModelNotFoundError(str(model_id))
+            return UsageSeries(window, tz, [])
+        spans = windows.spans(window, zone, start, end)
+        buckets = await reads(request).model_series(owner_id, model_id, window, tz, spans)
         if buckets is None:  # not the caller's model
             raise ModelNotFoundError(str(model_id))
         return UsageSeries(window, tz, buckets)
@@ -146,8 +188,9 @@ class UsageController(Controller):
     ) -> UsageSummary:
         c, owner_id = container(request), principal(request).user_id
         start, end = _range(window, from_, to)
-        spans = windows.spans(window, windows.zone(tz), start, end)
-        buckets = queries.usage_series(c.store, "owner", owner_id, spans)
+        zone = windows.zone(tz)
+        spans = windows.spans(window, zone, start, end) if start < end else None
+        buckets = [] if spans is None else queries.usage_series(c.store, "owner", owner_id, spans)
         totals, per_model = queries.owner_usage(c.store, owner_id)
         return UsageSummary(
             window=window,

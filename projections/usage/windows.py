@@ -10,7 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import msgspec
 
@@ -38,15 +38,39 @@ class WindowError(ValueError):
         self.message = message
 
 
+def _whole_hour_zones() -> tuple[str, ...]:
+    """The IANA zones whose offsets are whole hours now and in the coming years.
+
+    January and July of each year show a zone's standard and summer offsets. A zone whose
+    offset was not whole in the past (Asia/Singapore before 1982) is listed: a range that
+    reaches into that time is refused by ``boundaries``.
+    """
+    year = datetime.now(UTC).year
+    moments = [datetime(y, m, 1, tzinfo=UTC) for y in range(year, year + 20) for m in (1, 7)]
+    found = []
+    for name in available_timezones():
+        try:
+            tz = ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            continue
+        offsets = (moment.astimezone(tz).utcoffset() for moment in moments)
+        if all(o is not None and not o.total_seconds() % 3600 for o in offsets):
+            found.append(name)
+    return tuple(sorted(found))
+
+
+# The zones served, as the API's schema lists them (its tz enum): one is checked against
+# them before it is opened, so no name of a directory or a path reaches the tz database.
+ZONES = _whole_hour_zones()
+_ZONE_SET = frozenset(ZONES)
+
+
 def zone(name: str) -> ZoneInfo:
-    """The IANA zone ``name``; anything else is a ``WindowError`` naming ``tz``."""
-    try:
-        return ZoneInfo(name)
-    # A name of a tz database directory ("America", "Etc") raises IsADirectoryError, a path
-    # or a blank ValueError, a long one OSError (ENAMETOOLONG): none of them is a zone.
-    except (ZoneInfoNotFoundError, ValueError, OSError):
+    """The zone ``name`` if it is one of ``ZONES``, else a ``WindowError`` naming ``tz``."""
+    if name not in _ZONE_SET:
         shown = name if len(name) <= MAX_ZONE_SHOWN else f"{name[:MAX_ZONE_SHOWN]}..."
-        raise WindowError("tz", f"unknown time zone {shown!r}") from None
+        raise WindowError("tz", f"{shown!r} is not a time zone with whole-hour offsets")
+    return ZoneInfo(name)
 
 
 class Bucket(msgspec.Struct, gc=False):
