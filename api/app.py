@@ -11,12 +11,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
-from api.auth import (
-    SECURITY_SCHEME,
-    BearerAuthMiddleware,
-    security_components,
-    verifier_for,
-)
+from api.auth import SECURITY_SCHEME, BearerAuthMiddleware, security_components
 from api.controllers.admin import AdminController
 from api.controllers.health import HealthController, MetricsController
 from api.controllers.jobs import JobsController
@@ -28,6 +23,7 @@ from api.openapi import check_query, complete_openapi
 from api.rate_limit import rate_limit_middleware
 from api.reads import Reads
 from api.request_metrics import RequestMetricsMiddleware
+from api.tokens import verifier_for
 from api.uploads import UploadLimits
 from projections.usage import windows
 

@@ -9,7 +9,8 @@ from uuid import uuid4
 from litestar import Request
 from litestar.datastructures import State
 
-from api.auth import Principal, principal_of
+from api.auth import principal_of
+from api.tokens import Principal
 from services.models import Actor
 
 if TYPE_CHECKING:

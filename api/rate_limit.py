@@ -22,7 +22,7 @@ import msgspec
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import DURATION_VALUES, RateLimitConfig, RateLimitMiddleware
 
-from api.auth import Principal
+from api.tokens import Principal
 
 if TYPE_CHECKING:
     from litestar import Request

@@ -58,7 +58,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.auth import UsageGrant, issue_token, user_id_of  # noqa: E402
+from api.tokens import UsageGrant, issue_token, user_id_of  # noqa: E402
 from config.settings import load_settings  # noqa: E402
 from domain.model import Model  # noqa: E402
 from domain.name_claim import NameClaim  # noqa: E402

@@ -54,7 +54,7 @@ class DemoUser:
 
 
 def _user_id(subject: str, issuer: str) -> uuid.UUID:
-    from api.auth import user_id_of  # noqa: PLC0415 - the API's subject -> user id mapping
+    from api.tokens import user_id_of  # noqa: PLC0415 - the API's subject -> user id mapping
 
     return user_id_of(subject, issuer)
 
@@ -67,7 +67,7 @@ def demo_tokens(
     The gateway's token carries the all-tenants grant: it records usage for every user's
     models, as the inference gateway in front of them all does.
     """
-    from api.auth import (  # noqa: PLC0415 - the API owns token issuing
+    from api.tokens import (  # noqa: PLC0415 - the API owns token issuing
         SCOPE_ADMIN,
         SCOPE_MODELS,
         SCOPE_USAGE_WRITE,

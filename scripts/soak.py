@@ -49,7 +49,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from api.auth import SCOPE_ADMIN, SCOPE_MODELS, SCOPE_USAGE_WRITE, UsageGrant, issue_token
+from api.tokens import SCOPE_ADMIN, SCOPE_MODELS, SCOPE_USAGE_WRITE, UsageGrant, issue_token
 
 if TYPE_CHECKING:
     from collections.abc import Callable

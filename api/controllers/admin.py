@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from litestar import Controller, get
 
-from api.auth import SCOPE_ADMIN, requires
+from api.auth import requires
 from api.deps import ApiRequest, container
 from api.errors import problem_responses
 from api.schemas import ProjectionState
+from api.tokens import SCOPE_ADMIN
 
 
 def projection_states(statuses: list[object]) -> list[ProjectionState]:

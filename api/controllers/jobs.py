@@ -7,9 +7,10 @@ from typing import Annotated
 from litestar import Controller, get
 from litestar.params import QueryParameter
 
-from api.auth import SCOPE_ADMIN, requires
+from api.auth import requires
 from api.deps import ApiRequest, container
 from api.errors import problem_responses
+from api.tokens import SCOPE_ADMIN
 from scheduler.history import JobRun, recent
 
 

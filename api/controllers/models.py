@@ -13,10 +13,11 @@ from litestar.concurrency import sync_to_thread
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from api import presenters
-from api.auth import SCOPE_MODELS, requires
+from api.auth import requires
 from api.deps import ApiRequest, actor, artifacts, container, principal, reads
 from api.errors import InvalidParameterError, PreconditionFailedError, problem_responses
 from api.schemas import HistoryPage, ModelDetail, ModelPage, ModelUpdate, StrictBody
+from api.tokens import SCOPE_MODELS
 from api.uploads import RegisterOperation, read_registration
 from domain.errors import ModelNotFoundError, VersionConflictError
 from domain.model import ModelStatus

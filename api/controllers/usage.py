@@ -13,7 +13,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from api import presenters
-from api.auth import SCOPE_MODELS, SCOPE_USAGE_WRITE, requires
+from api.auth import requires
 from api.deps import ApiRequest, committer, container, principal, reads, writer
 from api.errors import InvalidParameterError, problem_responses
 from api.metrics import USAGE_INGESTED
@@ -27,6 +27,7 @@ from api.schemas import (
     UsageSeries,
     UsageSummary,
 )
+from api.tokens import SCOPE_MODELS, SCOPE_USAGE_WRITE
 from domain.errors import ModelNotFoundError
 from projections.usage import queries, windows
 from services.usage import UsageRecord, UsageReport, rfc3339_pattern

@@ -70,7 +70,7 @@ def serve(*, host: str | None, port: int | None, workers: int | None, api_only: 
           access_log: bool | None) -> None:
     import uvicorn  # noqa: PLC0415 - only this command needs it
 
-    from api.auth import resolve_secret  # noqa: PLC0415
+    from api.tokens import resolve_secret  # noqa: PLC0415
 
     settings = _settings(host=host, port=port, workers=workers, access_log=access_log)
     configure_logging(settings.log_level, access_log=settings.access_log)
@@ -155,7 +155,7 @@ def token(
     *, subject: str, scope: str, ttl: str, owners: tuple[str, ...],
     models: tuple[uuid.UUID, ...], all_tenants: bool,
 ) -> None:
-    from api.auth import (  # noqa: PLC0415
+    from api.tokens import (  # noqa: PLC0415
         SCOPE_USAGE_WRITE,
         SCOPES,
         UsageGrant,

@@ -11,7 +11,7 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api.auth import issue_token
+from api.tokens import issue_token
 from tests.conftest import make_settings
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api.auth import TokenVerifier, resolve_secret, user_id_of
+from api.tokens import TokenVerifier, resolve_secret, user_id_of
 from config.settings import load_settings
 from modelledger.bootstrap import build
 from modelledger.cli import cli

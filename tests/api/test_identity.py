@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
-from api.auth import user_id_of
+from api.tokens import user_id_of
 from domain.model import Model
 from domain.name_claim import NameClaim
 from tests.api.conftest import assert_problem, bearer, signed

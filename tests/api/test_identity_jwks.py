@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from litestar.testing import TestClient
 
-from api import auth
+from api import tokens
 from api.app import create_app
 from modelledger.bootstrap import build
 from tests.api.conftest import SECRET, assert_problem, bearer
@@ -139,7 +139,7 @@ def test_a_token_signed_by_a_key_not_in_the_jwks_is_refused(
 def test_a_rotated_key_is_accepted_once_the_document_lists_it_without_restarting(
     app_with: Any, jwks: JwksServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(auth, "JWKS_REFRESH_COOLDOWN", 0.5)
+    monkeypatch.setattr(tokens, "JWKS_REFRESH_COOLDOWN", 0.5)
     client = app_with(jwt_jwks_url=jwks.url)
     assert client.get("/api/models", headers=rs256("k1")).status_code == 200
     jwks.kids = ["k2", "k3"]  # the identity provider rotates: k3 is new

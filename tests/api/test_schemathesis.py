@@ -29,8 +29,8 @@ from schemathesis.checks import negative_data_rejection, positive_data_acceptanc
 from schemathesis.core.parameters import ParameterLocation
 
 from api.app import create_app
-from api.auth import user_id_of
 from api.openapi import complete_openapi
+from api.tokens import user_id_of
 from config.settings import load_settings
 from modelledger.bootstrap import build
 from services.models import Actor

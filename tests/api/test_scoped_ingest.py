@@ -13,7 +13,7 @@ import jwt
 import pytest
 from click.testing import CliRunner
 
-from api.auth import user_id_of
+from api.tokens import user_id_of
 from domain.usage import usage_id
 from modelledger.cli import cli
 from tests.api.conftest import SECRET, assert_problem, bearer, signed, usage

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api.auth import TokenVerifier, resolve_secret, user_id_of
+from api.tokens import TokenVerifier, resolve_secret, user_id_of
 from modelledger.cli import cli
 from modelledger.demo import demo_tokens, load_demo
 from projections.models import queries

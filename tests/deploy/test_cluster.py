@@ -22,7 +22,7 @@ import httpx
 import psycopg
 import pytest
 
-from api.auth import UsageGrant, issue_token
+from api.tokens import UsageGrant, issue_token
 from projections.locks import Namespace, lock_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]

@@ -19,7 +19,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from api.auth import SCOPE_MODELS, SCOPE_USAGE_WRITE, UsageGrant, issue_token
+from api.tokens import SCOPE_MODELS, SCOPE_USAGE_WRITE, UsageGrant, issue_token
 from domain.usage import usage_id
 from scheduler.compaction import RAW_TOPIC
 
