@@ -25,7 +25,8 @@ from litestar.middleware.rate_limit import DURATION_VALUES, RateLimitConfig, Rat
 from api.tokens import Principal
 
 if TYPE_CHECKING:
-    from litestar import Request
+    from uuid import UUID
+
     from litestar.middleware import DefineMiddleware
     from litestar.types import Message, Receive, Scope, Send
 
@@ -64,13 +65,16 @@ class PrincipalRateLimitMiddleware(RateLimitMiddleware):
         self.budget = config  # one middleware per route: the counters are the config's
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request: Request[Any, Any, Any] = scope["litestar_app"].request_class(scope)
-        if not await self.should_check_request(request=request):
+        # The route and the principal are in the scope: no Request is built, nothing awaited.
+        budget = self.budget
+        operation = getattr(scope["route_handler"], "operation_id", None)
+        if (operation in INGEST_OPERATIONS) != budget.ingest:
             await self.app(scope, receive, send)
             return
-        key = self.get_identifier_for_request(request)
+        user = scope.get("user")
+        # The authentication middleware ran first; anything else shares one anonymous budget.
+        key = user.user_id if isinstance(user, Principal) else None
         now = int(time())
-        budget = self.budget
         window = budget.windows.get(key)
         if window is None or window.reset <= now:
             if now >= budget.next_purge:
@@ -105,7 +109,8 @@ class PrincipalRateLimitConfig(RateLimitConfig):
     route, and every route of the budget counts in the same windows."""
 
     middleware_class: type[RateLimitMiddleware] = PrincipalRateLimitMiddleware
-    windows: dict[str, _Window] = field(default_factory=dict)
+    ingest: bool = False  # the budget of the usage-ingest routes, else of every other route
+    windows: dict[UUID | None, _Window] = field(default_factory=dict)
     next_purge: int = 0
 
     def purge(self, now: int) -> None:
@@ -126,36 +131,14 @@ def _with_headers(send: Send, headers: dict[str, str]) -> Send:
     return send_with_headers
 
 
-# Asynchronous on purpose: Litestar runs a synchronous ``check_throttle_handler`` in a thread.
-async def _is_ingest(request: Request[Any, Any, Any]) -> bool:
-    return getattr(request.scope["route_handler"], "operation_id", None) in INGEST_OPERATIONS
-
-
-async def _is_not_ingest(request: Request[Any, Any, Any]) -> bool:
-    return not await _is_ingest(request)
-
-
-def _principal_key(budget: str) -> Any:
-    def identify(request: Request[Any, Any, Any]) -> str:
-        user = request.scope.get("user")
-        # The authentication middleware ran first; anything else shares one anonymous budget.
-        return f"{budget}:{user.user_id if isinstance(user, Principal) else '-'}"
-
-    return identify
-
-
 def rate_limit_middleware(settings: Settings) -> list[DefineMiddleware]:
     """The ``/api`` router's rate-limit middleware for ``settings`` (none when both are 0)."""
     budgets = (
-        ("api", settings.rate_limit_per_minute, _is_not_ingest),
-        ("ingest", settings.rate_limit_ingest_per_minute, _is_ingest),
+        (settings.rate_limit_per_minute, False),
+        (settings.rate_limit_ingest_per_minute, True),
     )
     return [
-        PrincipalRateLimitConfig(
-            rate_limit=("minute", limit),
-            identifier_for_request=_principal_key(name),
-            check_throttle_handler=applies,
-        ).middleware
-        for name, limit, applies in budgets
+        PrincipalRateLimitConfig(rate_limit=("minute", limit), ingest=ingest).middleware
+        for limit, ingest in budgets
         if limit > 0
     ]
