@@ -6,6 +6,7 @@ per table, and existing rows are fetched with one join against ``unnest`` of the
 
 from __future__ import annotations
 
+import select
 from contextlib import contextmanager
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -44,9 +45,9 @@ class PostgresStore(ReadStore):
             open=False,
             kwargs={"autocommit": True, "options": f"-c search_path={schema}"},
             name="modelledger-read",
-            # A connection is checked (an empty query) before it is lent: after a PostgreSQL
-            # restart the pool replaces the dead ones instead of failing a request with each.
-            check=ConnectionPool.check_connection,
+            # A connection the server ended (a restart) is replaced before it is lent, instead
+            # of failing a request with each.
+            check=_check_connection,
         )
         self.pool.open(wait=True, timeout=30)
         self.schema = schema
@@ -127,3 +128,20 @@ _json = msgspec.json.Encoder()
 @cache
 def _row_struct(table: Table) -> type[msgspec.Struct]:
     return msgspec.defstruct(f"{table.name}_row", [(n, Any) for n in table.column_names])
+
+
+def server_may_have_ended(conn: Any) -> bool:
+    """Whether a pooled connection needs a round-trip check: an idle connection has nothing to
+    read unless the server ended it (a restart or termination sends an error, then closes
+    the socket), so a poll with no timeout tells, without the round trip (~50 us of CPU per
+    checkout, as much as a short read)."""
+    if conn.closed:
+        return True
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _check_connection(conn: Any) -> None:
+    if server_may_have_ended(conn):
+        ConnectionPool.check_connection(conn)  # raises for a dead one: the pool replaces it
