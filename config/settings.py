@@ -65,7 +65,7 @@ class Settings:
     )
     base_url: str = field(
         default="http://127.0.0.1:8000",
-        metadata={"doc": "Public base URL; prediction endpoints are BASE_URL/predict/{id}."},
+        metadata={"doc": "Public base URL; prediction endpoints are BASE_URL/v2/models/{id}."},
     )
     jwt_secret: str = field(
         default="",
@@ -182,6 +182,61 @@ class Settings:
         default=90,
         metadata={"doc": "Keep the scheduler's job run history this many days."},
     )
+    onnx_cache_bytes: int = field(
+        default=1024 * 1024 * 1024,
+        metadata={"doc": (
+            "Memory for loaded ONNX sessions per process, by artifact size (least recently used "
+            "out first; one model larger than this is still served)."
+        )},
+    )
+    inference_threads: int = field(
+        default=2,
+        metadata={"doc": "Threads running ONNX inference per process (each session: 1 thread)."},
+    )
+    infer_max_body_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata={"doc": "Largest inference request body accepted on /v2 (413 above)."},
+    )
+    upstream_hosts: str = field(
+        default="",
+        metadata={"doc": (
+            "Comma-separated hosts (host or host:port) a model's upstream may name; empty: "
+            "no upstream allowed."
+        )},
+    )
+    upstream_timeout: float = field(
+        default=30.0,
+        metadata={"doc": "Seconds an upstream may take to answer (504 after)."},
+    )
+    upstream_max_connections: int = field(
+        default=100,
+        metadata={"doc": "Pooled keep-alive connections to upstream servers per process."},
+    )
+    trusted_proxies: str = field(
+        default="",
+        metadata={"doc": (
+            "Comma-separated addresses or networks of reverse proxies whose X-Forwarded-For "
+            "names the client; empty: the socket peer is the client."
+        )},
+    )
+    metering: bool = field(
+        default=True,
+        metadata={"doc": (
+            "Record every inference call as usage (off only for benchmarks: nothing is "
+            "recorded)."
+        )},
+    )
+    spool_ship_batch: int = field(
+        default=5000,
+        metadata={"doc": "Usage records shipped from the local spool per event-store transaction."},
+    )
+    endpoint_cache_seconds: float = field(
+        default=0.5,
+        metadata={"doc": (
+            "Seconds a process reuses a model's serving state and an API key's grant; with the "
+            "projection's lag, how soon a change (deactivation, revocation) reaches every process."
+        )},
+    )
     log_level: str = field(
         default="INFO",
         metadata={"doc": "Log level of the JSON logs."},
@@ -268,7 +323,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
              "rate_limit_ingest_per_minute": int, "max_concurrent_uploads": int,
              "max_upload_bytes_in_flight": int, "upload_read_timeout": float,
              "upload_staging_max_age": float, "group_commit_max_queue": int,
-             "window_cache_bytes": int}
+             "window_cache_bytes": int, "onnx_cache_bytes": int, "inference_threads": int,
+             "infer_max_body_bytes": int, "upstream_hosts": str, "upstream_timeout": float,
+             "upstream_max_connections": int, "trusted_proxies": str, "metering": bool,
+             "spool_ship_batch": int, "endpoint_cache_seconds": float}
     values: dict[str, object] = {}
     for f in fields(Settings):
         raw = environ.get(PREFIX + f.name.upper())

@@ -56,6 +56,10 @@ class PredictionUsage(Aggregate):
         # events stored before these fields read as sent by nobody known.
         sender: str = ""
         sender_issuer: str = ""
+        # Who called the endpoint when the service metered the call itself: the API key's id
+        # (empty for a login token) and the caller's subject; empty on reported usage.
+        api_key_id: str = ""
+        caller: str = ""
 
     # @event makes the parameters the attributes of the event; not all of them are state.
     @event(Recorded)
@@ -76,6 +80,8 @@ class PredictionUsage(Aggregate):
         rejected: bool,  # noqa: FBT001 - event attribute
         sender: str = "",  # noqa: ARG002 - event attribute
         sender_issuer: str = "",  # noqa: ARG002 - event attribute
+        api_key_id: str = "",  # noqa: ARG002 - event attribute
+        caller: str = "",  # noqa: ARG002 - event attribute
     ) -> None:
         self.model_id = model_id
         self.owner_id = owner_id
@@ -106,6 +112,8 @@ def record_usage(
     rejected: bool = False,
     sender: str = "",
     sender_issuer: str = "",
+    api_key_id: str = "",
+    caller: str = "",
     now: datetime | None = None,
 ) -> PredictionUsage.Recorded:
     """Check one prediction request and return its ``Recorded`` event.
@@ -147,6 +155,8 @@ def record_usage(
         rejected=rejected,
         sender=sender,
         sender_issuer=sender_issuer,
+        api_key_id=api_key_id,
+        caller=caller,
     )
 
 

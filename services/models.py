@@ -286,7 +286,7 @@ class ModelService:
             name=name,
             description=description,
             framework=framework,
-            endpoint_url=f"{self.base_url.rstrip('/')}/predict/{new_id}",
+            endpoint_url=f"{self.base_url.rstrip('/')}/v2/models/{new_id}",
             **who,
         )
         if artifact is not None:

@@ -1,7 +1,7 @@
 """The import contracts (pyproject's ``[tool.importlinter]``) hold, and they catch what they forbid.
 
 The layers, top to bottom: ``modelledger`` (the entry), ``api`` and ``scheduler``,
-``services``, ``eventstore`` and ``projections``, ``domain`` and ``config``.
+``services``, ``eventstore``, ``projections`` and ``serving``, ``domain`` and ``config``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("modelledger", "api", "scheduler", "services", "eventstore", "projections", "domain",
-            "config")
+PACKAGES = ("modelledger", "api", "scheduler", "services", "eventstore", "projections", "serving",
+            "domain", "config")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
@@ -51,7 +51,10 @@ def tree(tmp_path: Path) -> Path:
         ("api/deps.py", "import modelledger.bootstrap", "api is not allowed to import modelledger"),
         ("scheduler/jobs.py", "import modelledger.cli",
          "scheduler is not allowed to import modelledger"),
+        ("serving/__init__.py", "import services.usage",
+         "serving is not allowed to import services"),
         ("domain/model.py", "import psycopg", "domain is not allowed to import psycopg"),
+        ("domain/usage.py", "import onnxruntime", "domain is not allowed to import onnxruntime"),
         ("domain/usage.py", "import sqlite3", "domain is not allowed to import sqlite3"),
         ("domain/model.py", "import projections.table",
          "domain is not allowed to import projections"),
