@@ -1,1 +1,1 @@
-"""Serving: the Open Inference Protocol codec, ONNX sessions, upstream calls and the local usage spool."""
+"""Serving: the Open Inference Protocol codec, ONNX sessions, upstream calls, the usage spool."""
