@@ -30,7 +30,7 @@ class TestRegister:
         assert response.headers["etag"] == '"1"'
         assert body["status"] == "active"
         assert body["endpoint"]["active"] is True
-        assert body["endpoint"]["url"].endswith(f"/predict/{body['id']}")
+        assert body["endpoint"]["url"].endswith(f"/v2/models/{body['id']}")
         assert body["artifact"] is None
         assert body["request_count"] == 0
 
