@@ -27,13 +27,13 @@ def logistic_regression(features: int = FEATURES) -> bytes:
     model = LogisticRegression(max_iter=200).fit(x, y)
     onx = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=OPSET)
     onx.ir_version = IR_VERSION
-    return onx.SerializeToString()
+    return bytes(onx.SerializeToString())
 
 
 def identity(elem_type: int = TensorProto.FLOAT, shape: list[int | str] | None = None,
              *, name: str = "x", output: str = "y") -> bytes:
     """A one-node graph ``output = Identity(name)`` of one tensor type."""
-    dims = shape if shape is not None else ["n", 3]
+    dims: list[int | str] = shape if shape is not None else ["n", 3]
     graph = helper.make_graph(
         [helper.make_node("Identity", [name], [output])],
         "identity",
@@ -43,7 +43,7 @@ def identity(elem_type: int = TensorProto.FLOAT, shape: list[int | str] | None =
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return bytes(model.SerializeToString())
 
 
 def adder() -> bytes:
@@ -56,4 +56,4 @@ def adder() -> bytes:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
-    return model.SerializeToString()
+    return bytes(model.SerializeToString())
