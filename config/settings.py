@@ -178,6 +178,13 @@ class Settings:
             )
         },
     )
+    job_nice: int = field(
+        default=10,
+        metadata={"doc": (
+            "OS priority (nice, 0-19) of scheduler jobs and `modelledger compact`, so that "
+            "compaction yields the CPUs to requests (0: the same priority)."
+        )},
+    )
     job_history_days: int = field(
         default=90,
         metadata={"doc": "Keep the scheduler's job run history this many days."},
@@ -326,7 +333,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
              "window_cache_bytes": int, "onnx_cache_bytes": int, "inference_threads": int,
              "infer_max_body_bytes": int, "upstream_hosts": str, "upstream_timeout": float,
              "upstream_max_connections": int, "trusted_proxies": str, "metering": bool,
-             "spool_ship_batch": int, "endpoint_cache_seconds": float}
+             "spool_ship_batch": int, "endpoint_cache_seconds": float, "job_nice": int}
     values: dict[str, object] = {}
     for f in fields(Settings):
         raw = environ.get(PREFIX + f.name.upper())

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler import history, jobs
 from scheduler.locks import job_lock
+from scheduler.priority import lower_thread_priority
 from services.container import Container
 
 log = logging.getLogger("modelledger.scheduler")
@@ -90,6 +92,10 @@ def build_scheduler(container: Container, *, first_run_delay: float = 10.0) -> B
     scheduler = BackgroundScheduler(
         timezone=UTC,
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
+        # Job threads run at a lower OS priority: a compaction leaves the CPUs to requests.
+        executors={"default": ThreadPoolExecutor(len(JOBS), pool_kwargs={
+            "initializer": lower_thread_priority, "initargs": (container.settings.job_nice,),
+        })},
     )
     first = datetime.now(UTC) + timedelta(seconds=first_run_delay)
     for spec in JOBS.values():

@@ -19,6 +19,7 @@ from modelledger.cli.common import container
 from scheduler import history
 from scheduler.compaction import compact_usage
 from scheduler.locks import job_lock
+from scheduler.priority import lower_thread_priority
 from scheduler.runner import JOBS, run_job, start_in_process
 
 _DURATION = re.compile(r"^(\d+)([dh])$")
@@ -56,6 +57,7 @@ def _duration(value: str | None, default_days: int) -> timedelta:
 )
 def compact(*, older_than: str | None, dry_run: bool, chunk_size: int) -> None:
     with container() as wired:
+        lower_thread_priority(wired.settings.job_nice)
         age = _duration(older_than, wired.settings.usage_retention_days)
         with job_lock(wired.settings, "compact-usage") as held:
             if not held and not dry_run:
