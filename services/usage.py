@@ -7,6 +7,7 @@ A record is acknowledged only after the transaction holding it commits; the same
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 
     from eventstore.applications import UsageLog
     from projections.store.base import ReadStore
+
+log = logging.getLogger("modelledger.usage")
+METERED_SENDER = "modelledger"  # the sender of usage the service measured itself
 
 
 # RFC 3339 as msgspec reads it (a space may separate date and time, an offset may lack its
@@ -113,6 +117,32 @@ class UsageRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ip: str | None = None
 
 
+class MeteredUsage(msgspec.Struct, frozen=True, array_like=True):
+    """One inference call as the endpoint measured it: what the spool holds until it ships.
+
+    The endpoint builds it, so it keeps the domain's rules already (``request_id`` at most
+    ``REQUEST_ID_MAX`` characters, ``error`` and ``user_agent`` truncated to ``ERROR_MAX`` and
+    ``USER_AGENT_MAX``, ``occurred_at`` in UTC); the domain checks them again when it ships.
+    Array-like: a spooled record is its values only. Append fields at the end, with a default.
+    """
+
+    model_id: UUID
+    owner_id: UUID
+    request_id: str
+    occurred_at: datetime
+    response_time_ms: float
+    input_bytes: int
+    output_bytes: int
+    success: bool
+    status_code: int
+    error: str | None
+    user_agent: str | None
+    ip: str | None
+    rejected: bool  # the model was inactive, deleted or not ready: refused, still counted
+    api_key_id: str  # empty when the caller used a login token
+    caller: str  # the key's owner or the token's subject
+
+
 @dataclass(frozen=True)
 class Writer:
     """Who sends usage records, and whose models they may write usage for.
@@ -158,6 +188,7 @@ class UsageService:
         self.log = log
         self.store = store
         self.on_recorded = on_recorded
+        self.measured_refused = 0  # metered records that broke a domain rule (a bug upstream)
 
     def record_each(
         self, records: Sequence[UsageRecord], writers: Sequence[Writer]
@@ -191,6 +222,33 @@ class UsageService:
         if inserted and self.on_recorded is not None:
             self.on_recorded()
         return [o in inserted if isinstance(o, UUID) else o for o in outcomes]
+
+    def record_measured(self, records: Sequence[MeteredUsage]) -> int:
+        """Append usage the service measured itself, in one transaction; the number stored now.
+
+        No model look-up: the endpoint knew the owner and the status. A record stored before
+        (shipped twice, or a request id repeated) is skipped by the insert; one that breaks a
+        domain rule is skipped with an error logged (not its contents), so it cannot hold the
+        records behind it back forever.
+        """
+        now = datetime.now(UTC)
+        events: dict[UUID, PredictionUsage.Recorded] = {}
+        for record in records:
+            try:
+                event = _measured_event(record, now)
+            except ValidationError as error:
+                self.measured_refused += 1
+                # The rule it broke, not its values: those may be anything a client sent.
+                log.error(  # noqa: TRY400 - a broken rule, no traceback worth showing
+                    "metered usage record refused",
+                    extra={"field": error.field, "rule": error.message},
+                )
+                continue
+            events.setdefault(event.originator_id, event)
+        inserted = self.log.record(list(events.values())) if events else set()
+        if inserted and self.on_recorded is not None:
+            self.on_recorded()
+        return len(inserted)
 
     def record_batch(self, records: Sequence[UsageRecord], writer: Writer) -> IngestResult:
         """``record_each`` for one writer, summarised."""
@@ -226,5 +284,28 @@ def _event_of(
         rejected=status != ModelStatus.ACTIVE.value,
         sender=writer.subject or str(writer.user_id),
         sender_issuer=writer.issuer,
+        now=now,
+    )
+
+
+def _measured_event(record: MeteredUsage, now: datetime) -> PredictionUsage.Recorded:
+    return record_usage(
+        model_id=record.model_id,
+        owner_id=record.owner_id,
+        request_id=record.request_id,
+        occurred_at=record.occurred_at,
+        response_time_ms=record.response_time_ms,
+        input_bytes=record.input_bytes,
+        output_bytes=record.output_bytes,
+        success=record.success,
+        status_code=record.status_code,
+        error=record.error,
+        user_agent=record.user_agent,
+        ip=record.ip,
+        rejected=record.rejected,
+        sender=METERED_SENDER,
+        sender_issuer="",
+        api_key_id=record.api_key_id,
+        caller=record.caller,
         now=now,
     )

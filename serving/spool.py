@@ -1,0 +1,300 @@
+"""The local durable spool: opaque records appended on the serving path, read and deleted later.
+
+One SQLite file per process (``<uuid4hex>.sqlite3``, WAL, ``synchronous=FULL``: a commit is on
+disk when it returns), written by one thread that commits everything queued since its last
+commit in one transaction (group commit), so an append costs a queue put and an await, and
+the fsync is shared by every request waiting at that moment. A sibling ``.lock`` file carries
+an exclusive ``flock`` for the owner's lifetime: a spool whose lock nobody holds is an orphan
+(its process ended, perhaps by SIGKILL), and any process may adopt it and ship what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import queue
+import sqlite3
+import threading
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+SUFFIX: Final = ".sqlite3"
+LOCK_SUFFIX: Final = ".lock"
+MAX_PENDING: Final = 50_000
+
+# AUTOINCREMENT: a sequence number is never handed out twice, even once the table is empty.
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS records "
+    "(seq INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL)"
+)
+_INSERT = "INSERT INTO records (body) VALUES (?)"
+_SELECT = "SELECT seq, body FROM records ORDER BY seq LIMIT ?"
+_DELETE = "DELETE FROM records WHERE seq <= ?"
+_COUNT = "SELECT count(*) FROM records"
+_CLOSE: Final = object()  # the writer's last item: everything before it is committed first
+
+_Waiter = tuple[bytes, "asyncio.Future[None]"]
+
+
+class SpoolError(Exception):
+    """Base of the spool's errors."""
+
+
+class SpoolFullError(SpoolError):
+    """Too many records wait for their commit: the caller should refuse the request (503)."""
+
+
+class SpoolWriteError(SpoolError):
+    """The record's transaction did not commit (disk full, I/O error, closed): not stored."""
+
+
+class SpoolInUseError(SpoolError):
+    """Another live process holds the spool's lock."""
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd holding an exclusive flock on ``path`` (created if missing), or None if held."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _connect(
+    path: Path, *, create: bool, synchronous: str, busy_timeout: float
+) -> sqlite3.Connection:
+    # mode=rw for an adopted spool: a file removed meanwhile must not come back empty.
+    uri = path.resolve().as_uri() + ("?mode=rwc" if create else "?mode=rw")
+    conn = sqlite3.connect(
+        uri, uri=True, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+    )
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    return conn
+
+
+def orphans(directory: Path) -> list[Path]:
+    """Spool files in ``directory`` whose lock nobody holds (their process has ended)."""
+    found = []
+    for path in sorted(directory.glob(f"*{SUFFIX}")):
+        lock = path.with_suffix(LOCK_SUFFIX)
+        fd = _try_lock(lock)
+        if fd is None:
+            continue
+        try:
+            if path.exists():
+                found.append(path)
+            else:  # removed by its adopter between the listing and the lock: a stray lock file
+                lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    return found
+
+
+class Spool:
+    """An append-only spool of opaque records; ``open`` for a writer, ``adopt`` for an orphan."""
+
+    def __init__(
+        self,
+        path: Path,
+        lock_fd: int,
+        *,
+        writable: bool,
+        max_pending: int = MAX_PENDING,
+        on_commit: Callable[[], None] | None = None,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        self.path = path
+        self.max_pending = max_pending
+        self.commits = 0  # transactions committed by the writer: group commit is observable
+        self._lock_fd = lock_fd
+        self._on_commit = on_commit
+        self._closed = False
+        self._state = threading.Lock()  # orders appends before the writer's close marker
+        self._reading = threading.Lock()  # the reader connection serves any thread, one at a time
+        # A lost delete only ships a record again (the event store ignores it), so the
+        # reader need not fsync; every append must.
+        self._reader = _connect(path, create=writable, synchronous="NORMAL",
+                                busy_timeout=busy_timeout)
+        # On adoption too: a process killed before its first statement left a file without it.
+        self._reader.execute(_SCHEMA)
+        self._queue: queue.SimpleQueue[_Waiter | object] = queue.SimpleQueue()
+        self._in_flight = 0
+        self._writer: threading.Thread | None = None
+        if writable:
+            conn = _connect(path, create=True, synchronous="FULL", busy_timeout=busy_timeout)
+            self._writer = threading.Thread(
+                target=self._write, args=(conn,), name=f"spool-writer-{path.stem[:8]}",
+                daemon=True,
+            )
+            self._writer.start()
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        *,
+        max_pending: int = MAX_PENDING,
+        on_commit: Callable[[], None] | None = None,
+        busy_timeout: float = 5.0,
+    ) -> Spool:
+        """A new spool file of this process in ``directory`` (created 0o700)."""
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        name = uuid.uuid4().hex
+        # The lock first: from the moment the file exists, nobody takes it for an orphan.
+        fd = _try_lock(directory / f"{name}{LOCK_SUFFIX}")
+        if fd is None:  # pragma: no cover - a fresh uuid4 name
+            raise SpoolInUseError("a new spool's lock is held")
+        try:
+            return cls(directory / f"{name}{SUFFIX}", fd, writable=True, max_pending=max_pending,
+                       on_commit=on_commit, busy_timeout=busy_timeout)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @classmethod
+    def adopt(cls, path: Path) -> Spool:
+        """Take over an orphan to read and delete its records; ``SpoolInUseError`` if it is
+        live or taken by another adopter, ``FileNotFoundError`` if it is gone."""
+        fd = _try_lock(path.with_suffix(LOCK_SUFFIX))
+        if fd is None:
+            raise SpoolInUseError(f"spool {path.name} is in use")
+        try:
+            return cls(path, fd, writable=False)
+        except sqlite3.OperationalError:
+            os.close(fd)
+            if not path.exists():
+                raise FileNotFoundError(path.name) from None
+            raise
+        except BaseException:
+            os.close(fd)
+            raise
+
+    async def append(self, body: bytes) -> None:
+        """Return once ``body`` is committed to disk; raise ``SpoolFullError`` at once when
+        ``max_pending`` records already wait, ``SpoolWriteError`` when the commit fails."""
+        if self._queue.qsize() + self._in_flight >= self.max_pending:
+            raise SpoolFullError(f"more than {self.max_pending} usage records wait for disk")
+        future = asyncio.get_running_loop().create_future()
+        with self._state:
+            if self._closed or self._writer is None:
+                raise SpoolWriteError("the spool is closed or not writable")
+            self._queue.put((body, future))
+        await future
+
+    def _write(self, conn: sqlite3.Connection) -> None:
+        try:
+            closing = False
+            while not closing:
+                batch: list[_Waiter] = []
+                item = self._queue.get()
+                while True:  # everything queued since the last commit, in one transaction
+                    if item is _CLOSE:
+                        closing = True
+                    else:
+                        batch.append(item)  # type: ignore[arg-type]
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    self._in_flight = len(batch)
+                    self._commit(conn, batch)
+                    self._in_flight = 0
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Waiter]) -> None:
+        error: str | None = None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_INSERT, [(body,) for body, _ in batch])
+            conn.execute("COMMIT")
+        except Exception as failure:  # noqa: BLE001 - every failure is this batch's answer
+            # SQLite's error name (SQLITE_FULL, SQLITE_IOERR...): says why, names no path.
+            reason = getattr(failure, "sqlite_errorname", None) or type(failure).__name__
+            error = f"usage spool commit failed: {reason}"
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        else:
+            self.commits += 1
+            if self._on_commit is not None:
+                self._on_commit()
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for _, future in batch:
+            by_loop.setdefault(future.get_loop(), []).append(future)
+        for loop, futures in by_loop.items():
+            # One wake-up per loop per commit, not one per record.
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, futures, error)
+
+    def read(self, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` committed records, oldest first, as (sequence number, body)."""
+        with self._reading:
+            return self._reader.execute(_SELECT, (limit,)).fetchall()
+
+    def delete_through(self, seq: int) -> None:
+        """Delete every record up to and including sequence number ``seq``."""
+        with self._reading:
+            self._reader.execute(_DELETE, (seq,))
+
+    def pending(self) -> int:
+        """Committed records not deleted yet."""
+        with self._reading:
+            return int(self._reader.execute(_COUNT).fetchone()[0])
+
+    def remove_if_empty(self) -> bool:
+        """Close an adopted spool and delete its files if no record is left; False (and still
+        open) otherwise."""
+        if self._writer is not None:
+            raise SpoolError("only an adopted spool is removed; its own process closes a spool")
+        if self._closed or self.pending():
+            return False
+        with self._reading:
+            self._reader.close()
+        # The database first: once it is gone nobody lists the spool, then what belongs to it.
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        self.path.with_suffix(LOCK_SUFFIX).unlink(missing_ok=True)
+        self._release()
+        return True
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer, close, and release the lock."""
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+            if self._writer is not None:
+                self._queue.put(_CLOSE)
+        if self._writer is not None:
+            self._writer.join()
+        with self._reading:
+            self._reader.close()
+        self._release()
+
+    def _release(self) -> None:
+        self._closed = True
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # closing the only descriptor releases the flock
+            self._lock_fd = -1
+
+
+def _settle(futures: list[asyncio.Future[None]], error: str | None) -> None:
+    for future in futures:
+        if future.done():  # the request was cancelled meanwhile
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(SpoolWriteError(error))
