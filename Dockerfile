@@ -11,6 +11,7 @@ COPY config ./config
 COPY domain ./domain
 COPY eventstore ./eventstore
 COPY projections ./projections
+COPY serving ./serving
 COPY services ./services
 COPY api ./api
 COPY scheduler ./scheduler

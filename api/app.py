@@ -15,6 +15,7 @@ from api.auth import SECURITY_SCHEME, BearerAuthMiddleware, security_components
 from api.controllers.admin import AdminController
 from api.controllers.health import HealthController, MetricsController
 from api.controllers.jobs import JobsController
+from api.controllers.keys import KeysController
 from api.controllers.models import ModelController
 from api.controllers.usage import UsageController
 from api.errors import EXCEPTION_HANDLERS
@@ -25,7 +26,13 @@ from api.reads import Reads
 from api.request_metrics import RequestMetricsMiddleware
 from api.tokens import verifier_for
 from api.uploads import UploadLimits
+from api.v2.callers import ClientAddress
+from api.v2.controller import predict_router, v2_router
 from projections.usage import windows
+from services.metering import Meter
+from services.predictions import PredictionService
+from serving.onnx_runtime import SessionCache
+from serving.upstream import UpstreamClient
 
 if TYPE_CHECKING:
     from services.container import Container
@@ -62,9 +69,22 @@ def create_app(
     )
     reads = Reads(container.store, settings)
     windows.SPAN_CACHE.resize(settings.window_cache_bytes)
+    meter = Meter(
+        settings.data_dir / "spool", container.usage, batch=settings.spool_ship_batch
+    ) if settings.metering else None
+    predictions = PredictionService(
+        settings, store=container.store, artifacts=container.artifacts,
+        sessions=SessionCache(settings.onnx_cache_bytes, settings.inference_threads),
+        upstream=UpstreamClient(timeout=settings.upstream_timeout,
+                                max_connections=settings.upstream_max_connections),
+        meter=meter,
+    )
+    serving = {"ready": False}
     api = Router(
         "/api",
-        route_handlers=[ModelController, UsageController, AdminController, JobsController],
+        route_handlers=[
+            ModelController, KeysController, UsageController, AdminController, JobsController,
+        ],
         # In this order: the rate limits count authenticated principals.
         middleware=[
             DefineMiddleware(BearerAuthMiddleware, verifier=verifier),
@@ -75,25 +95,40 @@ def create_app(
 
     async def startup() -> None:
         await reads.open()
+        if meter is not None:
+            # Opens this process's spool and ships what dead processes left in theirs.
+            await sync_to_thread(meter.start)
+        serving["ready"] = True
         # Staging files left by uploads of processes that died (the sweep job repeats it).
         await sync_to_thread(
             container.artifacts.sweep_staging, settings.upload_staging_max_age
         )
 
     async def shutdown() -> None:
+        serving["ready"] = False
+        await predictions.close()
+        if meter is not None:
+            await sync_to_thread(meter.stop)
         await committer.close()
         await reads.close()
         if close_container:
             container.close()
 
     app = Litestar(
-        route_handlers=[api, HealthController, MetricsController],
+        route_handlers=[
+            api, HealthController, MetricsController,
+            v2_router(settings.infer_max_body_bytes), predict_router(settings.infer_max_body_bytes),
+        ],
         state=State({
             "container": container,
             "artifacts": container.artifacts,
             "group_commit": committer,
             "reads": reads,
             "uploads": UploadLimits.of(settings),
+            "predictions": predictions,
+            "predictions_ready": lambda: serving["ready"],
+            "endpoint_verifier": verifier,
+            "client_address": ClientAddress.of(settings.trusted_proxies),
         }),
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[RequestMetricsMiddleware()],

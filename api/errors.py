@@ -12,6 +12,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
 from api.schemas import InvalidParam, Problem
+from domain.api_key import KeyLimitError, KeyNotFoundError
 from domain.errors import (
     InvalidStatusTransitionError,
     ModelDeletedError,
@@ -120,7 +121,8 @@ def _validation_params(exc: ValidationException) -> tuple[list[InvalidParam], bo
 _DomainKinds = type[ModelLedgerError] | tuple[type[ModelLedgerError], ...]
 _DOMAIN_STATUS: tuple[tuple[_DomainKinds, int], ...] = (
     (ValidationError, 422),
-    (ModelNotFoundError, 404),
+    ((ModelNotFoundError, KeyNotFoundError), 404),
+    (KeyLimitError, 409),
     ((NameTakenError, ModelDeletedError, InvalidStatusTransitionError, VersionConflictError), 409),
 )
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics beyond Litestar's request counts and latency: usage ingested, lag."""
+"""Prometheus metrics beyond Litestar's request counts and latency: usage ingested, inference
+calls answered, projection lag."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 USAGE_INGESTED = Counter(
     "modelledger_usage_ingested", "Usage records stored (duplicates excluded)", ["route"]
+)
+INFERENCE_REQUESTS = Counter(
+    "modelledger_inference_requests",
+    "Inference calls answered on /v2 (and /predict), by what served them and the status",
+    ["backend", "code"],
 )
 # Gauges read fresh from the database by whichever process serves the page ("mostrecent":
 # with several workers the latest reading wins, not a stale one of another process).

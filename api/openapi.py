@@ -79,6 +79,9 @@ LINKS: dict[tuple[str, str], dict[str, tuple[str, dict[str, str], str]]] = {
     ("recordUsage", "201"): {
         "GetModelUsage": ("getModelUsage", _SAME_MODEL, "The usage, with the request counted"),
     },
+    ("createApiKey", "201"): {
+        "RevokeApiKey": ("revokeApiKey", {"path.key_id": "$response.body#/id"}, "Revoke it"),
+    },
     ("getModelHistory", "200"): {
         "NextPage": (
             "getModelHistory",

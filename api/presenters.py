@@ -21,7 +21,7 @@ from projections.usage.figures import NOTHING_SHOWN, SHOWN
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from projections.models.queries import ModelRow
+    from projections.models.queries import KeyView, ModelRow
     from projections.usage.figures import UsageFigures
     from projections.usage.windows import Bucket, Span
 
@@ -50,11 +50,11 @@ _TOTALS = len(schemas.UsageTotals.__struct_fields__)
 
 
 _ID, _NAME, _DESCRIPTION, _FRAMEWORK, _STATUS, _VERSION, _URL, _ACTIVE, _FILE, _SIZE, \
-    _SHA256, _REMOVED, _CREATED, _UPDATED = (
+    _SHA256, _REMOVED, _CREATED, _UPDATED, _UPSTREAM_URL, _UPSTREAM_MODEL = (
         MODEL_INDEX[name] for name in (
             "id", "name", "description", "framework", "status", "version", "endpoint_url",
             "endpoint_active", "artifact_filename", "artifact_size_bytes", "artifact_sha256",
-            "artifact_removed_at", "created_at", "updated_at",
+            "artifact_removed_at", "created_at", "updated_at", "upstream_url", "upstream_model",
         )
     )
 _HEAD = itemgetter(_ID, _NAME, _DESCRIPTION, _FRAMEWORK, _STATUS, _VERSION)
@@ -66,13 +66,18 @@ def _artifact(v: Sequence[Any]) -> schemas.Artifact | None:
     return schemas.Artifact(filename=v[_FILE], size_bytes=v[_SIZE], sha256=v[_SHA256])
 
 
+def _upstream(v: Sequence[Any]) -> schemas.Upstream | None:
+    url = v[_UPSTREAM_URL]
+    return None if url is None else schemas.Upstream(url=url, model=v[_UPSTREAM_MODEL])
+
+
 def _model_fields(row: ModelRow) -> tuple[Any, ...]:
     """``schemas.Model``'s fields in declaration order (positional: a list page converts up to
     100 rows per request)."""
     v = row.values
     return (
-        *_HEAD(v), schemas.Endpoint(v[_URL], v[_ACTIVE]), _artifact(v), row.usage.requests,
-        v[_CREATED], v[_UPDATED],
+        *_HEAD(v), schemas.Endpoint(v[_URL], v[_ACTIVE]), _artifact(v), _upstream(v),
+        row.usage.requests, v[_CREATED], v[_UPDATED],
     )
 
 
@@ -86,7 +91,7 @@ def detail(row: ModelRow) -> schemas.ModelDetail:
 
 def historical(state: dict[str, Any], current: ModelRow) -> schemas.ModelDetail:
     """The model as it was at a version or moment; usage is today's all-time summary."""
-    artifact = state["artifact"]
+    artifact, upstream = state["artifact"], state["upstream"]
     return schemas.ModelDetail(
         id=state["id"],
         name=state["name"],
@@ -96,10 +101,25 @@ def historical(state: dict[str, Any], current: ModelRow) -> schemas.ModelDetail:
         version=state["version"],
         endpoint=schemas.Endpoint(**state["endpoint"]),
         artifact=None if artifact is None else schemas.Artifact(**artifact),
+        upstream=None if upstream is None else schemas.Upstream(**upstream),
         request_count=current.usage.requests,
         created_at=state["created_at"],
         updated_at=state["updated_at"],
         usage=totals(current.usage),
+    )
+
+
+def key(view: KeyView) -> schemas.ApiKey:
+    return schemas.ApiKey(
+        id=view.id, name=view.name, models=view.models, created_at=view.created_at,
+        last_used_at=view.last_used_at, requests=view.requests,
+    )
+
+
+def key_created(view: KeyView, text: str) -> schemas.ApiKeyCreated:
+    return schemas.ApiKeyCreated(
+        id=view.id, name=view.name, key=text, models=view.models, created_at=view.created_at,
+        last_used_at=view.last_used_at,
     )
 
 

@@ -16,6 +16,7 @@ import msgspec
 from litestar.dto import MsgspecDTO
 from litestar.typing import FieldDefinition
 
+from domain import api_key, upstream
 from domain.model import DESCRIPTION_MAX, FRAMEWORK_MAX, NAME_MAX
 from services.audit import AuditEntry  # noqa: TC001 - needed at run time by msgspec/Litestar
 from services.usage import UsageRecord, UsageReport
@@ -45,7 +46,20 @@ Description = Annotated[str, msgspec.Meta(max_length=DESCRIPTION_MAX, pattern=NO
                                           description=f"at most {DESCRIPTION_MAX} characters")]
 Framework = Annotated[str, msgspec.Meta(max_length=FRAMEWORK_MAX, pattern=NOT_BLANK,
                                         description=f"1 to {FRAMEWORK_MAX} characters, not all "
-                                        "white space, e.g. pytorch")]
+                                        "white space, e.g. pytorch; onnx: the artifact must be "
+                                        "a model onnxruntime loads")]
+UpstreamUrl = Annotated[str, msgspec.Meta(
+    max_length=upstream.URL_MAX, pattern=upstream.URL_PATTERN,
+    description="The upstream V2 server's base URL: http or https, a host name or IPv4 "
+    "address, an optional port and path, no user info, query or fragment. Its host must be "
+    f"one the operator allows ({upstream.SETTING}; none by default): any other is a 422.",
+)]
+UpstreamModel = Annotated[str, msgspec.Meta(
+    pattern=upstream.MODEL_PATTERN, description="The model's name on the upstream server",
+)]
+KeyName = Annotated[str, msgspec.Meta(max_length=api_key.NAME_MAX, pattern=NOT_BLANK,
+                                      description=f"1 to {api_key.NAME_MAX} characters, not "
+                                      "all white space")]
 
 
 class Endpoint(msgspec.Struct):
@@ -57,6 +71,13 @@ class Artifact(msgspec.Struct):
     filename: str
     size_bytes: int
     sha256: str
+
+
+class Upstream(msgspec.Struct, forbid_unknown_fields=True):
+    """The Open Inference Protocol server the model's endpoint forwards to."""
+
+    url: UpstreamUrl
+    model: UpstreamModel
 
 
 class UsageTotals(msgspec.Struct):
@@ -87,6 +108,7 @@ class Model(msgspec.Struct):
     version: int
     endpoint: Endpoint
     artifact: Artifact | None
+    upstream: Upstream | None
     request_count: int
     created_at: datetime
     updated_at: datetime
@@ -102,14 +124,16 @@ class ModelCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: ModelName
     description: Description = ""
     framework: Framework = "unknown"
+    upstream: Upstream | None = None
 
 
 class ModelUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    """Fields left out (or null) keep their value."""
+    """Fields left out (or null) keep their value; but ``upstream`` null removes it."""
 
     name: ModelName | None = None
     description: Description | None = None
     status: Literal["active", "inactive"] | None = None
+    upstream: Upstream | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class ModelPage(msgspec.Struct):
@@ -132,8 +156,45 @@ class UsageBatch(msgspec.Struct, forbid_unknown_fields=True):
     )]
 
 
+class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: KeyName
+    models: Annotated[list[UUID], msgspec.Meta(
+        min_length=1, max_length=api_key.MODELS_MAX,
+        description="The caller's models the key may call (none deleted); null: all of the "
+        "caller's models, present and future",
+    )] | None
+
+
+class ApiKey(msgspec.Struct):
+    """A live key, without its secret."""
+
+    id: UUID
+    name: str
+    models: list[UUID] | None
+    created_at: datetime
+    last_used_at: datetime | None
+    requests: int  # calls the endpoint metered with this key (projected: may lag a little)
+
+
+class ApiKeyCreated(msgspec.Struct):
+    """A new key; ``key`` is its text, shown in this answer only."""
+
+    id: UUID
+    name: str
+    key: str
+    models: list[UUID] | None
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class ApiKeyList(msgspec.Struct):
+    items: list[ApiKey]
+
+
 # The JSON request bodies Litestar decodes (registration reads its own, see api/uploads.py).
-REQUEST_BODIES: tuple[type[msgspec.Struct], ...] = (ModelUpdate, UsageReport, UsageBatch)
+REQUEST_BODIES: tuple[type[msgspec.Struct], ...] = (
+    ModelUpdate, UsageReport, UsageBatch, ApiKeyCreate,
+)
 
 
 class Rejection(msgspec.Struct):

@@ -12,6 +12,7 @@ from litestar.openapi.spec import (
     OpenAPIMediaType,
     OpenAPIType,
     Operation,
+    Reference,
     RequestBody,
     Schema,
 )
@@ -256,10 +257,22 @@ _FIELDS = {
         f"at most {DESCRIPTION_MAX} characters", max_length=DESCRIPTION_MAX, pattern=NO_NUL
     ),
     "framework": _string(
-        f"1 to {FRAMEWORK_MAX} characters, not all white space, e.g. pytorch",
+        f"1 to {FRAMEWORK_MAX} characters, not all white space, e.g. pytorch; onnx: the "
+        "artifact must be a model onnxruntime loads",
         max_length=FRAMEWORK_MAX, pattern=NOT_BLANK,
     ),
 }
+# JSON only: a model served by an upstream server has no file to upload. The component is
+# the one msgspec documents for updateModel's body (api.openapi.document_request_bodies).
+_UPSTREAM = Schema(
+    one_of=[Reference(ref="#/components/schemas/Upstream"), Schema(type=OpenAPIType.NULL)],
+    description="The upstream V2 server the endpoint forwards to; null or left out: none",
+)
+_FILE = _string(
+    "the model artifact; an ONNX one (framework onnx, or a name ending in .onnx) must be a "
+    "model onnxruntime loads (else a 422 naming file)",
+    format="binary",
+)
 
 
 @dataclass
@@ -270,12 +283,12 @@ class RegisterOperation(Operation):
 
     def __post_init__(self) -> None:
         json_schema = Schema(
-            type=OpenAPIType.OBJECT, properties=dict(_FIELDS), required=["name"],
-            additional_properties=False,
+            type=OpenAPIType.OBJECT, properties={**_FIELDS, "upstream": _UPSTREAM},
+            required=["name"], additional_properties=False,
         )
         form_schema = Schema(
             type=OpenAPIType.OBJECT,
-            properties={**_FIELDS, "file": _string("the model artifact", format="binary")},
+            properties={**_FIELDS, "file": _FILE},
             required=["name"],
             additional_properties=False,
         )

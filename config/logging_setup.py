@@ -29,6 +29,7 @@ _BODY_KEYS = frozenset({"body", "request_body", "response_body", "payload", "con
 _TOKEN_PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
     re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),  # a JWT anywhere
+    re.compile(r"mlk_[0-9a-f]{32}_[A-Za-z0-9_-]+"),  # an endpoint API key anywhere
 )
 _HANDLER_MARK = "_modelledger_json"
 

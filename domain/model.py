@@ -14,6 +14,7 @@ from domain.errors import (
     ValidationError,
     VersionConflictError,
 )
+from domain.upstream import NO_UPSTREAM, Upstream, check_upstream
 
 NAME_MAX = 200
 DESCRIPTION_MAX = 5_000
@@ -72,6 +73,9 @@ class Model(Aggregate):
 
     # Attributes a snapshot stores as plain values, with the types to restore (eventstore.mapper).
     SNAPSHOT_TYPES = (("owner_id", UUID), ("status", ModelStatus))
+    # A class default, so that a model restored from a snapshot taken before upstreams
+    # existed (its state lacks the attribute) has none.
+    upstream: dict[str, str] | None = None
 
     class Event(Aggregate.Event):
         actor: str
@@ -110,6 +114,11 @@ class Model(Aggregate):
         filename: str
         actor_issuer: str = ""
 
+    class UpstreamChanged(Event):
+        url: str  # empty, with ``model``: the upstream was removed
+        model: str
+        actor_issuer: str = ""
+
     @event(Registered)
     def __init__(  # noqa: PLR0917 - @event makes the parameters the event's attributes
         self,
@@ -145,9 +154,10 @@ class Model(Aggregate):
         actor: str,
         correlation_id: str,
         actor_issuer: str = "",
+        upstream: Upstream = NO_UPSTREAM,
     ) -> Model:
-        """Register a new model after checking its metadata."""
-        return cls._create(
+        """Register a new model after checking its metadata (and its upstream, if any)."""
+        model = cls._create(
             cls.Registered,
             id=model_id,
             owner_id=owner_id,
@@ -159,6 +169,11 @@ class Model(Aggregate):
             correlation_id=correlation_id,
             actor_issuer=actor_issuer,
         )
+        if upstream:
+            model.set_upstream(
+                upstream, actor=actor, correlation_id=correlation_id, actor_issuer=actor_issuer
+            )
+        return model
 
     # Guards -----------------------------------------------------------------
 
@@ -236,6 +251,22 @@ class Model(Aggregate):
             correlation_id=correlation_id,
             actor_issuer=actor_issuer,
         )
+
+    def set_upstream(
+        self, upstream: Upstream, *, actor: str, correlation_id: str, actor_issuer: str = ""
+    ) -> bool:
+        """Name the upstream server to forward to (``NO_UPSTREAM``: none); returns whether
+        anything changed."""
+        self.check_not_deleted()
+        new = check_upstream(upstream.url, upstream.model) if upstream else NO_UPSTREAM
+        current = Upstream(**self.upstream) if self.upstream else NO_UPSTREAM
+        if new == current:
+            return False
+        self._upstream_changed(
+            url=new.url, model=new.model, actor=actor, correlation_id=correlation_id,
+            actor_issuer=actor_issuer,
+        )
+        return True
 
     def delete(self, *, actor: str, correlation_id: str, actor_issuer: str = "") -> bool:
         """Soft delete: status ``deleted`` and the endpoint deactivated. Idempotent."""
@@ -333,3 +364,14 @@ class Model(Aggregate):
         actor_issuer: str = "",  # noqa: ARG002 - event attribute
     ) -> None:
         self.artifact_removed = True
+
+    @event(UpstreamChanged)
+    def _upstream_changed(
+        self,
+        url: str,
+        model: str,
+        actor: str,  # noqa: ARG002 - event attribute
+        correlation_id: str,  # noqa: ARG002 - event attribute
+        actor_issuer: str = "",  # noqa: ARG002 - event attribute
+    ) -> None:
+        self.upstream = {"url": url, "model": model} if url else None

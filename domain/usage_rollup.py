@@ -5,18 +5,29 @@ Compaction replaces the raw ``PredictionUsage.Recorded`` events of a model-hour 
 them. The roll-up of a model-hour has a fixed id (``rollup_id``): a later compaction of late
 usage for the same hour replaces the earlier roll-up by one holding both, so there is at most
 one roll-up per model-hour.
+
+A roll-up also carries each API key's requests and latest use among them (``api_keys``), so
+that a rebuild folds ``api_key_usage`` from it exactly as from the raw events.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
 from domain.usage_stats import UsageStats
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+# An API key's id (as the usage events spell it) -> (its requests, the latest one's
+# ``occurred_at`` in microseconds since the Unix epoch).
+KeyCounts = dict[str, tuple[int, int]]
 
 ROLLUP_NAMESPACE = UUID("5b0c2a44-7a53-4c59-9a43-0d3b8a1f2e61")
 
@@ -45,6 +56,9 @@ class UsageRollup(Aggregate):
         output_bytes: int
         histogram: dict[int, int]
         last_at: datetime | None
+        # Appended with a default: a roll-up written before it decodes with no keys. A factory,
+        # as dataclasses refuse a mutable default.
+        api_keys: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 _TOPIC = get_topic(UsageRollup)
@@ -57,6 +71,7 @@ def roll_up(
     hour: int,
     stats: UsageStats,
     raw_events: int,
+    api_keys: Mapping[str, tuple[int, int]] | None = None,
     now: datetime | None = None,
 ) -> UsageRollup.Recorded:
     """The roll-up event of a model-hour holding ``stats``."""
@@ -80,6 +95,7 @@ def roll_up(
         "output_bytes": stats.output_bytes,
         "histogram": dict(stats.histogram),
         "last_at": stats.last_at,
+        "api_keys": dict(api_keys or {}),
     }
     return UsageRollup.Recorded(**fields)
 
@@ -99,3 +115,41 @@ def stats_of(e: UsageRollup.Recorded) -> UsageStats:
         histogram=dict(e.histogram),
         last_at=e.last_at,
     )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def epoch_us(moment: datetime) -> int:
+    """An aware datetime as whole microseconds since the Unix epoch (exact, unlike a float)."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def from_epoch_us(micros: int) -> datetime:
+    """The inverse of ``epoch_us``, in UTC."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def key_counts_of(requests: Iterable[Any]) -> KeyCounts:
+    """Each API key's requests among usage records and its latest use; a record without a key
+    (a login token's call, reported usage) counts for none, as in the usage fold."""
+    counts: dict[str, int] = {}
+    latest: dict[str, datetime] = {}
+    for r in requests:
+        if key := r.api_key_id:
+            counts[key] = counts.get(key, 0) + 1
+            known = latest.get(key)
+            if known is None or r.occurred_at > known:
+                latest[key] = r.occurred_at
+    return {key: (n, epoch_us(latest[key])) for key, n in counts.items()}
+
+
+def merge_key_counts(into: KeyCounts, more: Mapping[str, tuple[int, int]]) -> None:
+    """Add ``more`` to ``into``: requests summed, the latest use kept."""
+    for key, (requests, last_us) in more.items():
+        known = into.get(key)
+        into[key] = (
+            (requests, last_us) if known is None
+            else (known[0] + requests, max(known[1], last_us))
+        )

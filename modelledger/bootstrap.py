@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.utils import get_topic
 
+from domain.upstream import UpstreamHosts
 from eventstore.applications import RegistryLog, UsageLog
 from eventstore.postgres import PostgresUsageRecorder
 from eventstore.sqlite import SQLiteUsageRecorder
@@ -19,6 +20,7 @@ from projections.store.sqlite import SQLiteStore
 from projections.worker import Wakeups
 from services.artifacts import ArtifactStore
 from services.container import Container
+from services.keys import ApiKeyService
 from services.models import ModelService
 from services.usage import UsageService
 
@@ -96,6 +98,7 @@ def tune_gc() -> None:
 def build(settings: Settings) -> Container:
     """Wire the whole service for ``settings``."""
     tune_gc()
+    upstream_hosts = UpstreamHosts.parse(settings.upstream_hosts)  # a bad entry: before any I/O
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     with schema_lock(settings):
         registry_log = RegistryLog(env=eventsourcing_env(settings, "registry"))
@@ -120,8 +123,10 @@ def build(settings: Settings) -> Container:
         projector=projector,
         artifacts=artifacts,
         models=ModelService(
-            registry_log, projector, store, artifacts, base_url=settings.base_url
+            registry_log, projector, store, artifacts, base_url=settings.base_url,
+            upstream_hosts=upstream_hosts,
         ),
         usage=UsageService(usage_log, store, on_recorded=lambda: wakeups.notify("usage")),
         wakeups=wakeups,
+        keys=ApiKeyService(registry_log, projector, store),
     )

@@ -44,6 +44,7 @@ class DemoModel:
     retire: str | None = None  # "inactive" or "deleted"
     retire_day: int = 0  # days before now when its traffic stopped
     weekend: float = 0.45  # weekend traffic relative to weekdays
+    serves: bool = False  # uploaded with a real ONNX artifact: its endpoint answers
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ def demo_users(issuer: str = "") -> list[DemoUser]:
 
     return [
         _user("alice",
-              DemoModel("fraud-detector", "xgboost", "Card fraud scores", 1400, 18, 0.01),
+              DemoModel("fraud-detector", "onnx", "Card fraud scores (a live ONNX endpoint)",
+                        1400, 18, 0.01, serves=True),
               DemoModel("churn-predictor", "scikit-learn", "Monthly churn risk", 500, 9, 0.005),
               DemoModel("image-tagger", "pytorch", "Product photo tags", 700, 120, 0.03),
               DemoModel("legacy-ranker", "scikit-learn", "Search ranking v1", 400, 30, 0.02,
@@ -117,6 +119,31 @@ def demo_users(issuer: str = "") -> list[DemoUser]:
               DemoModel("ocr-lite", "onnx", "Receipt OCR", 350, 90, 0.025,
                         retire="inactive", retire_day=10)),
     ]
+
+
+FEATURES = 20
+
+
+def fraud_model_onnx() -> bytes:
+    """A logistic regression over ``FEATURES`` inputs as an ONNX graph (fixed weights):
+    input ``X`` FP32 [n, 20], output ``probability`` FP32 [n, 1]."""
+    import numpy as np  # noqa: PLC0415 - only the demo builds a model
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    weights = np.linspace(-1.0, 1.0, FEATURES, dtype=np.float32).reshape(FEATURES, 1)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["logit"]),
+         helper.make_node("Add", ["logit", "B"], ["shifted"]),
+         helper.make_node("Sigmoid", ["shifted"], ["probability"])],
+        "fraud-scorer",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["n", FEATURES])],
+        [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["n", 1])],
+        initializer=[numpy_helper.from_array(weights, "W"),
+                     numpy_helper.from_array(np.array([-0.5], dtype=np.float32), "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # one every onnxruntime since 1.10 reads
+    return bytes(model.SerializeToString())
 
 
 def model_id_of(user: DemoUser, model: DemoModel) -> uuid.UUID:
@@ -189,8 +216,13 @@ def _register(
             result.model_ids[f"{user.subject}/{model.name}"] = model_id
             existing = queries.get_model(container.store, user.user_id, model_id)
             if existing is None:
+                upload = None
+                if model.serves:
+                    upload = container.artifacts.begin()
+                    upload.write(fraud_model_onnx())
                 container.models.register(actor, name=model.name, description=model.description,
-                                          framework=model.framework, model_id=model_id)
+                                          framework=model.framework, model_id=model_id,
+                                          upload=upload, filename=f"{model.name}.onnx")
             retire = bool(model.retire) and (existing is None or existing["status"] == "active")
             plan.append((user, model, model_id, incident, retire))
     return plan
@@ -243,3 +275,14 @@ def load_demo(
             container.models.update(actor, model_id, status=ModelStatus.INACTIVE)
     container.projector.catch_up_all()
     return result
+
+
+def demo_key(container: Container, subject: str = "alice") -> str:
+    """A fresh API key of the user's for all their models (earlier demo keys are revoked)."""
+    issuer = container.settings.jwt_issuer
+    user = next(u for u in demo_users(issuer) if u.subject == subject)
+    who = Actor(user.user_id, "demo", subject=subject, issuer=issuer).who()
+    for key in container.keys.get_keys(user.user_id):
+        if key.name == "demo":
+            container.keys.revoke(user.user_id, key.id, who)
+    return container.keys.create(user.user_id, "demo", None, who)[1]

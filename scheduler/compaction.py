@@ -1,6 +1,6 @@
 """Usage compaction: raw usage events older than the retention become hourly roll-ups.
 
-Why it is exact (see also ``projections/usage_view.py``):
+Why it is exact (see also ``projections/usage/fold.py``):
 
 * A chunk runs while holding the write locks of every projection reading the usage log
   (``usage`` and a rebuild's ``usage__next``), so no projection batch straddles it, and it
@@ -10,6 +10,8 @@ Why it is exact (see also ``projections/usage_view.py``):
   replaces (raw events, or the model-hour's earlier roll-up, merged in). A projection past
   that id never reads it; a rebuild (or a projection created later) reads the roll-up where
   the raw events were. Either way each request is counted once, and hourly rows are equal.
+  The roll-up carries each API key's requests and latest use too (``api_keys``), so the
+  keys' rows (``api_key_usage``) are equal as well.
 * Deleting, inserting the roll-ups and recording the compacted usage ids is ONE transaction
   of the event store (``compaction_recorders``): a kill at any point leaves either the raw
   events or their roll-ups, and the rerun continues. Ingest waits for at most that
@@ -40,7 +42,14 @@ import msgspec.structs
 from eventsourcing.utils import get_topic
 
 from domain.usage import PredictionUsage
-from domain.usage_rollup import UsageRollup, roll_up, rollup_id, stats_of
+from domain.usage_rollup import (
+    UsageRollup,
+    key_counts_of,
+    merge_key_counts,
+    roll_up,
+    rollup_id,
+    stats_of,
+)
 from domain.usage_stats import UsageStats
 from eventstore.compaction import compaction_recorder
 from eventstore.mapper import state_fields
@@ -328,6 +337,7 @@ def _compact_chunk(
             continue
         folded = [events[i] for i in members]
         stats = UsageStats.of_requests(folded)
+        api_keys = key_counts_of(folded)
         owner_id = folded[-1].owner_id
         newest = rows[members[-1]][0]
         raw_events = len(members)
@@ -335,6 +345,7 @@ def _compact_chunk(
         if previous is not None:
             n, rollup = previous
             stats.merge(stats_of(rollup))
+            merge_key_counts(api_keys, rollup.api_keys)
             owner_id = str(rollup.owner_id)
             newest = max(newest, n.id)
             raw_events += rollup.raw_events
@@ -347,6 +358,7 @@ def _compact_chunk(
             hour=hour,
             stats=stats,
             raw_events=raw_events,
+            api_keys=api_keys,
             now=now,
         )
         stored = mapper.to_stored_event(event)

@@ -1,4 +1,5 @@
-"""The audit trail: a model's events as (type, at, actor, changes, version) entries."""
+"""The audit trail: a model's or an API key's events as (type, at, actor, changes, version)
+entries."""
 
 from __future__ import annotations
 
@@ -27,11 +28,13 @@ class AuditEntry(msgspec.Struct, frozen=True):
 
 
 _SKIPPED = {"originator_id", "originator_version", "timestamp", "originator_topic",
-            "actor", "actor_issuer", "correlation_id"}
+            "actor", "actor_issuer", "correlation_id",
+            # A key's secret hash is not for anybody's eyes, an auditor's included.
+            "secret_sha256"}
 
 
 def describe(domain_event: Any) -> AuditEntry:
-    """What one model event changed, in words an operator reads."""
+    """What one model or key event changed, in words an operator reads."""
     state = vars(domain_event)
     if isinstance(domain_event, Model.MetadataUpdated):
         changes: dict[str, Any] = {
@@ -39,6 +42,9 @@ def describe(domain_event: Any) -> AuditEntry:
         }
     elif isinstance(domain_event, Model.StatusChanged):
         changes = {"status": {"old": domain_event.old_status, "new": domain_event.new_status}}
+    elif isinstance(domain_event, Model.UpstreamChanged):
+        upstream = {"url": domain_event.url, "model": domain_event.model}
+        changes = {"upstream": upstream if domain_event.url else None}
     else:
         changes = {
             name: str(value) if isinstance(value, UUID) else value

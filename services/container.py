@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from projections.store.base import ReadStore
     from projections.worker import Wakeups
     from services.artifacts import ArtifactStore
+    from services.keys import ApiKeyService
     from services.models import ModelService
     from services.usage import UsageService
 
@@ -27,8 +28,9 @@ if TYPE_CHECKING:
 class Container:
     """Everything a process needs, built once from settings.
 
-    ``models`` and ``usage`` are the ways in; the event logs, the store and the projector are
-    here for the jobs and operator commands that work on them directly (compaction, rebuilds).
+    ``models``, ``keys`` and ``usage`` are the ways in; the event logs, the store and the
+    projector are here for the jobs and operator commands that work on them directly
+    (compaction, rebuilds).
     """
 
     settings: Settings
@@ -40,6 +42,7 @@ class Container:
     models: ModelService
     usage: UsageService
     wakeups: Wakeups
+    keys: ApiKeyService
 
     def start_worker(self, stop: threading.Event) -> list[threading.Thread]:
         """Run the projection worker (and, on PostgreSQL, its LISTEN thread) until ``stop``."""

@@ -16,9 +16,22 @@ from uuid import UUID, uuid4
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
-from domain.errors import ModelNotFoundError, NameTakenError, VersionConflictError
+from domain.errors import (
+    ModelNotFoundError,
+    NameTakenError,
+    ValidationError,
+    VersionConflictError,
+)
 from domain.model import Model, ModelStatus
 from domain.name_claim import NameClaim, name_claim_id
+from domain.upstream import (
+    NO_UPSTREAM,
+    SETTING,
+    Upstream,
+    UpstreamHosts,
+    check_upstream,
+    host_and_port,
+)
 from projections.models import queries
 from services.audit import AuditEntry, describe
 
@@ -97,12 +110,14 @@ class ModelService:
         artifacts: ArtifactStore,
         *,
         base_url: str,
+        upstream_hosts: UpstreamHosts | None = None,
     ) -> None:
         self.log = log
         self.projector = projector
         self.store = store
         self.artifacts = artifacts
         self.base_url = base_url
+        self.upstream_hosts = upstream_hosts or UpstreamHosts()
 
     # Commands -------------------------------------------------------------------
 
@@ -116,20 +131,25 @@ class ModelService:
         upload: Upload | None = None,
         filename: str | None = None,
         model_id: UUID | None = None,
+        upstream: Upstream = NO_UPSTREAM,
     ) -> queries.ModelRow:
-        """Register a model, with the artifact ``upload`` when given; the name must be free.
+        """Register a model, with the artifact ``upload`` and the ``upstream`` when given; the
+        name must be free.
 
-        The file is moved into place before the events are saved, and discarded only when
-        the save did not commit (a model never names a file that is gone).
+        An ONNX artifact must be one onnxruntime loads (``ValidationError`` naming ``file``,
+        the upload discarded). The file is moved into place before the events are saved, and
+        discarded only when the save did not commit (a model never names a file that is gone).
         """
         new_id = model_id or uuid4()
         artifact = None
         if upload is not None:
+            self._check_artifact(upload, framework, filename or "artifact")
             artifact = upload.finish(new_id, filename or "artifact")
         try:
+            self._check_upstream_host(upstream)
             saved = self._register(
                 actor, new_id, name=name, description=description, framework=framework,
-                artifact=artifact,
+                artifact=artifact, upstream=upstream,
             )
         except BaseException:
             if artifact is not None:
@@ -145,12 +165,17 @@ class ModelService:
         name: str | None = None,
         description: str | None = None,
         status: ModelStatus | None = None,
+        upstream: Upstream | None = None,
         expected_version: int | None = None,
     ) -> queries.ModelRow:
-        """Change metadata and/or status; ``expected_version`` makes it conditional."""
+        """Change metadata, status and/or upstream (``NO_UPSTREAM`` removes it; None keeps
+        it); ``expected_version`` makes it conditional."""
+        if upstream is not None:
+            self._check_upstream_host(upstream)
         saved = self._update(
             model_id, owner_id=actor.user_id, name=name, description=description,
-            status=status, expected_version=expected_version, who=actor.who(),
+            status=status, upstream=upstream, expected_version=expected_version,
+            who=actor.who(),
         )
         return self._visible(saved, actor.user_id)
 
@@ -234,6 +259,29 @@ class ModelService:
 
     # Internals ------------------------------------------------------------------
 
+    @staticmethod
+    def _check_artifact(upload: Upload, framework: str, filename: str) -> None:
+        """An ONNX artifact (by framework or file name) must load; a refused one is discarded."""
+        if framework.strip().casefold() != "onnx" and not filename.casefold().endswith(".onnx"):
+            return
+        # onnxruntime takes 0.15 s to import: only a process that receives an ONNX file pays.
+        from serving.onnx_check import check_loadable  # noqa: PLC0415
+
+        problem = check_loadable(upload.path)
+        if problem is not None:
+            upload.discard()
+            raise ValidationError("file", problem)
+
+    def _check_upstream_host(self, upstream: Upstream) -> None:
+        """Only the operator's hosts: no user makes the service call an address of its choice.
+        The upstream's own rules (the domain's) are checked first, so the host is readable."""
+        if not upstream:
+            return
+        check_upstream(upstream.url, upstream.model)
+        if not self.upstream_hosts.allows(upstream.url):
+            host, port = host_and_port(upstream.url)
+            raise ValidationError("upstream", f"host {host}:{port} is not in {SETTING}")
+
     def _events_until(
         self, model_id: UUID, version: int | None, as_of: datetime | None
     ) -> Iterator[Model.Event]:
@@ -278,6 +326,7 @@ class ModelService:
         description: str,
         framework: str,
         artifact: tuple[str, int, str] | None,
+        upstream: Upstream,
     ) -> Saved:
         who = actor.who()
         model = Model.register(
@@ -287,6 +336,7 @@ class ModelService:
             description=description,
             framework=framework,
             endpoint_url=f"{self.base_url.rstrip('/')}/v2/models/{new_id}",
+            upstream=upstream,
             **who,
         )
         if artifact is not None:
@@ -306,10 +356,11 @@ class ModelService:
         name: str | None = None,
         description: str | None = None,
         status: ModelStatus | None = None,
+        upstream: Upstream | None = None,
         expected_version: int | None = None,
         who: Who,
     ) -> Saved:
-        """Change metadata and/or status; ``expected_version`` makes it conditional."""
+        """Change metadata, status and/or upstream; ``expected_version`` makes it conditional."""
 
         def attempt() -> list[Any]:
             model = self._get_owned(model_id, owner_id)
@@ -321,6 +372,8 @@ class ModelService:
                 changed += self._move_claim(owner_id, old_name, model.name, model_id)
             if status is not None:
                 model.change_status(status, **who)
+            if upstream is not None:
+                model.set_upstream(upstream, **who)
             return changed
 
         return self._save_with_retry(attempt, retry=expected_version is None)
@@ -436,6 +489,7 @@ def model_state(model: Model) -> dict[str, Any]:
         "version": model.version,
         "endpoint": {"url": model.endpoint_url, "active": model.endpoint_active},
         "artifact": None if model.artifact_removed else model.artifact,
+        "upstream": model.upstream,
         "created_at": model.created_on,
         "updated_at": model.modified_on,
     }

@@ -12,7 +12,7 @@ from litestar import Controller, Response, delete, get, post, put
 from litestar.concurrency import sync_to_thread
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
-from api import presenters
+from api import presenters, schemas
 from api.auth import requires
 from api.deps import ApiRequest, actor, artifacts, container, principal, reads
 from api.errors import InvalidParameterError, PreconditionFailedError, problem_responses
@@ -21,6 +21,7 @@ from api.tokens import SCOPE_MODELS
 from api.uploads import RegisterOperation, read_registration
 from domain.errors import ModelNotFoundError, VersionConflictError
 from domain.model import ModelStatus
+from domain.upstream import NO_UPSTREAM, Upstream
 from services.usage import rfc3339_pattern
 
 Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"]
@@ -47,6 +48,10 @@ def _expected_version(if_match: str | None) -> int | None:
     if if_match is not None and found is None:
         raise InvalidParameterError("If-Match", 'must be an ETag of this API, e.g. "3"')
     return None if found is None or found.group(1) is None else int(found.group(1))
+
+
+def _upstream(given: schemas.Upstream | None) -> Upstream:
+    return NO_UPSTREAM if given is None else Upstream(given.url, given.model)
 
 
 def _moment(text: str) -> datetime:
@@ -79,6 +84,7 @@ class ModelController(Controller):
             lambda: container(request).models.register(
                 who, name=data.name, description=data.description, framework=data.framework,
                 upload=registration.upload, filename=registration.filename,
+                upstream=_upstream(data.upstream),
             )
         )
         return _with_etag(presenters.detail(row), 201, Location=f"/api/models/{row['id']}")
@@ -155,7 +161,7 @@ class ModelController(Controller):
     @put(
         "/{model_id:str}",
         operation_id="updateModel",
-        summary="Change name, description or status (active/inactive)",
+        summary="Change name, description, status (active/inactive) or upstream",
         sync_to_thread=True,
         dto=StrictBody[ModelUpdate],
         return_dto=None,
@@ -179,6 +185,7 @@ class ModelController(Controller):
             row = container(request).models.update(
                 actor(request), model_id, name=data.name, description=data.description,
                 status=None if data.status is None else ModelStatus(data.status),
+                upstream=None if data.upstream is msgspec.UNSET else _upstream(data.upstream),
                 expected_version=expected,
             )
         except VersionConflictError as error:

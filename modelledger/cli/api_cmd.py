@@ -116,6 +116,9 @@ def serve(*, host: str | None, port: int | None, workers: int | None, api_only: 
                 log_config=None,  # keep our JSON handler (configure_logging in each worker)
                 loop="uvloop" if _has("uvloop") else "auto",
                 http="httptools" if _has("httptools") else "auto",
+                # The client address is the socket peer unless MODELLEDGER_TRUSTED_PROXIES says
+                # otherwise (uvicorn would trust X-Forwarded-For from 127.0.0.1 by default).
+                proxy_headers=False,
             )
         finally:
             stop.set()

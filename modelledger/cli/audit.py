@@ -1,4 +1,5 @@
-"""``modelledger audit MODEL_ID``: replay a model's audit trail and show its state then."""
+"""``modelledger audit MODEL_ID`` (or ``--key KEY_ID``): replay a model's or an API key's audit
+trail and show its state then."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from domain.api_key import KeyNotFoundError
 from domain.errors import ModelNotFoundError
 from modelledger.cli.common import container
 from scheduler.archive import ArchiveDamage, archive_dir, read_archive
@@ -21,6 +23,8 @@ from services.audit import trail
 if TYPE_CHECKING:
     from pathlib import Path
     from uuid import UUID
+
+    from services.container import Container
 
 
 def _literal(*values: str) -> list[Text]:
@@ -46,9 +50,13 @@ def _moment(value: str) -> datetime:
 
 
 @click.command(
-    help="Replay a model's events in order (who, when, what) and its state at that point."
+    help="Replay a model's events in order (who, when, what) and its state at that point; "
+    "with --key, an API key's (created, revoked)."
 )
-@click.argument("model_id", type=click.UUID)
+@click.argument("model_id", type=click.UUID, required=False)
+@click.option(
+    "--key", "key_id", type=click.UUID, help="Replay this API key's trail instead of a model's."
+)
 @click.option("--as-of", "as_of", help="Stop at this RFC 3339 time.")
 @click.option("--version", "version", type=click.IntRange(min=1), help="Stop at this version.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -56,8 +64,9 @@ def _moment(value: str) -> datetime:
     "--archived-usage", "archived_usage", is_flag=True,
     help="Also list the model's usage records that compaction archived (DATA_DIR/archive).",
 )
-def audit(
-    model_id: UUID,
+def audit(  # noqa: PLR0917 - click passes every option by name
+    model_id: UUID | None,
+    key_id: UUID | None,
     as_of: str | None,
     version: int | None,
     as_json: bool,  # noqa: FBT001 - click passes every option by name
@@ -65,16 +74,19 @@ def audit(
 ) -> None:
     if as_of and version:
         raise click.UsageError("give --as-of or --version, not both")
+    if (model_id is None) == (key_id is None):
+        raise click.UsageError("give a MODEL_ID or --key KEY_ID")
+    if key_id is not None and archived_usage:
+        raise click.UsageError("--archived-usage is a model's, not a key's")
     moment = _moment(as_of) if as_of else None
     with container() as c:
-        try:
-            events = c.models.get_model_events(model_id, until_version=version)
-            state = c.models.get_model_state(model_id, version=version, as_of=moment)
-        except ModelNotFoundError:
-            raise click.ClickException(f"no model {model_id} (at that point)") from None
+        events, state = (
+            _model_trail(c, model_id, version, moment) if model_id is not None
+            else _key_trail(c, key_id, version, moment)  # type: ignore[arg-type]
+        )
         archive = archive_dir(c.settings.data_dir)
     entries = trail(events, as_of=moment)
-    usage = _archived(archive, model_id, moment) if archived_usage else []
+    usage = _archived(archive, model_id, moment) if model_id and archived_usage else []
     if as_json:
         document: dict[str, object] = {
             "events": [msgspec.structs.asdict(e) for e in entries], "state": state
@@ -101,6 +113,26 @@ def audit(
             ))
         console.print(usage_table)
         console.print(f"{len(usage)} archived usage record(s)")
+
+
+def _model_trail(
+    c: Container, model_id: UUID, version: int | None, moment: datetime | None
+) -> tuple[list[Any], dict[str, Any]]:
+    try:
+        events = c.models.get_model_events(model_id, until_version=version)
+        return events, c.models.get_model_state(model_id, version=version, as_of=moment)
+    except ModelNotFoundError:
+        raise click.ClickException(f"no model {model_id} (at that point)") from None
+
+
+def _key_trail(
+    c: Container, key_id: UUID, version: int | None, moment: datetime | None
+) -> tuple[list[Any], dict[str, Any]]:
+    try:
+        events = c.keys.get_key_events(key_id, until_version=version)
+        return events, c.keys.get_key_state(key_id, version=version, as_of=moment)
+    except KeyNotFoundError:
+        raise click.ClickException(f"no API key {key_id} (at that point)") from None
 
 
 def _archived(directory: Path, model_id: UUID, moment: datetime | None) -> list[dict[str, Any]]:

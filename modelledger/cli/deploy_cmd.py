@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 
@@ -51,7 +52,12 @@ def prepare() -> None:
               show_default=True, help="Hours the printed tokens stay valid.")
 @click.option("--base-url", help="URL used in the curl examples (default: MODELLEDGER_BASE_URL).")
 def demo(days: int, scale: float, ttl_hours: int, base_url: str | None) -> None:
-    from modelledger.demo import demo_tokens, load_demo  # noqa: PLC0415 - only this command
+    from modelledger.demo import (  # noqa: PLC0415 - only this command
+        FEATURES,
+        demo_key,
+        demo_tokens,
+        load_demo,
+    )
 
     started = time.perf_counter()
     with container() as wired, Progress(
@@ -63,6 +69,7 @@ def demo(days: int, scale: float, ttl_hours: int, base_url: str | None) -> None:
                            progress=lambda n: bar.advance(task, n))
         settings = wired.settings
         base = (base_url or wired.settings.base_url).rstrip("/")
+        key = demo_key(wired)
     ttl = timedelta(hours=ttl_hours)
     models = sum(len(u.models) for u in result.users)
     click.echo(
@@ -78,8 +85,17 @@ def demo(days: int, scale: float, ttl_hours: int, base_url: str | None) -> None:
     auth = '-H "Authorization: Bearer $ALICE_TOKEN"'
     body = ('{"request_id": "try-1", "response_time_ms": 21.5, "input_bytes": 512, '
             '"output_bytes": 64, "success": true}')
+    infer = json.dumps({"id": "try-1", "inputs": [
+        {"name": "X", "shape": [1, FEATURES], "datatype": "FP32", "data": [0.5] * FEATURES},
+    ]})
+    click.echo(f"export ALICE_KEY={key}  # API key: alice's model endpoints (shown once)")
     click.echo(f"""
 # Start the service if it is not running:  modelledger serve
+# Call the fraud-detector's live endpoint (Open Inference Protocol; metered as usage):
+curl -s -H "Authorization: Bearer $ALICE_KEY" -H 'Content-Type: application/json' \\
+  -d '{infer}' \\
+  '{base}/v2/models/{model}/infer'
+curl -s -H "Authorization: Bearer $ALICE_KEY" '{base}/v2/models/{model}'
 # Then try:
 curl -s {auth} '{base}/api/models?sort=-created_at'
 curl -s {auth} '{base}/api/models/{model}'

@@ -1,4 +1,5 @@
-"""The ``models`` projection's fold: model events become row patches of ``model_view``.
+"""The ``models`` projection's fold: registry events become row patches of ``model_view``
+(model events) and of ``api_keys`` (key events).
 
 Pure: no database. The store applies the patches of a batch with the tracking position in
 one transaction.
@@ -10,6 +11,9 @@ from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
+from domain.api_key import ApiKey
 from domain.model import Model, ModelStatus
 
 if TYPE_CHECKING:
@@ -28,15 +32,28 @@ class RowPatch:
         (self.insert if self.insert is not None else self.updates).update(values)
 
 
-def fold_model_events(events: Iterable[object]) -> dict[UUID, RowPatch]:
-    """Fold a batch of registry events into one patch per model (other events are ignored)."""
-    patches: dict[UUID, RowPatch] = {}
+@dataclass
+class RegistryChanges:
+    """A batch's patches: one per model (``model_view``) and one per key (``api_keys``)."""
+
+    models: dict[UUID, RowPatch] = field(default_factory=dict)
+    keys: dict[UUID, RowPatch] = field(default_factory=dict)
+
+
+def fold_model_events(events: Iterable[object]) -> RegistryChanges:
+    """Fold a batch of registry events into one patch per model and per key (name claims
+    are ignored)."""
+    changes = RegistryChanges()
     for domain_event in events:
         if isinstance(domain_event, Model.Event):
-            patch = patches.setdefault(domain_event.originator_id, RowPatch())
+            patch = changes.models.setdefault(domain_event.originator_id, RowPatch())
             _apply(domain_event, patch)
             patch.set(version=domain_event.originator_version, updated_at=domain_event.timestamp)
-    return patches
+        elif isinstance(domain_event, ApiKey.Event):
+            patch = changes.keys.setdefault(domain_event.originator_id, RowPatch())
+            _apply_key(domain_event, patch)
+            patch.set(version=domain_event.originator_version)
+    return changes
 
 
 @singledispatch
@@ -63,6 +80,8 @@ def _(e: Model.Registered, patch: RowPatch) -> None:
         "created_at": e.timestamp,
         "updated_at": e.timestamp,
         "deleted_at": None,
+        "upstream_url": None,
+        "upstream_model": None,
     }
 
 
@@ -99,3 +118,32 @@ def _(e: Model.EndpointDeactivated, patch: RowPatch) -> None:  # noqa: ARG001 - 
 @_apply.register
 def _(e: Model.ArtifactRemoved, patch: RowPatch) -> None:
     patch.set(artifact_removed_at=e.timestamp)
+
+
+@_apply.register
+def _(e: Model.UpstreamChanged, patch: RowPatch) -> None:
+    patch.set(upstream_url=e.url or None, upstream_model=e.model or None)
+
+
+@singledispatch
+def _apply_key(domain_event: ApiKey.Event, patch: RowPatch) -> None:
+    """Key events that change nothing the read model shows."""
+
+
+@_apply_key.register
+def _(e: ApiKey.Created, patch: RowPatch) -> None:
+    patch.insert = {
+        "id": e.originator_id,
+        "owner_id": e.owner_id,
+        "name": e.name,
+        "models": None if e.models is None else msgspec.json.encode(e.models).decode(),
+        "secret_sha256": e.secret_sha256,
+        "created_at": e.timestamp,
+        "revoked_at": None,
+        "version": e.originator_version,
+    }
+
+
+@_apply_key.register
+def _(e: ApiKey.Revoked, patch: RowPatch) -> None:
+    patch.set(revoked_at=e.timestamp)

@@ -8,18 +8,18 @@ statement. SQL is in the store's ``?`` style; ``Statement``s are run by sync cal
 from __future__ import annotations
 
 from collections.abc import Sequence  # noqa: TC003 - a field type of ModelRow
+from datetime import datetime  # noqa: TC003 - a field type of KeyView
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import msgspec
 
-from projections.models.tables import MODEL_VIEW
+from projections.models.tables import API_KEYS, MODEL_VIEW
 from projections.usage.figures import UsageFigures
 from projections.usage.queries import totals_figures
 from projections.usage.tables import STATS_NAMES
 
 if TYPE_CHECKING:
-    from uuid import UUID
-
     from projections.store.base import ReadStore, Statement
 
 _MODEL_KINDS = dict(MODEL_VIEW.columns)
@@ -216,3 +216,137 @@ def models_with_versions(
             [at_least, *params, limit],
         )
         return [(store.from_db(r[0], "uuid"), int(r[1])) for r in cur.fetchall()]
+
+
+# The endpoint's reads: one primary-key look-up each, from any thread.
+
+
+class ServingRow(msgspec.Struct, frozen=True, gc=False):
+    """What the endpoint needs to serve a model: whose it is, whether it may answer, and
+    what answers (the artifact file or the upstream server)."""
+
+    owner_id: UUID
+    name: str
+    status: str
+    version: int
+    framework: str
+    artifact_filename: str | None
+    artifact_sha256: str | None
+    artifact_size_bytes: int | None
+    artifact_removed: bool
+    upstream_url: str | None
+    upstream_model: str | None
+
+
+_SERVING = ("owner_id", "name", "status", "version", "framework", "artifact_filename",
+            "artifact_sha256", "artifact_size_bytes", "artifact_removed_at", "upstream_url",
+            "upstream_model")
+_SERVING_KINDS = [_MODEL_KINDS[name] for name in _SERVING]
+_REMOVED_AT = _SERVING.index("artifact_removed_at")
+
+
+def serving_state(store: ReadStore, model_id: UUID) -> ServingRow | None:
+    """The model's serving state, or None when no model has that id (whoever owns it)."""
+    with store.read() as cur:
+        cur.execute(
+            store.sql(f"SELECT {', '.join(_SERVING)} FROM model_view WHERE id = ?"),
+            (store.to_db(model_id, "uuid"),),
+        )
+        row = cur.fetchone()
+    if row is None:
+        return None
+    values = list(store.row_from_db(row, _SERVING_KINDS))
+    values[_REMOVED_AT] = values[_REMOVED_AT] is not None
+    return ServingRow(*values)
+
+
+class ApiKeyRow(msgspec.Struct, frozen=True, gc=False):
+    """What checking a key needs: its owner, the models it covers (None: all of the
+    owner's), its secret's hash and whether it was revoked."""
+
+    owner_id: UUID
+    models: frozenset[UUID] | None
+    secret_sha256: str
+    revoked: bool
+
+
+def api_key_row(store: ReadStore, key_id: UUID) -> ApiKeyRow | None:
+    """The key's row, or None when no key has that id."""
+    with store.read() as cur:
+        cur.execute(
+            store.sql(
+                "SELECT owner_id, models, secret_sha256, revoked_at FROM api_keys WHERE id = ?"
+            ),
+            (store.to_db(key_id, "uuid"),),
+        )
+        row = cur.fetchone()
+    if row is None:
+        return None
+    models = _model_ids(row[1])
+    return ApiKeyRow(
+        store.from_db(row[0], "uuid"), None if models is None else frozenset(models), row[2],
+        row[3] is not None,
+    )
+
+
+def _model_ids(text: str | None) -> list[UUID] | None:
+    return None if text is None else msgspec.json.decode(text, type=list[UUID])
+
+
+class KeyView(msgspec.Struct, frozen=True):
+    """A key as its owner sees it (never its secret): its requests and latest use so far."""
+
+    id: UUID
+    name: str
+    models: list[UUID] | None
+    created_at: datetime
+    requests: int
+    last_used_at: datetime | None
+
+
+_KEY_COLUMNS = ("k.id", "k.name", "k.models", "k.created_at", "u.requests", "u.last_used_at")
+_KEY_KINDS = ("uuid", "text", "text", "ts", "int", "ts")
+_KEY_SELECT = (
+    f"SELECT {', '.join(_KEY_COLUMNS)} FROM api_keys k "
+    "LEFT JOIN api_key_usage u ON u.api_key_id = k.id"
+)
+
+
+def _key_view(store: ReadStore, row: Sequence[Any]) -> KeyView:
+    key_id, name, models, created_at, requests, last_used_at = store.row_from_db(row, _KEY_KINDS)
+    return KeyView(key_id, name, _model_ids(models), created_at, requests or 0, last_used_at)
+
+
+def live_keys(store: ReadStore, owner_id: UUID) -> list[KeyView]:
+    """The owner's keys not revoked, oldest first."""
+    with store.read() as cur:
+        cur.execute(
+            store.sql(
+                f"{_KEY_SELECT} WHERE k.owner_id = ? AND k.revoked_at IS NULL "
+                "ORDER BY k.created_at, k.id"
+            ),
+            (store.to_db(owner_id, "uuid"),),
+        )
+        return [_key_view(store, row) for row in cur.fetchall()]
+
+
+def get_key(store: ReadStore, owner_id: UUID, key_id: UUID) -> KeyView | None:
+    """The owner's key (revoked or not), or None (also for another owner's key)."""
+    with store.read() as cur:
+        cur.execute(
+            store.sql(f"{_KEY_SELECT} WHERE k.id = ? AND k.owner_id = ?"),
+            (store.to_db(key_id, "uuid"), store.to_db(owner_id, "uuid")),
+        )
+        row = cur.fetchone()
+    return None if row is None else _key_view(store, row)
+
+
+def live_key_count(store: ReadStore, owner_id: UUID) -> int:
+    with store.read() as cur:
+        cur.execute(
+            store.sql(
+                f"SELECT count(*) FROM {API_KEYS.name} WHERE owner_id = ? AND revoked_at IS NULL"
+            ),
+            (store.to_db(owner_id, "uuid"),),
+        )
+        return int(cur.fetchone()[0])

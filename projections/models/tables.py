@@ -1,4 +1,5 @@
-"""The ``models`` projection's table: one row per model (the list and the detail's metadata)."""
+"""The ``models`` projection's tables: one row per model (the list and the detail's metadata)
+and one per API key (the keys list and the endpoint's key check)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ MODEL_VIEW = Table(
         ("created_at", "ts"),
         ("updated_at", "ts"),
         ("deleted_at", "ts"),
+        ("upstream_url", "text"),
+        ("upstream_model", "text"),
     ),
     key=("id",),
     not_null=("owner_id", "name", "description", "framework", "status", "version",
@@ -34,5 +37,23 @@ MODEL_VIEW = Table(
     ),
 )
 
-SCHEMA_VERSION = 1
-TABLES = (MODEL_VIEW,)
+API_KEYS = Table(
+    name="api_keys",
+    columns=(
+        ("id", "uuid"),
+        ("owner_id", "uuid"),
+        ("name", "text"),
+        ("models", "text"),  # a JSON list of model ids; NULL: every model of the owner
+        ("secret_sha256", "text"),
+        ("created_at", "ts"),
+        ("revoked_at", "ts"),
+        ("version", "int"),
+    ),
+    key=("id",),
+    not_null=("owner_id", "name", "secret_sha256", "created_at", "version"),
+    indexes=(("owner_created", ("owner_id", "created_at", "id")),),
+)
+
+# 2: model_view's upstream columns and the api_keys table.
+SCHEMA_VERSION = 2
+TABLES = (MODEL_VIEW, API_KEYS)

@@ -11,6 +11,11 @@ deletes them) and compacts only events at or below every tracking position, unde
 projections' locks. A projection that counted the raw events is already past the roll-up's id
 and never reads it; a rebuild from 0 finds the roll-up where the raw events were. Both orders
 give identical rows because ``UsageStats.merge`` is exact (integer sums, counts, extremes).
+
+Events the service metered itself name the API key that called; each key's count and latest
+use are folded too (``KeyUse``), in the same pass. A roll-up carries the counts of the raw
+events it replaced, per key as they spelled it, and adds them to the same ``key_use`` entries:
+requests summed, the latest use kept, so a rebuild after compaction gives the same rows.
 """
 
 from __future__ import annotations
@@ -18,16 +23,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import TYPE_CHECKING, TypeVar
+from uuid import UUID
 
 from domain.usage import PredictionUsage, hour_of
-from domain.usage_rollup import UsageRollup, stats_of
+from domain.usage_rollup import UsageRollup, from_epoch_us, stats_of
 from domain.usage_stats import UsageStats, to_micros
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from uuid import UUID
+    from datetime import datetime
 
 K = TypeVar("K")
+
+
+@dataclass(slots=True)
+class KeyUse:
+    """An API key's requests and its latest one's time, in a batch or all told."""
+
+    requests: int
+    last_at: datetime
+
+    def add(self, requests: int, last_at: datetime) -> None:
+        self.requests += requests
+        self.last_at = max(self.last_at, last_at)
 
 
 @dataclass
@@ -41,6 +59,9 @@ class UsageDelta:
     model_totals: dict[UUID, UsageStats] = field(default_factory=dict)
     owner_totals: dict[UUID, UsageStats] = field(default_factory=dict)
     model_owner: dict[UUID, UUID] = field(default_factory=dict)
+    # By the events' ``api_key_id`` text while folding; by key id once the batch is folded.
+    key_use: dict[str, KeyUse] = field(default_factory=dict)
+    keys: dict[UUID, KeyUse] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.model_hourly)
@@ -64,7 +85,24 @@ def fold_usage_events(events: Iterable[object]) -> UsageDelta:
         _merged(delta.model_totals, model_id).merge(stats)
     for model_id, stats in delta.model_totals.items():
         _merged(delta.owner_totals, delta.model_owner[model_id]).merge(stats)
+    delta.keys = _by_key_id(delta.key_use)
     return delta
+
+
+def _by_key_id(key_use: dict[str, KeyUse]) -> dict[UUID, KeyUse]:
+    """Once per key and batch, not per event; a text that names no key id is not counted
+    (the projection must never stop on one)."""
+    keys: dict[UUID, KeyUse] = {}
+    for text, use in key_use.items():
+        try:
+            key_id = UUID(text)
+        except ValueError:
+            continue
+        if key_id in keys:  # the same id spelled two ways
+            keys[key_id].add(use.requests, use.last_at)
+        else:
+            keys[key_id] = use
+    return keys
 
 
 def _merged(table: dict[K, UsageStats], key: K) -> UsageStats:
@@ -90,9 +128,21 @@ def _add_recorded(e: PredictionUsage.Recorded, delta: UsageDelta) -> None:
         occurred_at=e.occurred_at,
         rejected=e.rejected,
     )
+    if e.api_key_id:
+        _add_key_use(delta.key_use, e.api_key_id, 1, e.occurred_at)
 
 
 @_add.register
 def _(e: UsageRollup.Recorded, delta: UsageDelta) -> None:
     delta.model_owner[e.model_id] = e.owner_id
     _merged(delta.model_hourly, (e.model_id, e.hour)).merge(stats_of(e))
+    for text, (requests, last_us) in e.api_keys.items():
+        _add_key_use(delta.key_use, text, requests, from_epoch_us(last_us))
+
+
+def _add_key_use(key_use: dict[str, KeyUse], text: str, requests: int, last_at: datetime) -> None:
+    use = key_use.get(text)
+    if use is None:
+        key_use[text] = KeyUse(requests, last_at)
+    else:
+        use.add(requests, last_at)

@@ -1,4 +1,5 @@
-"""The ``usage`` projection's tables: statistics per model and owner by hour, UTC day, all time."""
+"""The ``usage`` projection's tables: statistics per model and owner by hour, UTC day, all time,
+and each API key's request count."""
 
 from __future__ import annotations
 
@@ -61,10 +62,20 @@ USAGE_OWNER_TOTALS = Table(
     key=("owner_id",),
 )
 
-SCHEMA_VERSION = 3
+# Requests each API key made (metered by the service itself) and when it was last used.
+API_KEY_USAGE = Table(
+    name="api_key_usage",
+    columns=(("api_key_id", "uuid"), ("requests", "int"), ("last_used_at", "ts")),
+    key=("api_key_id",),
+    not_null=("requests", "last_used_at"),
+)
+
+# 4: api_key_usage. Roll-ups' per-key counts (``UsageRollup.Recorded.api_keys``) need no new
+# version: a roll-up stored before them decodes with none and folds as it did.
+SCHEMA_VERSION = 4
 TABLES = (
     USAGE_MODEL_HOURLY, USAGE_OWNER_HOURLY, USAGE_MODEL_DAILY, USAGE_OWNER_DAILY,
-    USAGE_MODEL_TOTALS, USAGE_OWNER_TOTALS,
+    USAGE_MODEL_TOTALS, USAGE_OWNER_TOTALS, API_KEY_USAGE,
 )
 
 STATS_NAMES: tuple[str, ...] = tuple(name for name, _ in STATS_COLUMNS)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from projections.usage.rows import row_of, stats_of
 from projections.usage.tables import (
+    API_KEY_USAGE,
     STATS_NAMES,
     USAGE_MODEL_DAILY,
     USAGE_MODEL_HOURLY,
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from domain.usage_stats import UsageStats
     from projections.store.base import Cursor, ReadStore
     from projections.table import Table
-    from projections.usage.fold import UsageDelta
+    from projections.usage.fold import KeyUse, UsageDelta
 
 
 def merge_usage(  # noqa: PLR0917 - the projector's writer signature
@@ -63,6 +64,7 @@ def merge_usage(  # noqa: PLR0917 - the projector's writer signature
                 store, cur, table.suffixed(suffix), stats, extra, cache=cache,
                 percentiles=percentiles
             )
+        _merge_key_use(store, cur, API_KEY_USAGE.suffixed(suffix), delta.keys)
     except BaseException:
         cache.clear()
         raise
@@ -103,6 +105,24 @@ def _merge_stats(
     store.upsert(cur, table, rows)
     if horizon is not None:
         cache.advance(table, max(horizon, *(key[1] for key in delta)))
+
+
+def _merge_key_use(
+    store: ReadStore, cur: Cursor, table: Table, keys: Mapping[UUID, KeyUse]
+) -> None:
+    """Add a batch's requests per key to the keys' rows: one read and one upsert per batch."""
+    if not keys:
+        return
+    found = store.fetch_rows(
+        cur, table, [(key_id,) for key_id in keys], ("requests", "last_used_at")
+    )
+    rows = []
+    for key_id, use in keys.items():
+        requests, last_at = use.requests, use.last_at
+        if (known := found.get((key_id,))) is not None:
+            requests, last_at = requests + known[0], max(last_at, known[1])
+        rows.append((key_id, requests, last_at))
+    store.upsert(cur, table, rows)
 
 
 class _StatsCache:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tests.api.conftest import MAX_UPLOAD, Headers, assert_problem
+from tests.onnx_models import logistic_regression
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,7 +38,7 @@ class TestRegister:
     def test_multipart_upload_stores_the_artifact_with_sha256_and_size(
         self, client: TestClient[Any], alice: Headers, container: Container
     ) -> None:
-        content = b"weights" * 1000
+        content = logistic_regression()
         response = client.post(
             "/api/models", data={"name": "with-file", "framework": "onnx"},
             files={"file": ("../../model.onnx", content, "application/octet-stream")},

@@ -130,3 +130,38 @@ def test_every_route_behind_a_token_documents_its_429(document: dict[str, Any]) 
             assert limited == bool(operation.get("security")), (method, path)
             if limited:
                 assert "Retry-After" in operation["responses"]["429"]["headers"]
+
+
+@sqlite_only
+def test_an_upstream_states_the_url_and_model_rules_and_the_host_list(
+    document: dict[str, Any],
+) -> None:
+    upstream = document["components"]["schemas"]["Upstream"]
+    assert upstream["additionalProperties"] is False
+    url, model = upstream["properties"]["url"], upstream["properties"]["model"]
+    assert url["maxLength"] == 2_000
+    assert url["pattern"].startswith("^https?://")
+    assert "MODELLEDGER_UPSTREAM_HOSTS" in url["description"]
+    assert model["pattern"] == "^[A-Za-z0-9._-]{1,200}$"
+    register = document["paths"]["/api/models"]["post"]["requestBody"]["content"]
+    json_upstream = register["application/json"]["schema"]["properties"]["upstream"]
+    assert {"$ref": "#/components/schemas/Upstream"} in json_upstream["oneOf"]
+    assert "upstream" not in register["multipart/form-data"]["schema"]["properties"]
+    update = document["components"]["schemas"]["ModelUpdate"]["properties"]["upstream"]
+    assert {"$ref": "#/components/schemas/Upstream"} in update["anyOf"]
+
+
+@sqlite_only
+def test_a_key_body_states_its_rules_and_the_routes_their_problems(
+    document: dict[str, Any],
+) -> None:
+    create = document["components"]["schemas"]["ApiKeyCreate"]
+    assert create["additionalProperties"] is False
+    assert sorted(create["required"]) == ["models", "name"]
+    models = create["properties"]["models"]["anyOf"][0]
+    assert (models["minItems"], models["maxItems"]) == (1, 1_000)
+    assert create["properties"]["name"]["maxLength"] == 200
+    keys = document["paths"]["/api/keys"]
+    assert {"401", "403", "404", "409", "422"} <= set(keys["post"]["responses"])
+    revoke = document["paths"]["/api/keys/{key_id}"]["delete"]["responses"]
+    assert "key" in revoke["404"]["description"]

@@ -50,6 +50,13 @@ class ThrowawayPostgres:
              "-A", "trust"],
             check=True, capture_output=True, timeout=120,
         )
+        self.start_again()
+
+    def stop(self) -> None:
+        """Fast shutdown: every connection terminated; the data stays for ``start_again``."""
+        self._pg_ctl("-m", "fast", "-w", "-t", "60", "stop")
+
+    def start_again(self) -> None:
         self._pg_ctl(
             "-l", str(self.root / "log"), "-w", "-t", "60",
             "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",

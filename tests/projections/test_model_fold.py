@@ -15,6 +15,7 @@ import pytest
 
 from domain.model import Model, ModelStatus
 from domain.name_claim import NameClaim
+from domain.upstream import NO_UPSTREAM, Upstream
 from domain.usage import record_usage
 from projections.models.fold import RowPatch, fold_model_events
 from projections.models.tables import MODEL_VIEW
@@ -56,9 +57,16 @@ def existing(model_id: uuid.UUID = MODEL) -> Model:
     return model
 
 
+def model_patches(events: Any) -> dict[uuid.UUID, RowPatch]:
+    """The ``model_view`` patches a batch folds into (it holds no key events)."""
+    changes = fold_model_events(events)
+    assert changes.keys == {}
+    return changes.models
+
+
 def patch_of(model: Model) -> RowPatch:
     """The one patch that the model's pending events fold into."""
-    patches = fold_model_events(model.collect_events())
+    patches = model_patches(model.collect_events())
     assert list(patches) == [model.id]
     return patches[model.id]
 
@@ -82,6 +90,8 @@ def registered_row(**changes: Any) -> dict[str, Any]:
         "created_at": at(0),
         "updated_at": at(0),
         "deleted_at": None,
+        "upstream_url": None,
+        "upstream_model": None,
     }
     row.update(changes)
     return row
@@ -203,6 +213,33 @@ class TestDeletion:
         )
 
 
+class TestUpstream:
+    UPSTREAM = Upstream("http://mlserver.internal:8080", "iris-v2")
+
+    def test_an_upstream_given_at_registration_is_in_the_inserted_row(self) -> None:
+        assert patch_of(registered(upstream=self.UPSTREAM)).insert == registered_row(
+            upstream_url="http://mlserver.internal:8080", upstream_model="iris-v2",
+            version=2, updated_at=at(1),
+        )
+
+    def test_a_changed_upstream_updates_both_columns(self) -> None:
+        model = existing()
+        model.set_upstream(self.UPSTREAM, **WHO)
+        assert patch_of(model) == RowPatch(updates={
+            "upstream_url": "http://mlserver.internal:8080", "upstream_model": "iris-v2",
+            "version": 2, "updated_at": at(1),
+        })
+
+    def test_a_removed_upstream_empties_both_columns(self) -> None:
+        model = existing()
+        model.set_upstream(self.UPSTREAM, **WHO)
+        model.collect_events()
+        model.set_upstream(NO_UPSTREAM, **WHO)
+        assert patch_of(model) == RowPatch(updates={
+            "upstream_url": None, "upstream_model": None, "version": 3, "updated_at": at(2),
+        })
+
+
 class TestBatches:
     def test_a_registration_and_its_later_changes_in_one_batch_fold_into_one_insert(
         self,
@@ -265,7 +302,7 @@ class TestBatches:
         old.change_status(ModelStatus.INACTIVE, **WHO)  # at(2)
         new.update_metadata(name="resnet-50", **WHO)  # at(3)
         (registration, rename), (deactivation,) = new.collect_events(), old.collect_events()
-        assert fold_model_events([registration, deactivation, rename]) == {
+        assert model_patches([registration, deactivation, rename]) == {
             MODEL: RowPatch(
                 insert=registered_row(
                     name="resnet-50", version=2, created_at=at(1), updated_at=at(3)
@@ -287,14 +324,14 @@ class TestOtherEvents:
         claim.reclaim(OTHER_MODEL)
         events = claim.collect_events()
         assert len(events) == 3
-        assert fold_model_events(events) == {}
+        assert model_patches(events) == {}
 
     def test_name_claim_events_in_a_batch_leave_the_models_patch_as_it_would_be(self) -> None:
         model = existing()
         model.update_metadata(name="resnet-50", **WHO)
         claim = NameClaim.claim(OWNER, "resnet-50", MODEL)
         batch = [*claim.collect_events(), *model.collect_events()]
-        assert fold_model_events(batch) == {
+        assert model_patches(batch) == {
             MODEL: RowPatch(updates={"name": "resnet-50", "version": 2, "updated_at": at(1)})
         }
 
@@ -303,7 +340,7 @@ class TestOtherEvents:
             model_id=MODEL, owner_id=OWNER, request_id="r-1", occurred_at=T0,
             response_time_ms=12.5, input_bytes=10, output_bytes=20, success=True, now=T0,
         )
-        assert fold_model_events([used]) == {}
+        assert model_patches([used]) == {}
 
     def test_an_empty_batch_patches_nothing(self) -> None:
-        assert fold_model_events([]) == {}
+        assert model_patches([]) == {}

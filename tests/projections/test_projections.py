@@ -9,6 +9,8 @@ import pytest
 
 from domain.errors import ModelNotFoundError
 from domain.model import ModelStatus
+from domain.upstream import Upstream, UpstreamHosts
+from domain.usage import record_usage
 from projections.models import queries
 from projections.usage import queries as usage_queries
 from projections.usage.tables import ROW_READ
@@ -134,8 +136,26 @@ class TestRebuild:
         for i, model_id in enumerate(ids):
             container.usage.record_batch(usage_records(model_id, 120, prefix=f"x{i}-"),
                                           Writer(owner, all_tenants=True))
+        # API keys (one revoked) and usage the endpoint metered with them; an upstream.
+        who = actor.who()
+        keys = [container.keys.create(owner, f"k{i}", [ids[0]] if i else None, who)[0]
+                for i in range(3)]
+        container.keys.revoke(owner, keys[1].id, who)
+        container.models.upstream_hosts = UpstreamHosts.parse("mlserver")
+        container.models.update(actor, ids[2], upstream=Upstream("http://mlserver", "m"))
+        container.usage_log.record([
+            record_usage(
+                model_id=ids[0], owner_id=owner, request_id=f"k{i}",
+                occurred_at=T0 + timedelta(hours=i), response_time_ms=1.0, input_bytes=1,
+                output_bytes=1, success=True,
+                api_key_id=str(keys[i % 2].id), now=T0 + timedelta(days=9),
+            )
+            for i in range(7)
+        ])
         container.projector.catch_up_all()
         before = {name: dump(container.store, name) for name in ("models", "usage")}
+        assert len(before["models"]["api_keys"]) == 3
+        assert len(before["usage"]["api_key_usage"]) == 2
         for name in ("models", "usage"):
             container.projector.rebuild(name)
             assert dump(container.store, name) == before[name]

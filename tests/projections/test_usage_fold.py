@@ -291,3 +291,36 @@ class TestBatches:
         delta = fold_usage_events(model.collect_events())
         assert not delta
         assert delta == UsageDelta()
+
+
+class TestKeyUse:
+    KEY = uuid.UUID("00000000-0000-4000-8000-0000000000cc")
+    OTHER_KEY = uuid.UUID("00000000-0000-4000-8000-0000000000dd")
+
+    def test_each_keys_requests_and_latest_use_are_folded(self) -> None:
+        delta = fold_usage_events([
+            usage(api_key_id=str(self.KEY), occurred_at=T0 + 3 * MINUTE),
+            usage(api_key_id=str(self.KEY), occurred_at=T0 + MINUTE, success=False),
+            usage(api_key_id=str(self.OTHER_KEY), model_id=OTHER_MODEL, owner_id=OTHER_OWNER),
+            usage(),  # reported usage, or a login token's call: no key
+        ])
+        assert {k: (u.requests, u.last_at) for k, u in delta.keys.items()} == {
+            self.KEY: (2, T0 + 3 * MINUTE), self.OTHER_KEY: (1, T0 + 25 * MINUTE),
+        }
+
+    def test_refused_calls_count_as_the_keys_requests_too(self) -> None:
+        delta = fold_usage_events([usage(api_key_id=str(self.KEY), rejected=True)])
+        assert delta.keys[self.KEY].requests == 1
+        assert delta.model_totals[MODEL].requests == 0
+
+    def test_a_key_id_spelled_two_ways_is_one_key(self) -> None:
+        delta = fold_usage_events([
+            usage(api_key_id=str(self.KEY)), usage(api_key_id=self.KEY.hex),
+        ])
+        assert list(delta.keys) == [self.KEY]
+        assert delta.keys[self.KEY].requests == 2
+
+    def test_a_text_that_is_no_key_id_is_not_counted_and_stops_nothing(self) -> None:
+        delta = fold_usage_events([usage(api_key_id="not-a-key"), usage()])
+        assert delta.keys == {}
+        assert delta.model_totals[MODEL].requests == 2

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 import pytest
 
-from domain.usage_rollup import UsageRollup
+from domain.usage import PredictionUsage, hour_of
+from domain.usage_rollup import UsageRollup, epoch_us, key_counts_of, roll_up
+from domain.usage_stats import UsageStats
+from eventstore.mapper import state_fields
 from projections.store.base import NEXT
 from scheduler import archive
 from scheduler.compaction import RAW_TOPIC, compact_usage
+from tests.helpers import dump
 from tests.scheduler.usage_fixtures import (
     NOW,
     Models,
@@ -41,6 +46,30 @@ def _topics(container: Container) -> dict[str, int]:
 @pytest.fixture
 def models(container: Container) -> Models:
     return register_models(container, 4)
+
+
+# Callers of metered usage: two API keys and a login token (no key).
+KEY_A, KEY_B = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"
+CALLERS = (KEY_A, KEY_B, "")
+
+
+def called_by(
+    events: list[PredictionUsage.Recorded], callers: tuple[str, ...] = CALLERS
+) -> list[PredictionUsage.Recorded]:
+    """The events as if metered, each called in turn by one of ``callers``."""
+    return [
+        # The library makes event classes dataclasses at run time; mypy sees only its base.
+        dataclasses.replace(e, api_key_id=callers[i % len(callers)])  # type: ignore[call-arg]
+        for i, e in enumerate(events)
+    ]
+
+
+def _rollups(container: Container) -> list[UsageRollup.Recorded]:
+    mapper = container.usage_log.mapper
+    notifications = container.usage_log.recorder.select_notifications(
+        1, 10**9, topics=[ROLLUP_TOPIC]
+    )
+    return [cast("UsageRollup.Recorded", mapper.to_domain_event(n)) for n in notifications]
 
 
 def test_statistics_are_equal_before_after_compaction_and_after_a_rebuild(
@@ -348,3 +377,93 @@ def test_a_rebuild_starting_between_chunks_stops_compaction_at_its_position(
     )
     assert summary.events == 50  # the first chunk only: nothing above the rebuild's position 0
     assert _topics(container)[RAW_TOPIC] == 250
+
+
+def test_api_key_usage_is_equal_before_after_compaction_and_after_a_rebuild(
+    container: Container, models: Models
+) -> None:
+    container.usage_log.record(called_by(old_usage(models, 900, days_ago=(40, 31))))
+    container.usage_log.record(called_by(old_usage(models, 90, days_ago=(3, 0), prefix="new")))
+    container.projector.catch_up_all()
+    before = dump(container.store, "usage")
+    assert len(before["api_key_usage"]) == 2
+
+    summary = compact_usage(container, older_than=RETENTION, chunk_size=200)
+    container.projector.catch_up_all()
+    after = dump(container.store, "usage")
+    container.projector.rebuild("usage")
+
+    assert summary.events == 900
+    assert after == before
+    assert dump(container.store, "usage") == before
+
+
+def test_a_rollup_carries_each_keys_requests_and_latest_use_merged_with_late_usage(
+    container: Container, models: Models
+) -> None:
+    rng = random.Random(11)
+    hour_start = (NOW - timedelta(days=45)).replace(minute=0, second=0)
+    early = called_by(
+        [usage(models[2], f"e{i}", hour_start + timedelta(minutes=i), rng) for i in range(9)]
+    )
+    container.usage_log.record(early)
+    container.projector.catch_up_all()
+    compact_usage(container, older_than=RETENTION)
+    late = called_by(
+        [usage(models[2], f"late{i}", hour_start + timedelta(minutes=30 + i), rng,
+               recorded_at=NOW - timedelta(days=31)) for i in range(4)],
+        callers=(KEY_B, ""),
+    )
+    container.usage_log.record(late)
+    container.projector.catch_up_all()
+    counted = dump(container.store, "usage")
+
+    compact_usage(container, older_than=RETENTION)
+
+    (rollup,) = _rollups(container)
+    assert rollup.api_keys == {
+        KEY_A: (3, epoch_us(hour_start + timedelta(minutes=6))),
+        KEY_B: (3 + 2, epoch_us(hour_start + timedelta(minutes=32))),
+    }
+    container.projector.rebuild("usage")
+    assert dump(container.store, "usage") == counted
+
+
+def test_a_rollup_stored_before_api_keys_decodes_folds_and_merges_late_keyed_usage(
+    container: Container, models: Models
+) -> None:
+    """Roll-ups written by earlier compactions lack ``api_keys`` (appended last): they read as
+    counting no key, and a later compaction of the hour adds the late usage's keys."""
+    rng = random.Random(12)
+    hour_start = (NOW - timedelta(days=50)).replace(minute=0, second=0)
+    model_id, owner_id = models[3]
+    replaced = [usage(models[3], f"o{i}", hour_start + timedelta(minutes=i), rng) for i in range(7)]
+    current = roll_up(model_id=model_id, owner_id=owner_id, hour=hour_of(hour_start),
+                      stats=UsageStats.of_requests(replaced), raw_events=7,
+                      api_keys=key_counts_of(called_by(replaced)), now=NOW)
+    stored = container.usage_log.mapper.to_stored_event(current)
+    assert state_fields(ROLLUP_TOPIC)[-1].name == "api_keys"
+    old_layout = msgspec.msgpack.encode(msgspec.msgpack.decode(stored.state)[:-1])
+    container.usage_log.recorder.insert_events([dataclasses.replace(stored, state=old_layout)])
+
+    (old,) = _rollups(container)
+    assert vars(old) == {**vars(current), "api_keys": {}}
+    container.projector.catch_up_all()
+    tables = dump(container.store, "usage")
+    assert [(row[2], row[5]) for row in tables["usage_model_totals"]] == [  # requests, rejected
+        (sum(not e.rejected for e in replaced), sum(e.rejected for e in replaced))
+    ]
+    assert tables["api_key_usage"] == []
+
+    late = called_by([usage(models[3], f"late{i}", hour_start + timedelta(minutes=40 + i), rng,
+                            recorded_at=NOW - timedelta(days=31)) for i in range(3)])
+    container.usage_log.record(late)
+    container.projector.catch_up_all()
+    counted = dump(container.store, "usage")
+    assert compact_usage(container, older_than=RETENTION).rollups_merged == 1
+
+    (merged,) = _rollups(container)
+    assert merged.api_keys == key_counts_of(late)
+    assert merged.raw_events == 7 + 3
+    container.projector.rebuild("usage")
+    assert dump(container.store, "usage") == counted

@@ -90,8 +90,9 @@ def usage_tables(container: Container) -> dict[str, list[tuple[Any, ...]]]:
             rows = []
             for row in cur.fetchall():
                 values = list(row)
-                index = names.index("histogram")
-                values[index] = msgspec.msgpack.decode(bytes(values[index]))
+                if "histogram" in names:  # api_key_usage has none
+                    index = names.index("histogram")
+                    values[index] = msgspec.msgpack.decode(bytes(values[index]))
                 rows.append(tuple(str(v) if not isinstance(v, (int, dict)) else v for v in values))
             tables[table.name] = sorted(rows, key=repr)
     return tables

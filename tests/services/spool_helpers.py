@@ -103,16 +103,11 @@ class Child:
 
 
 def stop_postgres(cluster: ThrowawayPostgres) -> None:
-    cluster._pg_ctl("-m", "fast", "-w", "-t", "60", "stop")
+    cluster.stop()
 
 
 def start_postgres(cluster: ThrowawayPostgres) -> None:
-    # The options of ThrowawayPostgres.start, which also runs initdb.
-    cluster._pg_ctl(
-        "-l", str(cluster.root / "log"), "-w", "-t", "60",
-        "-o", f"-p {cluster.port} -k {cluster.root} -c listen_addresses=127.0.0.1 -c fsync=off",
-        "start",
-    )
+    cluster.start_again()
 
 
 def _say(line: str) -> None:

@@ -1,0 +1,1 @@
+"""The prediction endpoints: the Open Inference Protocol (KServe V2, REST)."""

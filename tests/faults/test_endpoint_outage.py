@@ -1,0 +1,92 @@
+"""Predictions never wait for the event store: with PostgreSQL down, `modelledger serve` keeps
+answering infer calls and metering them on local disk; once it is back, the backlog ships and
+every call is counted exactly once."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import httpx
+import psycopg
+import pytest
+
+from tests.faults.processes import Service, ThrowawayPostgres
+from tests.faults.traffic import owner_token
+from tests.onnx_models import FEATURES, logistic_regression
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+BODY = {"inputs": [{"name": "X", "shape": [1, FEATURES], "datatype": "FP32",
+                    "data": [0.1] * FEATURES}]}
+
+
+@pytest.fixture
+def postgres() -> Iterator[ThrowawayPostgres]:
+    cluster = ThrowawayPostgres()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def service(tmp_path: Path, postgres: ThrowawayPostgres) -> Iterator[Service]:
+    serve = Service(tmp_path, postgres.url, "public", workers=2)
+    try:
+        serve.start()
+        yield serve
+    finally:
+        serve.stop()
+
+
+def test_infer_calls_are_answered_and_metered_while_postgres_is_down(
+    service: Service, postgres: ThrowawayPostgres
+) -> None:
+    owner = {"Authorization": f"Bearer {owner_token(service.secret, 'alice')}"}
+    with httpx.Client(base_url=service.url, timeout=30) as http:
+        model = http.post(
+            "/api/models", data={"name": "scorer", "framework": "onnx"},
+            files={"file": ("m.onnx", logistic_regression(), "application/octet-stream")},
+            headers=owner,
+        ).json()
+        key = http.post("/api/keys", json={"name": "app", "models": None}, headers=owner).json()
+        endpoint = f"/v2/models/{model['id']}/infer"
+        caller = {"Authorization": f"Bearer {key['key']}"}
+
+        def call(request_id: str) -> int:
+            return http.post(endpoint, json={**BODY, "id": request_id},
+                             headers=caller).status_code
+
+        before = [call(f"before-{i}") for i in range(20)]
+        postgres.stop()
+        down_started = time.monotonic()
+        during = [call(f"during-{i}") for i in range(40)]
+        down_for = time.monotonic() - down_started
+        retried = [call(f"during-{i}") for i in range(5)]  # retries of answered calls
+        postgres.start_again()
+        after = [call(f"after-{i}") for i in range(20)]
+
+    assert before == [200] * 20
+    assert during == [200] * 40, "predictions must not wait for the event store"
+    assert retried == [200] * 5
+    assert after == [200] * 20
+    assert down_for < 30  # no call waited for PostgreSQL's connection timeout
+
+    expected = 80  # the five retries are the same request ids: counted once
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        with psycopg.connect(postgres.url) as conn:
+            stored = conn.execute(
+                "SELECT count(*), count(DISTINCT originator_id) FROM usageledger_events"
+            ).fetchone()
+        assert stored is not None
+        if stored[0] >= expected:
+            break
+        time.sleep(0.5)
+    assert stored == (expected, expected), service.log_tail()
