@@ -20,6 +20,7 @@ from services.serving_cache import ServingCache
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from pathlib import Path
     from uuid import UUID
 
     import numpy as np
@@ -113,6 +114,7 @@ class PredictionService:
         ttl = settings.endpoint_cache_seconds
         self._states: ServingCache[UUID, ServingRow | None] = ServingCache(ttl, _CACHED_MODELS)
         self._keys: ServingCache[UUID, ApiKeyRow | None] = ServingCache(ttl, _CACHED_KEYS)
+        self._paths: dict[tuple[UUID, str], Path] = {}
 
     # Who calls ---------------------------------------------------------------
 
@@ -163,7 +165,12 @@ class PredictionService:
         """The ONNX session of the target's artifact, loaded on first use."""
         if target.artifact_key is None or target.artifact_name is None:  # pragma: no cover
             raise ValueError("not an ONNX target")
-        path = self.artifacts.path_of(target.model_id, target.artifact_name)
+        path = self._paths.get(target.artifact_key)
+        if path is None:  # path_of checks the name: not on every call
+            path = self.artifacts.path_of(target.model_id, target.artifact_name)
+            if len(self._paths) >= _CACHED_MODELS:
+                self._paths.clear()
+            self._paths[target.artifact_key] = path
         return await self.sessions.get(target.artifact_key, path, target.artifact_size)
 
     async def run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from litestar.exceptions import NotAuthorizedException
@@ -93,6 +94,7 @@ class ClientAddress:
         return _valid(peer)
 
 
+@lru_cache(maxsize=4096)
 def _valid(address: str | None) -> str | None:
     if address is None:
         return None
