@@ -86,3 +86,26 @@ def test_the_demo_tokens_work_against_the_demo_data(container: Container, backen
                                    headers=tokens["GATEWAY"])
             assert response.status_code == 201, response.text
         assert client.get("/api/projections", headers=tokens["ADMIN"]).status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_demo_serves_a_real_onnx_model_and_prints_a_working_infer_command(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, container: Container
+) -> None:
+    monkeypatch.setenv("MODELLEDGER_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(cli, ["demo", "--days", "1", "--scale", "0.01",
+                                      "--base-url", "http://ledger.test"])
+    assert result.exit_code == 0, result.output
+    key = re.search(r"^export ALICE_KEY=(\S+)", result.output, re.MULTILINE)
+    command = re.search(r"-d '(?P<body>\{\"id\".*?)' \\\n  'http://ledger.test(?P<path>/v2/[^']+/infer)'",
+                        result.output)
+    assert key is not None
+    assert command is not None, result.output
+    with TestClient(create_app(container)) as client:
+        answer = client.post(command["path"], content=command["body"],
+                             headers={"Authorization": f"Bearer {key[1]}",
+                                      "Content-Type": "application/json"})
+        assert answer.status_code == 200, answer.text
+        [output] = answer.json()["outputs"]
+        assert output["name"] == "probability"
+        assert 0.0 < output["data"][0] < 1.0
