@@ -26,9 +26,13 @@ MAX_BYTES = 2**53  # what JSON clients represent exactly
 CLOCK_SKEW = timedelta(minutes=5)
 
 
-def usage_id(model_id: UUID, request_id: str) -> UUID:
-    """The deterministic id of the usage record of ``request_id`` on ``model_id``."""
-    return uuid5(model_id, request_id)
+def usage_id(model_id: UUID, request_id: str, caller: str = "") -> UUID:
+    """The deterministic id of the usage record of ``request_id`` on ``model_id``.
+
+    The endpoint's own records are scoped to their caller (an API key, or a login token's
+    subject): two applications whose request ids happen to agree are two predictions.
+    """
+    return uuid5(model_id, f"{caller}\n{request_id}" if caller else request_id)
 
 
 def hour_of(moment: datetime) -> int:
@@ -115,6 +119,7 @@ def record_usage(
     sender_issuer: str = "",
     api_key_id: str = "",
     caller: str = "",
+    scope_to_caller: bool = False,
     now: datetime | None = None,
 ) -> PredictionUsage.Recorded:
     """Check one prediction request and return its ``Recorded`` event.
@@ -137,7 +142,7 @@ def record_usage(
     )
     # eventsourcing makes event classes dataclasses at run time; mypy sees only the base init.
     return PredictionUsage.Recorded(  # type: ignore[call-arg]
-        originator_id=usage_id(model_id, request_id),
+        originator_id=usage_id(model_id, request_id, caller if scope_to_caller else ""),
         originator_version=1,
         timestamp=now,
         originator_topic=_TOPIC,

@@ -307,5 +307,6 @@ def _measured_event(record: MeteredUsage, now: datetime) -> PredictionUsage.Reco
         sender_issuer="",
         api_key_id=record.api_key_id,
         caller=record.caller,
+        scope_to_caller=True,
         now=now,
     )

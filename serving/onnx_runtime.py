@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
 from serving.v2_protocol import TensorMetadata, V2Error
 
@@ -123,7 +123,8 @@ class LoadedModel:
                               f"{', '.join(map(repr, self._outputs))}")
         try:
             arrays = self._session.run(names, feeds, self._run_options)
-        except (InvalidArgument, Fail) as error:  # values the signature cannot rule out
+        except (InvalidArgument, Fail, RuntimeException) as error:  # what the signature cannot
+            # rule out: a dynamic dimension the kernels disagree with, values out of range
             raise V2Error(f"the model cannot run on these inputs: {_clean(error)}") from None
         return [
             (name, _as_bytes(array) if self._outputs[name].datatype == "BYTES" else array)

@@ -74,10 +74,14 @@ def _connect(
 ) -> sqlite3.Connection:
     # mode=rw for an adopted spool: a file removed meanwhile must not come back empty.
     uri = path.resolve().as_uri() + ("?mode=rwc" if create else "?mode=rw")
-    conn = sqlite3.connect(
-        uri, uri=True, isolation_level=None, check_same_thread=False, timeout=busy_timeout
-    )
-    conn.execute("PRAGMA journal_mode=WAL")
+    old_mask = os.umask(0o077)  # the database, its WAL and shm: owner-only, whatever the umask
+    try:
+        conn = sqlite3.connect(
+            uri, uri=True, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        os.umask(old_mask)
     conn.execute(f"PRAGMA synchronous={synchronous}")
     return conn
 
@@ -149,6 +153,7 @@ class Spool:
     ) -> Spool:
         """A new spool file of this process in ``directory`` (created 0o700)."""
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.chmod(0o700)  # also when it existed: records name callers' addresses
         name = uuid.uuid4().hex
         # The lock first: from the moment the file exists, nobody takes it for an orphan.
         fd = _try_lock(directory / f"{name}{LOCK_SUFFIX}")
@@ -171,8 +176,11 @@ class Spool:
         try:
             return cls(path, fd, writable=False)
         except sqlite3.OperationalError:
+            gone = not path.exists()
+            if gone:  # removed by its adopter meanwhile: the lock file just made is a stray
+                path.with_suffix(LOCK_SUFFIX).unlink(missing_ok=True)
             os.close(fd)
-            if not path.exists():
+            if gone:
                 raise FileNotFoundError(path.name) from None
             raise
         except BaseException:

@@ -22,8 +22,9 @@ _NOT_FORWARDED = frozenset({
     "transfer-encoding", "upgrade", "host", "content-length", "authorization", "cookie",
     "set-cookie", "server", "date",
 })
-FORWARDED_REQUEST_HEADERS = ("content-type", "inference-header-content-length", "accept",
-                             "accept-encoding", "x-request-id")
+FORWARDED_REQUEST_HEADERS = ("content-type", "content-encoding",
+                             "inference-header-content-length", "accept", "accept-encoding",
+                             "x-request-id")
 _SLOW = "the upstream server did not answer in time"
 
 
@@ -103,7 +104,7 @@ class UpstreamClient:
             )
         except TimeoutError:
             raise UpstreamError(504, _SLOW) from None
-        except (aiohttp.ClientError, OSError):
+        except (aiohttp.ClientError, OSError, ValueError):  # ValueError: a header aiohttp refuses
             raise UpstreamError(502, "the upstream server is unreachable") from None
         kept = {
             name: value for name, value in response.headers.items()

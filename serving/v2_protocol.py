@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
 HEADER_LENGTH: Final = "Inference-Header-Content-Length"
+MAX_RANK: Final = 32
+MAX_DIM: Final = 2**62
 BINARY_EXTENSION: Final = "binary_tensor_data"
 
 
@@ -182,15 +184,26 @@ def _decode_header(data: memoryview) -> _RequestHeader:
         raise V2Error("the inference request's JSON is nested too deeply") from None
 
 
+def _checked_shape(item: _InputHeader) -> tuple[int, ...]:
+    shape = tuple(item.shape)
+    if any(dim < 0 for dim in shape):
+        raise V2Error(f"input {item.name!r}: shape {item.shape} has a negative dimension")
+    # numpy's limits: past them reshape fails (a zero elsewhere keeps the element count small)
+    if len(shape) > MAX_RANK:
+        raise V2Error(f"input {item.name!r}: shape has {len(shape)} dimensions, at most "
+                      f"{MAX_RANK}")
+    if any(dim > MAX_DIM for dim in shape):
+        raise V2Error(f"input {item.name!r}: shape {item.shape} has a dimension above {MAX_DIM}")
+    return shape
+
+
 def _decode_input(
     item: _InputHeader, tail: memoryview, body_size: int, *, has_tail: bool
 ) -> tuple[InputTensor, int]:
     """The tensor of one input and how many bytes of the binary tail it took."""
     name = item.name
     dtype = _input_dtype(item)
-    shape = tuple(item.shape)
-    if any(dim < 0 for dim in shape):
-        raise V2Error(f"input {name!r}: shape {item.shape} has a negative dimension")
+    shape = _checked_shape(item)
     count = math.prod(shape)
     # Every element takes at least one byte of the body: this bounds any allocation below.
     if count > body_size:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from dataclasses import dataclass
 from functools import lru_cache
@@ -49,7 +50,12 @@ async def caller_of(
             raise EndpointAuthError(401, "the API key is unknown or revoked")
         return caller
     try:
-        principal = verifier.cached(credential) or verifier.verify(credential)
+        principal = verifier.cached(credential)
+        if principal is None and verifier.fetches_keys:
+            # A JWKS fetch must not hold the event loop (as on /api).
+            principal = await asyncio.to_thread(verifier.verify, credential)
+        elif principal is None:
+            principal = verifier.verify(credential)
     except NotAuthorizedException as error:
         raise EndpointAuthError(401, str(error.detail)) from None
     if SCOPE_MODELS not in principal.scopes:

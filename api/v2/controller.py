@@ -7,6 +7,7 @@ are not metered. Errors use the protocol's body, ``{"error": "..."}``.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from datetime import UTC, datetime
@@ -41,11 +42,13 @@ SERVER_VERSION = "0.1.0"
 EXTENSIONS = [v2.BINARY_EXTENSION]
 HEADER_LENGTH = "inference-header-content-length"
 REQUEST_ID_HEADER = "x-request-id"
+CLIENT_CLOSED = 499  # nginx's status for a call whose client left before its answer ended
 _PEEK_LIMIT = 1024 * 1024  # proxied bodies up to this size are read whole, to find the V2 id
 _METADATA_LIMIT = 1024 * 1024
 _JSON = "application/json"
 
 V2Request = Request[Any, Any, Any]
+log = logging.getLogger("modelledger.endpoints")
 
 
 class _Id(msgspec.Struct):
@@ -64,12 +67,15 @@ def _service(request: V2Request) -> PredictionService:
 class _Call:
     """One infer call: when it began, who made it, and its usage record once it ends."""
 
-    def __init__(self, request: V2Request, caller: Caller, target: Target) -> None:
+    def __init__(
+        self, request: V2Request, caller: Caller, target: Target, started: float,
+        occurred_at: datetime,
+    ) -> None:
         self.request = request
         self.caller = caller
         self.target = target
-        self.started = time.perf_counter()
-        self.occurred_at = datetime.now(UTC)
+        self.started = started
+        self.occurred_at = occurred_at
         self.request_id = _header_request_id(request)
 
     def usage(self, *, status: int, input_bytes: int, output_bytes: int,
@@ -152,17 +158,20 @@ async def _resolve(request: V2Request, model_id: UUID) -> tuple[Caller, Target] 
 
 
 def _checked_id(infer_request: v2.InferRequest) -> str | None:
-    if infer_request.id is not None and not 1 <= len(infer_request.id) <= REQUEST_ID_MAX:
-        raise v2.V2Error(f"id must be 1 to {REQUEST_ID_MAX} characters")
-    return infer_request.id
+    # It becomes a response header (and an upstream's request header): printable only.
+    found = infer_request.id
+    if found is not None and not (1 <= len(found) <= REQUEST_ID_MAX and found.isprintable()):
+        raise v2.V2Error(f"id must be 1 to {REQUEST_ID_MAX} printable characters")
+    return found
 
 
 async def _infer(request: V2Request, model_id: UUID) -> Response[Any]:
+    started, occurred_at = time.perf_counter(), datetime.now(UTC)  # before authentication
     resolved = await _resolve(request, model_id)
     if isinstance(resolved, Response):
         return resolved
     caller, target = resolved
-    call = _Call(request, caller, target)
+    call = _Call(request, caller, target, started, occurred_at)
     body = await request.body()
     if (refusal := target.refusal) is not None:
         status, message = refusal
@@ -188,6 +197,10 @@ async def _infer_onnx(call: _Call, body: bytes) -> Response[bytes]:
     except v2.V2Error as error:  # a ModelLoadError too: 503, the model is not ready
         return await _answer(call, _error(error.status, error.message), input_bytes=len(body),
                              error=error.message)
+    except Exception:  # a bug of ours: answered, logged and metered as a server error
+        log.exception("infer call failed", extra={"model_id": str(call.target.model_id)})
+        return await _answer(call, _error(500, "internal error"), input_bytes=len(body),
+                             error="internal error")
     media_type = headers.pop("content-type", _JSON)
     return await _answer(call, Response(content, media_type=media_type, headers=headers),
                          input_bytes=len(body))
@@ -213,23 +226,30 @@ async def _forward_infer(call: _Call, body: bytes) -> Response[Any]:
                              error=error.message)
 
     async def relay() -> AsyncIterator[bytes]:
-        sent, failure = 0, None
+        sent, status = 0, CLIENT_CLOSED
+        failure: str | None = "the client went away"
         try:
             async for chunk in answer.chunks():
                 sent += len(chunk)
                 yield chunk
+            status, failure = answer.status, None
         except UpstreamError as error:
-            failure = error.message  # the status is already sent: the answer ends short
+            status, failure = 502, error.message  # the status is sent: the answer ends short
         finally:
-            status = answer.status if failure is None else 502
+            if failure is None and status >= 400:  # noqa: PLR2004
+                failure = "upstream error"
             usage = call.usage(status=status, input_bytes=len(body), output_bytes=sent,
-                               error=failure or (None if status < 400 else "upstream error"))  # noqa: PLR2004
+                               error=failure)
             _count(Backend.UPSTREAM, status)
             # The answer's last message waits for this: answered means metered.
-            await service.record(usage)
+            try:
+                await service.record(usage)
+            except (SpoolFullError, SpoolWriteError):
+                log.exception("a proxied call could not be metered")
 
-    answer.headers[REQUEST_ID_HEADER] = call.request_id
-    return Stream(relay(), status_code=answer.status, headers=answer.headers)
+    headers = {k: v for k, v in answer.headers.items() if k.lower() != REQUEST_ID_HEADER}
+    headers[REQUEST_ID_HEADER] = call.request_id
+    return Stream(relay(), status_code=answer.status, headers=headers)
 
 
 def _v2_id(body: bytes, request: V2Request) -> str | None:
@@ -239,7 +259,7 @@ def _v2_id(body: bytes, request: V2Request) -> str | None:
         found = msgspec.json.decode(body[:length] if length else body, type=_Id).id
     except (v2.V2Error, msgspec.DecodeError, msgspec.ValidationError):
         return None
-    return found if found and len(found) <= REQUEST_ID_MAX else None
+    return found if found and len(found) <= REQUEST_ID_MAX and found.isprintable() else None
 
 
 @post("/models/{model_id:uuid}/infer", status_code=200)

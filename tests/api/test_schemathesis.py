@@ -15,6 +15,7 @@ import json
 import re
 import shutil
 import tempfile
+import threading
 import uuid
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -142,7 +143,14 @@ _HISTORY_CURSOR = _issued(
 
 @pytest.fixture(scope="module", autouse=True)
 def _close_container() -> Iterator[None]:
+    # The projection worker runs as in `serve`: without it, usage recorded early in the run
+    # would look stalled to /health/ready (a 503) once the run lasts past the watchdog's limit.
+    stop = threading.Event()
+    threads = _CONTAINER.start_worker(stop)
     yield
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
     _CONTAINER.close()
     shutil.rmtree(_DATA_DIR, ignore_errors=True)
 

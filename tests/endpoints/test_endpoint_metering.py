@@ -134,3 +134,15 @@ def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(live: World) -> None:
                    headers={**key_header(alice.key()), "X-Forwarded-For": "203.0.113.9"})
     [event] = _until(live, model["id"], 1)
     assert event.ip == "127.0.0.1"
+
+
+def test_two_applications_whose_request_ids_agree_are_two_predictions(live: World) -> None:
+    alice = live.user()
+    model = alice.register_onnx()
+    one, two = alice.key(name="one"), alice.key(name="two")
+    for key in (one, two, one):  # the third is the first application's retry
+        assert live.http.post(f"/v2/models/{model['id']}/infer", json=BODY,
+                              headers={**key_header(key), "X-Request-ID": "1"}).status_code == 200
+    events = _until(live, model["id"], 2)
+    assert sorted(e.api_key_id for e in events) == sorted([one["id"], two["id"]])
+    assert {e.request_id for e in events} == {"1"}

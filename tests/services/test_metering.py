@@ -63,14 +63,14 @@ class TestShipping:
                                    rejected=True))
         assert meter.flush(FLUSH)
 
-        ok = container.usage_log.events.get(usage_id(model_id, "ok"))
+        ok = container.usage_log.events.get(usage_id(model_id, "ok", "alice"))
         event = cast("PredictionUsage.Recorded", next(iter(ok)))
         assert (event.sender, event.sender_issuer) == ("modelledger", "")
         assert (event.api_key_id, event.caller) == ("k-7", "alice")
         assert (event.user_agent, event.ip, event.status_code) == ("tritonclient/2.5",
                                                                    "10.1.2.3", 200)
         bad = cast("PredictionUsage.Recorded",
-                   next(iter(container.usage_log.events.get(usage_id(model_id, "bad")))))
+                   next(iter(container.usage_log.events.get(usage_id(model_id, "bad", "bob")))))
         assert (bad.error, bad.caller, bad.api_key_id) == ("input 'x': wrong shape", "bob", "")
         container.projector.catch_up("usage")
         usage = container.models.get(owner, model_id).usage
