@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
@@ -170,14 +171,23 @@ def load_model(path: Path) -> LoadedModel:
     return LoadedModel(session, size)
 
 
+# A key names one artifact (model id and sha256): a file that failed to load fails again, so
+# calls to it answer from memory for a while instead of taking the shared load threads.
+FAILED_LOAD_SECONDS = 10.0
+_FAILED_KEPT = 10_000
+
+
 class SessionCache:
     """Loaded models by key, at most ``max_bytes`` of them (by the sizes given to ``get``)."""
 
     def __init__(
         self, max_bytes: int, threads: int, *,
         loader: Callable[[Path], LoadedModel] = load_model, load_threads: int = 2,
+        retry_failed_after: float = FAILED_LOAD_SECONDS,
     ) -> None:
         self.max_bytes = max_bytes
+        self.retry_failed_after = retry_failed_after
+        self._failed: dict[Hashable, tuple[float, ModelLoadError]] = {}
         self._loader = loader
         self._entries: OrderedDict[Hashable, tuple[LoadedModel, int]] = OrderedDict()
         self._loading: dict[Hashable, asyncio.Task[LoadedModel]] = {}
@@ -199,6 +209,11 @@ class SessionCache:
         if entry is not None:
             self._entries.move_to_end(key)
             return entry[0]
+        failed = self._failed.get(key)
+        if failed is not None:
+            if time.monotonic() < failed[0]:
+                raise failed[1]  # the same file fails the same way: no load per call
+            del self._failed[key]
         task = self._loading.get(key)
         if task is None:
             task = asyncio.create_task(self._load(key, path, size_bytes))
@@ -211,15 +226,24 @@ class SessionCache:
         loop = asyncio.get_running_loop()
         try:
             model = await loop.run_in_executor(self._load_executor, self._loader, path)
-        except ModelLoadError:
+        except ModelLoadError as error:
+            self._remember_failure(key, error)
             raise
         except Exception:  # noqa: BLE001 - whatever a loader raised, the caller sees one type
-            raise ModelLoadError("the model cannot be loaded") from None
+            failure = ModelLoadError("the model cannot be loaded")
+            self._remember_failure(key, failure)
+            raise failure from None
         finally:
             current = self._loading.pop(key, None)
         if current is asyncio.current_task():  # else evicted while loading: serve, don't keep
             self._store(key, model, size_bytes)
         return model
+
+    def _remember_failure(self, key: Hashable, error: ModelLoadError) -> None:
+        if self.retry_failed_after > 0:
+            if len(self._failed) >= _FAILED_KEPT:
+                self._failed.clear()
+            self._failed[key] = (time.monotonic() + self.retry_failed_after, error)
 
     def _store(self, key: Hashable, model: LoadedModel, size_bytes: int) -> None:
         self._entries[key] = (model, size_bytes)
@@ -231,6 +255,7 @@ class SessionCache:
     def evict(self, key: Hashable) -> None:
         """Forget ``key`` (a load under way is served to its waiters but not kept)."""
         self._loading.pop(key, None)
+        self._failed.pop(key, None)
         entry = self._entries.pop(key, None)
         if entry is not None:
             self._bytes -= entry[1]

@@ -268,7 +268,7 @@ class TestSessionCache:
     async def test_a_failed_load_raises_and_is_not_kept(self, write: Write) -> None:
         path = write("m.onnx", b"garbage")
         loader = GatedLoader()
-        cache = SessionCache(10_000, 1, loader=loader)
+        cache = SessionCache(10_000, 1, loader=loader, retry_failed_after=0)
         with pytest.raises(ModelLoadError) as caught:
             await cache.get("m", path, 10)
         assert str(path.parent) not in caught.value.message
@@ -279,6 +279,20 @@ class TestSessionCache:
 
         assert [s.name for s in model.signature.inputs] == ["a", "b"]
         assert loader.calls == [path, path]
+        cache.close()
+
+    async def test_a_failed_load_is_answered_from_memory_for_a_while(self, write: Write) -> None:
+        path = write("m.onnx", b"garbage")
+        loader = GatedLoader()
+        cache = SessionCache(10_000, 1, loader=loader, retry_failed_after=0.2)
+        for _ in range(5):
+            with pytest.raises(ModelLoadError):
+                await cache.get("m", path, 10)
+        assert loader.calls == [path]  # one load, not one per call
+        await asyncio.sleep(0.25)
+        with pytest.raises(ModelLoadError):
+            await cache.get("m", path, 10)
+        assert loader.calls == [path, path]  # tried again once the time was up
         cache.close()
 
     async def test_a_loader_error_of_any_kind_is_a_load_error(self, models: Models) -> None:
