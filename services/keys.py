@@ -55,6 +55,14 @@ class KeyGrant:
         return owner_id == self.owner_id and (self.models is None or model_id in self.models)
 
 
+def grant_of(key_id: UUID, secret: str, row: queries.ApiKeyRow | None) -> KeyGrant | None:
+    """The grant of key ``key_id`` presented with ``secret``, given its row (read fresh or, by
+    the endpoint, from its cache): None for an unknown or revoked key or a wrong secret."""
+    if row is None or row.revoked or not secret_matches(secret, row.secret_sha256):
+        return None
+    return KeyGrant(key_id, row.owner_id, row.models)
+
+
 class ApiKeyService:
     """Verb methods for commands, ``get_*`` for queries; nothing returns a live aggregate."""
 
@@ -104,10 +112,7 @@ class ApiKeyService:
         if parsed is None:
             return None
         key_id, secret = parsed
-        row = queries.api_key_row(self.store, key_id)
-        if row is None or row.revoked or not secret_matches(secret, row.secret_sha256):
-            return None
-        return KeyGrant(key_id, row.owner_id, row.models)
+        return grant_of(key_id, secret, queries.api_key_row(self.store, key_id))
 
     def get_key_events(
         self, key_id: UUID, *, until_version: int | None = None

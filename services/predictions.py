@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from domain.api_key import parse_key, secret_matches
+from domain.api_key import parse_key
 from domain.model import ModelStatus
 from domain.upstream import UpstreamHosts
 from projections.models import queries
+from services.keys import grant_of
 from services.serving_cache import ServingCache
 
 if TYPE_CHECKING:
@@ -128,10 +129,10 @@ class PredictionService:
         if parsed is None:
             return None
         key_id, secret = parsed
-        row = await self._keys.get(key_id, self._key_row)
-        if row is None or row.revoked or not secret_matches(secret, row.secret_sha256):
+        grant = grant_of(key_id, secret, await self._keys.get(key_id, self._key_row))
+        if grant is None:
             return None
-        return Caller(row.owner_id, f"key:{key_id}", str(key_id), row.models)
+        return Caller(grant.owner_id, f"key:{key_id}", str(key_id), grant.models)
 
     def _key_row(self, key_id: UUID) -> ApiKeyRow | None:
         return queries.api_key_row(self.store, key_id)

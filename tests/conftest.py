@@ -14,6 +14,7 @@ import pytest
 from config.settings import Settings, load_settings
 from modelledger.bootstrap import build
 from services.container import Container
+from tests.faults.processes import ThrowawayPostgres
 from tests.pg import find_postgres
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -31,6 +32,18 @@ def require_postgres() -> str:
             pytest.fail("PostgreSQL is required (MODELLEDGER_REQUIRE_POSTGRES) but none was found")
         pytest.skip("no PostgreSQL server reachable and no pg_ctl to start one")
     return url
+
+
+@pytest.fixture
+def postgres() -> Iterator[ThrowawayPostgres]:
+    """A PostgreSQL cluster of the test's own (initdb + pg_ctl), to stop, start or restart:
+    the shared server stays up for the other tests."""
+    cluster = ThrowawayPostgres()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
 
 
 @pytest.fixture

@@ -26,16 +26,6 @@ BODY = {"inputs": [{"name": "X", "shape": [1, FEATURES], "datatype": "FP32",
 
 
 @pytest.fixture
-def postgres() -> Iterator[ThrowawayPostgres]:
-    cluster = ThrowawayPostgres()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
-@pytest.fixture
 def service(tmp_path: Path, postgres: ThrowawayPostgres) -> Iterator[Service]:
     serve = Service(tmp_path, postgres.url, "public", workers=2)
     try:

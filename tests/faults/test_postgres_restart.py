@@ -35,17 +35,6 @@ ABANDON_EVERY = 10  # a client gives up waiting for every 10th answer and sends 
 
 
 @pytest.fixture
-def postgres() -> Iterator[ThrowawayPostgres]:
-    """A cluster of the test's own: restarting the machine's shared server would break others."""
-    cluster = ThrowawayPostgres()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
-@pytest.fixture
 def service(tmp_path: Path, postgres: ThrowawayPostgres) -> Iterator[Service]:
     serve = Service(tmp_path, postgres.url, "public", workers=1)
     try:

@@ -189,17 +189,6 @@ def test_records_acknowledged_by_a_killed_process_ship_once_from_the_next_one(
 
 
 @pytest.fixture
-def postgres() -> Iterator[ThrowawayPostgres]:
-    """A cluster of the test's own, to stop and start: the shared server stays up."""
-    cluster = ThrowawayPostgres()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
-@pytest.fixture
 def outage_container(postgres: ThrowawayPostgres, tmp_path: Path) -> Iterator[Container]:
     built = build(load_settings({}, data_dir=tmp_path, database_url=postgres.url,
                                 pg_schema="public", pg_pool_size=4))
