@@ -23,6 +23,7 @@ from api.uploads import RegisterOperation, read_registration
 from domain.errors import ModelNotFoundError, VersionConflictError
 from domain.model import ModelStatus
 from domain.upstream import NO_UPSTREAM, Upstream
+from projections.usage import queries as usage_queries
 from services.usage import rfc3339_pattern
 
 Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"]
@@ -212,7 +213,8 @@ class ModelController(Controller):
             if expected is None:
                 raise
             raise PreconditionFailedError(detail=str(error)) from None
-        return _with_etag(presenters.detail(row))
+        by_version = usage_queries.version_totals(container(request).store, model_id)
+        return _with_etag(presenters.detail(row, by_version))
 
     @delete(
         "/{model_id:str}",
