@@ -65,6 +65,9 @@ def main() -> None:
         git = ["git", "worktree"]
         subprocess.run([*git, "add", "--detach", str(old_tree), args.old],  # noqa: S603
                        cwd=ROOT, check=True, capture_output=True)
+        # Scripts that start `.venv/bin/modelledger` of their tree (api_bench) find this one's,
+        # which runs the old tree's code from PYTHONPATH.
+        (old_tree / ".venv").symlink_to(ROOT / ".venv")
         try:
             results: dict[str, dict[str, list[float]]] = {"old": defaultdict(list),
                                                           "new": defaultdict(list)}
