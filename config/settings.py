@@ -99,6 +99,39 @@ class Settings:
             "fetches the keys again, at most every 10 s."
         )},
     )
+    oidc_issuer: str = field(
+        default="",
+        metadata={"doc": (
+            "An OpenID Connect provider's issuer URL: the dashboard offers sign-in through it "
+            "(https, or http on loopback; discovery at ISSUER/.well-known/openid-configuration; "
+            "empty: no OIDC sign-in)."
+        )},
+    )
+    oidc_client_id: str = field(
+        default="",
+        metadata={"doc": (
+            "The dashboard's client id at the OIDC provider (the ID token's `aud`); the "
+            "provider must allow the redirect URI BASE_URL/ui/oidc/callback."
+        )},
+    )
+    oidc_client_secret: str = field(
+        default="",
+        repr=False,
+        metadata={"doc": (
+            "The client's secret at the OIDC provider (empty: a public client, PKCE only)."
+        )},
+    )
+    oidc_scopes: str = field(
+        default="openid profile",
+        metadata={"doc": (
+            "Space-separated scopes asked of the OIDC provider (`openid` is always asked); a "
+            "dashboard user gets the service's `models` scope, whatever these are."
+        )},
+    )
+    oidc_name: str = field(
+        default="",
+        metadata={"doc": "The provider's name on the sign-in button (empty: the issuer's host)."},
+    )
     rate_limit_per_minute: int = field(
         default=3000,
         metadata={"doc": "Requests per minute per principal on /api, per process (0: no limit)."},
@@ -334,7 +367,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
              "window_cache_bytes": int, "onnx_cache_bytes": int, "inference_threads": int,
              "infer_max_body_bytes": int, "upstream_hosts": str, "upstream_timeout": float,
              "upstream_max_connections": int, "trusted_proxies": str, "metering": bool,
-             "spool_ship_batch": int, "endpoint_cache_seconds": float, "job_nice": int}
+             "spool_ship_batch": int, "endpoint_cache_seconds": float, "job_nice": int,
+             "oidc_issuer": str, "oidc_client_id": str, "oidc_client_secret": str,
+             "oidc_scopes": str, "oidc_name": str}
     values: dict[str, object] = {}
     for f in fields(Settings):
         raw = environ.get(PREFIX + f.name.upper())

@@ -28,7 +28,7 @@ import jwt
 from litestar import Request, Response, Router, get
 from litestar.datastructures import Cookie
 from litestar.exceptions import HTTPException, NotFoundException
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from litestar.response import Redirect
 
 from api.tokens import SCOPE_MODELS, resolve_secret
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PATH: Final = "/ui/oidc"
+LOGIN_PATH: Final = f"{PATH}/login"
 CALLBACK_PATH: Final = f"{PATH}/callback"
 LOGIN_COOKIE: Final = "modelledger_oidc"
 LOGIN_SECONDS: Final = 600  # the time a person has at the provider's sign-in page
@@ -111,6 +112,15 @@ def provider_label(settings: Settings) -> str | None:
     if not is_configured(settings):
         return None
     return settings.oidc_name or urlsplit(settings.oidc_issuer).hostname or "OpenID Connect"
+
+
+def sign_in_button(settings: Settings, next_path: str = "/ui/") -> dict[str, str]:
+    """The sign-in page's context for its "Sign in with ..." button; empty without OIDC."""
+    label = provider_label(settings)
+    if label is None:
+        return {}
+    return {"oidc_login": f"{LOGIN_PATH}?{urlencode({'next': safe_next(next_path)})}",
+            "oidc_name": label}
 
 
 def check_url(url: str, setting: str = "MODELLEDGER_OIDC_ISSUER") -> str:
@@ -380,8 +390,8 @@ async def _fetch(url: str, **post: Any) -> tuple[int, dict[str, Any]]:
     return status, document
 
 
-NextParam = Annotated[str | None, Parameter(query="next", max_length=2048, required=False)]
-CallbackParam = Annotated[str | None, Parameter(max_length=MAX_PARAM, required=False)]
+NextParam = Annotated[str | None, QueryParameter(name="next", max_length=2048, required=False)]
+CallbackParam = Annotated[str | None, QueryParameter(max_length=MAX_PARAM, required=False)]
 
 
 def oidc_router(settings: Settings) -> Router:
