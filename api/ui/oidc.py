@@ -27,9 +27,9 @@ import httpx
 import jwt
 from litestar import Request, Response, Router, get
 from litestar.datastructures import Cookie
-from litestar.exceptions import HTTPException, NotFoundException
+from litestar.exceptions import NotFoundException
 from litestar.params import QueryParameter
-from litestar.response import Redirect
+from litestar.response import Redirect, Template
 
 from api.tokens import SCOPE_MODELS, resolve_secret
 from api.ui.pages_auth import PUBLIC
@@ -392,6 +392,10 @@ async def _fetch(url: str, **post: Any) -> tuple[int, dict[str, Any]]:
 
 NextParam = Annotated[str | None, QueryParameter(name="next", max_length=2048, required=False)]
 CallbackParam = Annotated[str | None, QueryParameter(max_length=MAX_PARAM, required=False)]
+# ``state`` is a name Litestar keeps for the app state.
+StateParam = Annotated[
+    str | None, QueryParameter(name="state", max_length=MAX_PARAM, required=False)
+]
 
 
 def oidc_router(settings: Settings) -> Router:
@@ -409,21 +413,21 @@ def oidc_router(settings: Settings) -> Router:
         try:
             url, sealed = await configured().begin(next_ or "/ui/")
         except SignInError as error:
-            raise _page(error) from None
+            return _page(error)
         response: Response[Any] = Redirect(url, status_code=302)
         response.set_cookie(_login_cookie(request, sealed, LOGIN_SECONDS))
         return response
 
     @get("/callback", name="ui-oidc-callback")
     async def callback(
-        request: Request[Any, Any, Any], code: CallbackParam = None, state: CallbackParam = None,
+        request: Request[Any, Any, Any], code: CallbackParam = None, state_: StateParam = None,
         error: CallbackParam = None,
     ) -> Response[Any]:
         try:
             identity, pending = await configured().complete(
-                request.cookies.get(LOGIN_COOKIE), state, code, error)
+                request.cookies.get(LOGIN_COOKIE), state_, code, error)
         except SignInError as refused:
-            raise _page(refused) from None
+            return _page(refused)
         log.info("oidc sign-in", extra={"subject": identity.subject, "issuer": identity.issuer})
         response = await begin_session(
             request, subject=identity.subject, issuer=identity.issuer, scopes=DASHBOARD_SCOPES,
@@ -442,8 +446,10 @@ def _login_cookie(request: Request[Any, Any, Any], value: str, max_age: int) -> 
                   secure=request.url.scheme == "https", max_age=max_age)
 
 
-def _page(error: SignInError) -> HTTPException:
+def _page(error: SignInError) -> Template:
     """The dashboard's error page for a refused sign-in; the reason goes to the log only."""
     log.warning("oidc sign-in refused", extra={"reason": error.reason,
                                                 "status": error.status_code})
-    return HTTPException(status_code=error.status_code, detail=error.message)
+    return Template("error.html", status_code=error.status_code, context={
+        "status": error.status_code, "message": "Sign-in failed", "detail": error.message,
+        "signed_in": False, "title": "Sign-in failed"})
