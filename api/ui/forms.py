@@ -11,8 +11,10 @@ MAX_FIELD = 5_000  # characters: the longest field any form has (a model's descr
 
 def form_text(form: Any, name: str, limit: int = MAX_FIELD) -> str:
     """The field's text ('' when absent); a repeated or over-long field is a 400."""
-    values = form.getall(name) if hasattr(form, "getall") else [form.get(name)]
-    values = [v for v in values if v is not None]
+    try:
+        values = form.getall(name)
+    except KeyError:
+        values = []
     if len(values) > 1:
         raise ValidationException(f"the field {name!r} is given more than once")
     value = values[0] if values else ""

@@ -140,6 +140,8 @@ def ui_router(container: Container) -> Router:
         before_request=load_session,
         middleware=[lambda app: _CSRF(app, csrf_secret)],
         response_headers=SECURITY_HEADERS,
-        exception_handlers={Exception: _error_page},
+        # Every key the app maps too: the most specific class of any layer wins.
+        exception_handlers=dict.fromkeys(
+            (HTTPException, ModelLedgerError, WindowError, Exception), _error_page),
         include_in_schema=False,
     )

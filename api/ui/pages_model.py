@@ -1,0 +1,138 @@
+"""A model's page: metadata and its edit, activate/deactivate, delete, the endpoint with an
+example call, usage charts over a chosen range, and the audit trail with time travel."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Controller, Request, Response, get, post
+from litestar.concurrency import sync_to_thread
+from litestar.params import FromPath, Parameter
+from litestar.response import Redirect, Template
+
+from api import presenters
+from api.deps import actor, container, reads
+from api.ui import charts
+from api.ui.common import browser_zone, page, user
+from api.ui.forms import form_text
+from domain.errors import ModelNotFoundError, ValidationError
+from domain.model import ModelStatus
+from projections.usage import windows
+
+ModelId = FromPath[UUID]
+HISTORY_PAGE = 50
+VersionParam = Annotated[int | None, Parameter(query="version", ge=1, le=2**63 - 1,
+                                               required=False)]
+AfterParam = Annotated[int, Parameter(query="after", ge=0, le=2**63 - 1)]
+
+
+def example_call(url: str) -> str:
+    """A curl call of the endpoint with a V2 JSON body (the key is the user's own)."""
+    body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
+                        "data": [[0.1, 0.2, 0.3, 0.4]]}]}
+    return (f"curl -sS -X POST {url}/infer \\\n  -H 'Authorization: Bearer YOUR_API_KEY' \\\n"
+            f"  -H 'Content-Type: application/json' \\\n  -d '{json.dumps(body)}'")
+
+
+def _detail_view(detail: Any) -> dict[str, Any]:
+    return {
+        "id": str(detail.id), "name": detail.name, "description": detail.description,
+        "framework": detail.framework, "status": detail.status, "version": detail.version,
+        "endpoint_url": detail.endpoint.url, "endpoint_active": detail.endpoint.active,
+        "artifact": detail.artifact, "upstream": detail.upstream,
+        "created_at": detail.created_at, "updated_at": detail.updated_at,
+    }
+
+
+def _changes(changes: dict[str, Any]) -> list[tuple[str, str]]:
+    shown = []
+    for name, value in changes.items():
+        if isinstance(value, dict) and set(value) == {"old", "new"}:
+            shown.append((name, f"{value['old']!s} → {value['new']!s}"))
+        else:
+            shown.append((name, "–" if value in (None, "") else str(value)))
+    return shown
+
+
+class ModelPage(Controller):
+    path = "/models/{model_id:uuid}"
+
+    @get("/", name="ui-model")
+    async def model(
+        self,
+        request: Request[Any, Any, Any],
+        model_id: ModelId,
+        range_: charts.RangeParam = "30d",
+        bucket: charts.BucketParam = None,
+        from_: charts.DayParam = None,
+        to: charts.ToDayParam = None,
+        version: VersionParam = None,
+        after: AfterParam = 0,
+        saved: Annotated[str | None, Parameter(query="saved", max_length=20,
+                                               required=False)] = None,
+    ) -> Template:
+        owner = user(request).user_id
+        row = await reads(request).get_model(owner, model_id)
+        if row is None:
+            raise ModelNotFoundError(str(model_id))
+        detail = presenters.detail(row)
+        past = None
+        if version is not None:
+            state, current = await sync_to_thread(
+                lambda: container(request).models.get_state(owner, model_id, version=version)
+            )
+            past = _detail_view(presenters.historical(state, current))
+        tz = browser_zone(request)
+        chosen = charts.chart_range(range_, bucket, tz, from_, to)
+        spans = windows.spans(chosen.bucket, windows.zone(tz), chosen.start, chosen.end)
+        buckets = await reads(request).model_series(owner, model_id, chosen.bucket, tz, spans)
+        history = await sync_to_thread(
+            lambda: container(request).models.get_history(
+                owner, model_id, after_version=after, limit=HISTORY_PAGE)
+        )
+        trail = [{"version": e.version, "type": e.type, "at": e.at, "actor": e.actor,
+                  "issuer": e.actor_issuer, "changes": _changes(e.changes)}
+                 for e in history.entries]
+        return page(
+            request, "model.html", title=detail.name, nav="models",
+            model=_detail_view(detail), usage=detail.usage, past=past,
+            example=example_call(detail.endpoint.url),
+            chart=chosen, series=charts.series_json(buckets or []),
+            ranges=charts.RANGE_LABELS, buckets=windows.WINDOWS, trail=trail,
+            history_next=history.next_after, saved=saved,
+        )
+
+    @post("/edit", status_code=303)
+    async def edit(self, request: Request[Any, Any, Any], model_id: ModelId) -> Response[Any]:
+        form = await request.form()
+        name, description = form_text(form, "name", 200), form_text(form, "description")
+        who = actor(request)
+        await sync_to_thread(lambda: container(request).models.update(
+            who, model_id, name=name, description=description))
+        return Redirect(f"/ui/models/{model_id}?saved=details", status_code=303)
+
+    @post("/status", status_code=303)
+    async def status(self, request: Request[Any, Any, Any], model_id: ModelId) -> Response[Any]:
+        form = await request.form()
+        wanted = form_text(form, "status", 20)
+        if wanted not in {"active", "inactive"}:
+            raise ValidationError("status", "must be active or inactive")
+        who = actor(request)
+        await sync_to_thread(lambda: container(request).models.update(
+            who, model_id, status=ModelStatus(wanted)))
+        return Redirect(f"/ui/models/{model_id}?saved=status", status_code=303)
+
+    @post("/delete", status_code=303)
+    async def delete(self, request: Request[Any, Any, Any], model_id: ModelId) -> Response[Any]:
+        form = await request.form()
+        owner = user(request).user_id
+        row = await reads(request).get_model(owner, model_id)
+        if row is None:
+            raise ModelNotFoundError(str(model_id))
+        if form_text(form, "confirm_name", 200) != row["name"]:
+            raise ValidationError("confirm_name", "type the model's name to delete it")
+        who = actor(request)
+        await sync_to_thread(lambda: container(request).models.delete(who, model_id))
+        return Redirect("/ui/", status_code=303)
