@@ -29,6 +29,10 @@ from api.ui import format as fmt
 from api.ui.links import link_key
 from api.ui.oidc import oidc_router
 from api.ui.pages_auth import SignInController
+from api.ui.pages_keys import KeysPage
+from api.ui.pages_model import ModelPage
+from api.ui.pages_models import ModelsPage
+from api.ui.pages_usage import OperationsPage, UsagePage
 from api.ui.sessions import SESSION_COOKIE, UI_SCOPE_KEY, SessionStore, UiContext
 from domain.errors import ModelLedgerError
 from projections.usage.windows import WindowError
@@ -127,14 +131,17 @@ def ui_router(container: Container) -> Router:
         include_in_schema=False,
     )
     csrf_secret = hmac.new(secret.encode(), b"modelledger ui csrf", hashlib.sha256).hexdigest()
-    from api.ui.pages_models import ModelsPage  # noqa: PLC0415 - keeps this list in one place
-
     return Router(
         "/ui",
-        route_handlers=[SignInController, ModelsPage, static, oidc_router(container.settings)],
+        route_handlers=[
+            SignInController, ModelsPage, ModelPage, KeysPage, UsagePage, OperationsPage, static,
+            oidc_router(container.settings),
+        ],
         before_request=load_session,
         middleware=[lambda app: _CSRF(app, csrf_secret)],
         response_headers=SECURITY_HEADERS,
-        exception_handlers={Exception: _error_page},
+        # Every key the app maps too: the most specific class of any layer wins.
+        exception_handlers=dict.fromkeys(
+            (HTTPException, ModelLedgerError, WindowError, Exception), _error_page),
         include_in_schema=False,
     )
