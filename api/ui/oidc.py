@@ -315,7 +315,8 @@ class OidcClient:
             raise _provider_failed(f"discovery: {error}") from None
         auth_methods = document.get("token_endpoint_auth_methods_supported")
         basic = not isinstance(auth_methods, list) or "client_secret_basic" in auth_methods
-        provider = Provider(*endpoints, basic_auth=basic)
+        authorization, token, jwks = endpoints
+        provider = Provider(authorization, token, jwks, basic_auth=basic)
         self._provider = (provider, time.monotonic() + DISCOVERY_SECONDS)
         return provider
 

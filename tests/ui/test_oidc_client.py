@@ -277,7 +277,7 @@ class TestTheProvider:
         await refused(502, client_of(provider).begin("/ui/"))
 
     async def test_endpoints_must_be_https_off_loopback(self, provider: OidcProvider) -> None:
-        provider.discovery_overrides["token_endpoint"] = "http://idp.example/token"
+        provider.discovery_overrides["token_endpoint"] = "http://idp.example/token"  # noqa: S105
         error = await refused(502, client_of(provider).begin("/ui/"))
         assert "token_endpoint must be an https URL" in error.reason
 
