@@ -25,7 +25,7 @@ from api.rate_limit import rate_limit_middleware
 from api.reads import Reads
 from api.request_metrics import RequestMetricsMiddleware
 from api.tokens import verifier_for
-from api.ui.router import template_config, ui_router
+from api.ui.router import security_headers, template_config, ui_router
 from api.uploads import UploadLimits
 from api.v2.callers import ClientAddress
 from api.v2.controller import predict_router, v2_router
@@ -134,7 +134,7 @@ def create_app(
             "client_address": ClientAddress.of(settings.trusted_proxies),
         }),
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[RequestMetricsMiddleware()],
+        middleware=[RequestMetricsMiddleware(), security_headers],
         openapi_config=OpenAPIConfig(
             title="Model Ledger",
             version="0.1.0",

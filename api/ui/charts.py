@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from projections.usage import windows
 from projections.usage.windows import WindowError
@@ -26,11 +26,11 @@ SPANS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(d
 DEFAULT_BUCKET = {"24h": "hour", "7d": "day", "30d": "day", "90d": "day", "custom": "day"}
 RANGE_LABELS = {"24h": "24 hours", "7d": "7 days", "30d": "30 days", "90d": "90 days",
                 "custom": "Custom"}
-RangeParam = Annotated[Range, Parameter(query="range")]
-BucketParam = Annotated[Bucket | None, Parameter(query="bucket", required=False)]
-DayParam = Annotated[str | None, Parameter(query="from", max_length=10, required=False,
+RangeParam = Annotated[Range, QueryParameter(name="range")]
+BucketParam = Annotated[Bucket | None, QueryParameter(name="bucket", required=False)]
+DayParam = Annotated[str | None, QueryParameter(name="from", max_length=10, required=False,
                                            pattern=r"^\d{4}-\d{2}-\d{2}$")]
-ToDayParam = Annotated[str | None, Parameter(query="to", max_length=10, required=False,
+ToDayParam = Annotated[str | None, QueryParameter(name="to", max_length=10, required=False,
                                              pattern=r"^\d{4}-\d{2}-\d{2}$")]
 
 

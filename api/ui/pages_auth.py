@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import NotAuthorizedException
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from litestar.response import Template
 
 from api.tokens import SCOPE_ADMIN, SCOPE_MODELS, TokenVerifier
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 PUBLIC = {"ui_public": True}
 DASHBOARD_SCOPES = frozenset({SCOPE_MODELS, SCOPE_ADMIN})
 MAX_TOKEN = 16_384  # bytes of a pasted token; more is not a token this service issues
-NextParam = Annotated[str | None, Parameter(query="next", max_length=2000, required=False)]
-TokenParam = Annotated[str | None, Parameter(query="token", max_length=MAX_TOKEN, required=False)]
+NextParam = Annotated[str | None, QueryParameter(name="next", max_length=2000, required=False)]
+TokenParam = Annotated[str | None, QueryParameter(name="token", max_length=MAX_TOKEN, required=False)]
 
 
 def _sign_in_page(next_path: str, error: str = "", status: int = 200) -> Template:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.concurrency import sync_to_thread
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
 from api import presenters
@@ -23,9 +23,9 @@ from projections.usage import windows
 
 ModelId = FromPath[UUID]
 HISTORY_PAGE = 50
-VersionParam = Annotated[int | None, Parameter(query="version", ge=1, le=2**63 - 1,
+VersionParam = Annotated[int | None, QueryParameter(name="version", ge=1, le=2**63 - 1,
                                                required=False)]
-AfterParam = Annotated[int, Parameter(query="after", ge=0, le=2**63 - 1)]
+AfterParam = Annotated[int, QueryParameter(name="after", ge=0, le=2**63 - 1)]
 
 
 def example_call(url: str) -> str:
@@ -70,7 +70,7 @@ class ModelPage(Controller):
         to: charts.ToDayParam = None,
         version: VersionParam = None,
         after: AfterParam = 0,
-        saved: Annotated[str | None, Parameter(query="saved", max_length=20,
+        saved: Annotated[str | None, QueryParameter(name="saved", max_length=20,
                                                required=False)] = None,
     ) -> Template:
         owner = user(request).user_id

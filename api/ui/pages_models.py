@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from litestar import Controller, Request, get
 from litestar.concurrency import sync_to_thread
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from litestar.response import Template
 
 from api import presenters
@@ -37,10 +37,10 @@ class ModelsPage(Controller):
     async def models(
         self,
         request: Request[Any, Any, Any],
-        status: Annotated[Status | None, Parameter(query="status", required=False)] = None,
-        q: Annotated[str | None, Parameter(query="q", max_length=200, required=False)] = None,
-        sort: Annotated[Sort, Parameter(query="sort")] = "-created_at",
-        cursor: Annotated[str | None, Parameter(query="cursor", max_length=500,
+        status: Annotated[Status | None, QueryParameter(name="status", required=False)] = None,
+        q: Annotated[str | None, QueryParameter(name="q", max_length=200, required=False)] = None,
+        sort: Annotated[Sort, QueryParameter(name="sort")] = "-created_at",
+        cursor: Annotated[str | None, QueryParameter(name="cursor", max_length=500,
                                                 pattern=r"^[A-Za-z0-9_-]+$",
                                                 required=False)] = None,
     ) -> Template:

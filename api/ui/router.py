@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from litestar import Request, Response, Router
+from litestar import Request, Response, Router, get
 from litestar.concurrency import sync_to_thread
 from litestar.config.csrf import CSRFConfig
-from litestar.contrib.jinja import JinjaTemplateEngine
-from litestar.datastructures import CacheControlHeader, ResponseHeader
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from litestar.middleware.csrf import CSRFMiddleware
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
@@ -39,7 +40,7 @@ from projections.usage.windows import WindowError
 
 if TYPE_CHECKING:
     from jinja2 import Environment
-    from litestar.types import ASGIApp, Receive, Scope, Send
+    from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
     from services.container import Container
 
@@ -51,12 +52,31 @@ CSP = (
     "connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; "
     "base-uri 'none'"
 )
-SECURITY_HEADERS = [
-    ResponseHeader(name="Content-Security-Policy", value=CSP),
-    ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
-    ResponseHeader(name="Referrer-Policy", value="same-origin"),
-    ResponseHeader(name="X-Frame-Options", value="DENY"),
-]
+SECURITY_HEADERS = (
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+)
+
+
+def security_headers(app: ASGIApp) -> ASGIApp:
+    """App-level middleware: the policy on every response under /ui, pages, static files and
+    the not-found answer of a path no route matches alike."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/ui"):
+            await app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await app(scope, receive, send_with_headers)
+
+    return middleware
 
 
 def template_config() -> TemplateConfig[JinjaTemplateEngine]:
@@ -103,6 +123,13 @@ def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     )
 
 
+@get("/{rest:path}", opt={PUBLIC_OPT: True})
+async def not_found(rest: FromPath[str]) -> None:
+    """Any other path under /ui: the dashboard's 404 page (with its policy), not the API's."""
+    del rest
+    raise NotFoundException
+
+
 def ui_router(container: Container) -> Router:
     secret = resolve_secret(container.settings)
     context = UiContext(SessionStore(container.store), link_key(secret))
@@ -135,11 +162,11 @@ def ui_router(container: Container) -> Router:
         "/ui",
         route_handlers=[
             SignInController, ModelsPage, ModelPage, KeysPage, UsagePage, OperationsPage, static,
+            not_found,
             oidc_router(container.settings),
         ],
         before_request=load_session,
         middleware=[lambda app: _CSRF(app, csrf_secret)],
-        response_headers=SECURITY_HEADERS,
         # Every key the app maps too: the most specific class of any layer wins.
         exception_handlers=dict.fromkeys(
             (HTTPException, ModelLedgerError, WindowError, Exception), _error_page),
