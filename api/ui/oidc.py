@@ -80,7 +80,6 @@ class Identity:
 
     subject: str
     issuer: str
-    name: str
 
 
 @dataclass(frozen=True)
@@ -291,8 +290,7 @@ class OidcClient:
         subject = claims["sub"]
         if not isinstance(subject, str) or not 0 < len(subject) <= 255:  # noqa: PLR2004 - OIDC 2
             raise _invalid("ID token's sub is not a string of 1 to 255 characters")
-        name = claims.get("preferred_username") or claims.get("name") or subject
-        return Identity(subject, self.issuer, str(name)[:200])
+        return Identity(subject, self.issuer)
 
     async def provider(self) -> Provider:
         """The discovery document's endpoints, fetched once an hour."""

@@ -71,7 +71,6 @@ class TestTheFlow:
     ) -> None:
         identity = await sign_in(client_of(provider))
         assert (identity.subject, identity.issuer) == (provider.subject, provider.issuer)
-        assert identity.name == provider.name
 
     async def test_the_user_is_the_one_the_api_gives_the_providers_tokens(
         self, provider: OidcProvider
