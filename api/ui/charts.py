@@ -29,9 +29,9 @@ RANGE_LABELS = {"24h": "24 hours", "7d": "7 days", "30d": "30 days", "90d": "90 
 RangeParam = Annotated[Range, QueryParameter(name="range")]
 BucketParam = Annotated[Bucket | None, QueryParameter(name="bucket", required=False)]
 DayParam = Annotated[str | None, QueryParameter(name="from", max_length=10, required=False,
-                                           pattern=r"^\d{4}-\d{2}-\d{2}$")]
+                                           pattern=r"^(\d{4}-\d{2}-\d{2})?$")]
 ToDayParam = Annotated[str | None, QueryParameter(name="to", max_length=10, required=False,
-                                             pattern=r"^\d{4}-\d{2}-\d{2}$")]
+                                             pattern=r"^(\d{4}-\d{2}-\d{2})?$")]
 
 
 @dataclass(frozen=True)

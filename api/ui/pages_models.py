@@ -20,7 +20,7 @@ from projections.usage import windows
 
 PAGE_SIZE = 20
 SPARK_DAYS = 30
-Status = Literal["active", "inactive", "deleted"]
+Status = Literal["", "active", "inactive", "deleted"]  # "": the form's "active and inactive"
 Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"]
 SORTS = {"-created_at": "Newest first", "created_at": "Oldest first", "name": "Name A–Z",
          "-name": "Name Z–A", "-updated_at": "Recently changed"}
@@ -49,7 +49,7 @@ class ModelsPage(Controller):
         after = presenters.list_cursor(cursor, sort) if cursor else None
         rows, total = await reads(request).list_models(
             owner, limit=PAGE_SIZE, sort=field, descending=descending, after=after,
-            status=status, name_contains=q or None, include_deleted=False,
+            status=status or None, name_contains=q or None, include_deleted=False,
         )
         now = datetime.now(UTC)
         hour = _hour_index(now)
