@@ -13,7 +13,7 @@
   const stacked = series.successes.map((s, i) => s + series.failures[i]);
 
   function width(el) {
-    return Math.max(280, el.clientWidth || el.parentElement.clientWidth || 600);
+    return Math.max(200, el.clientWidth || el.parentElement.clientWidth || 600);
   }
 
   function draw(id, data, lines, yLabel) {
