@@ -62,8 +62,8 @@ def _iso(moment: datetime) -> str:
 
 
 def chart_range(
-    chosen: str, bucket: str | None, tz: str, first_day: str | None, last_day: str | None,
-    now: datetime | None = None,
+    chosen: str, bucket: str | None, tz: str, *, first_day: str | None = None,
+    last_day: str | None = None, now: datetime | None = None,
 ) -> ChartRange:
     """The moments a range covers; custom ranges are whole days in the browser's zone."""
     now = (now or datetime.now(UTC)).replace(microsecond=0)

@@ -5,26 +5,28 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+NONE = "\u2013"  # an en dash: no value
+
 
 def number(value: Any) -> str:
-    """1234567 -> '1,234,567'; None -> '–'."""
-    return "–" if value is None else f"{value:,}"
+    """1234567 -> '1,234,567'; None -> an en dash."""
+    return NONE if value is None else f"{value:,}"
 
 
 def ms(value: float | None) -> str:
     if value is None:
-        return "–"
+        return NONE
     return f"{value:,.0f} ms" if value >= 100 else f"{value:.1f} ms"  # noqa: PLR2004
 
 
 def percent(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f} %"
+    return NONE if value is None else f"{value * 100:.1f} %"
 
 
 def when(value: datetime | str | None) -> str:
     """A moment in UTC, to the minute (the page's script shows it in the browser's zone)."""
     if value is None:
-        return "–"
+        return NONE
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -38,7 +40,7 @@ def iso(value: datetime | str | None) -> str:
 
 def size(value: int | None) -> str:
     if value is None:
-        return "–"
+        return NONE
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":  # noqa: PLR2004
             return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"

@@ -62,7 +62,8 @@ def verify_link_token(key: bytes, token: str) -> LinkClaims | None:
     except jwt.PyJWTError:
         return None
     subject, issuer, scope, jti = (claims.get(k) for k in ("sub", "iss", "scope", "jti"))
-    if not all(isinstance(v, str) for v in (subject, issuer, scope, jti)) or not subject:
+    if not (isinstance(subject, str) and isinstance(issuer, str) and isinstance(scope, str)
+            and isinstance(jti, str) and subject):
         return None
     scopes = frozenset(scope.split()) & frozenset(SCOPES)
     return LinkClaims(jti, subject, issuer, scopes, datetime.fromtimestamp(claims["exp"], UTC))

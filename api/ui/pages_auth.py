@@ -22,7 +22,9 @@ PUBLIC = {"ui_public": True}
 DASHBOARD_SCOPES = frozenset({SCOPE_MODELS, SCOPE_ADMIN})
 MAX_TOKEN = 16_384  # bytes of a pasted token; more is not a token this service issues
 NextParam = Annotated[str | None, QueryParameter(name="next", max_length=2000, required=False)]
-TokenParam = Annotated[str | None, QueryParameter(name="token", max_length=MAX_TOKEN, required=False)]
+TokenParam = Annotated[
+    str | None, QueryParameter(name="token", max_length=MAX_TOKEN, required=False)
+]
 
 
 def _sign_in_page(next_path: str, error: str = "", status: int = 200) -> Template:
@@ -63,7 +65,9 @@ class SignInController(Controller):
                                    scopes=scopes, next_path=next_path)
 
     @get("/login/link")
-    async def link_form(self, request: Request[Any, Any, Any], token: TokenParam = None) -> Template:
+    async def link_form(
+        self, request: Request[Any, Any, Any], token: TokenParam = None
+    ) -> Template:
         # Shown, not used: a link preview or prefetch must not spend the one-time link.
         claims = None if not token else verify_link_token(ui_context(request).link_key, token)
         if claims is None:

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.concurrency import sync_to_thread
-from litestar.params import FromPath
+from litestar.params import FromPath  # noqa: TC002 - read at run time
 from litestar.response import Redirect, Template
 
 from api.deps import actor, container, reads

@@ -15,6 +15,7 @@ from litestar.response import Redirect, Template
 from api import presenters
 from api.deps import actor, container, reads
 from api.ui import charts
+from api.ui import format as fmt
 from api.ui.common import browser_zone, page, user
 from api.ui.forms import form_text
 from domain.errors import ModelNotFoundError, ValidationError
@@ -52,7 +53,7 @@ def _changes(changes: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(value, dict) and set(value) == {"old", "new"}:
             shown.append((name, f"{value['old']!s} → {value['new']!s}"))
         else:
-            shown.append((name, "–" if value in (None, "") else str(value)))
+            shown.append((name, fmt.NONE if value in (None, "") else str(value)))
     return shown
 
 
@@ -64,6 +65,7 @@ class ModelPage(Controller):
         self,
         request: Request[Any, Any, Any],
         model_id: ModelId,
+        *,
         range_: charts.RangeParam = "30d",
         bucket: charts.BucketParam = None,
         from_: charts.DayParam = None,
@@ -85,7 +87,7 @@ class ModelPage(Controller):
             )
             past = _detail_view(presenters.historical(state, current))
         tz = browser_zone(request)
-        chosen = charts.chart_range(range_, bucket, tz, from_, to)
+        chosen = charts.chart_range(range_, bucket, tz, first_day=from_, last_day=to)
         spans = windows.spans(chosen.bucket, windows.zone(tz), chosen.start, chosen.end)
         buckets = await reads(request).model_series(owner, model_id, chosen.bucket, tz, spans)
         history = await sync_to_thread(

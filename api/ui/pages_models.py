@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, get
 from litestar.concurrency import sync_to_thread
 from litestar.params import QueryParameter
-from litestar.response import Template
+from litestar.response import Template  # noqa: TC002 - read at run time
 
 from api import presenters
 from api.deps import container, reads
@@ -20,10 +20,11 @@ from projections.usage import windows
 
 PAGE_SIZE = 20
 SPARK_DAYS = 30
-Status = Literal["", "active", "inactive", "deleted"]  # "": the form's "active and inactive"
+# "": the form's "active and inactive"
+Status = Literal["", "active", "inactive", "deleted"]
 Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"]
-SORTS = {"-created_at": "Newest first", "created_at": "Oldest first", "name": "Name A–Z",
-         "-name": "Name Z–A", "-updated_at": "Recently changed"}
+SORTS = {"-created_at": "Newest first", "created_at": "Oldest first", "name": "Name A to Z",
+         "-name": "Name Z to A", "-updated_at": "Recently changed"}
 
 
 def _hour_index(moment: datetime) -> int:
@@ -37,6 +38,7 @@ class ModelsPage(Controller):
     async def models(
         self,
         request: Request[Any, Any, Any],
+        *,
         status: Annotated[Status | None, QueryParameter(name="status", required=False)] = None,
         q: Annotated[str | None, QueryParameter(name="q", max_length=200, required=False)] = None,
         sort: Annotated[Sort, QueryParameter(name="sort")] = "-created_at",

@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import Controller, Request, get
 from litestar.concurrency import sync_to_thread
-from litestar.response import Template
+from litestar.response import Template  # noqa: TC002 - read at run time
 
 from api import presenters
 from api.auth import requires
@@ -29,6 +29,7 @@ class UsagePage(Controller):
     async def usage(
         self,
         request: Request[Any, Any, Any],
+        *,
         range_: charts.RangeParam = "30d",
         bucket: charts.BucketParam = None,
         from_: charts.DayParam = None,
@@ -36,7 +37,7 @@ class UsagePage(Controller):
     ) -> Template:
         owner, store = user(request).user_id, container(request).store
         tz = browser_zone(request)
-        chosen = charts.chart_range(range_, bucket, tz, from_, to)
+        chosen = charts.chart_range(range_, bucket, tz, first_day=from_, last_day=to)
         spans = windows.spans(chosen.bucket, windows.zone(tz), chosen.start, chosen.end)
 
         def read() -> tuple[Any, ...]:
@@ -45,11 +46,10 @@ class UsagePage(Controller):
             return (buckets, *usage_queries.owner_usage(store, owner))
 
         buckets, totals, per_model = await sync_to_thread(read)
-        rows = sorted(
-            ({"id": str(m), "name": name or str(m), "usage": presenters.totals(f)}
-             for m, name, f in per_model),
-            key=lambda r: -r["usage"].total_requests,
-        )
+        rows = [
+            {"id": str(m), "name": name or str(m), "usage": presenters.totals(f)}
+            for m, name, f in sorted(per_model, key=lambda item: -item[2].requests)
+        ]
         return page(
             request, "usage.html", title="Usage", nav="usage",
             totals=presenters.totals(totals), per_model=rows, chart=chosen,

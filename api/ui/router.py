@@ -14,11 +14,12 @@ from urllib.parse import quote
 from litestar import Request, Response, Router, get
 from litestar.concurrency import sync_to_thread
 from litestar.config.csrf import CSRFConfig
-from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.datastructures import CacheControlHeader
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from litestar.middleware.csrf import CSRFMiddleware
-from litestar.params import FromPath
+from litestar.params import FromPath  # noqa: TC002 - read at run time
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
@@ -65,7 +66,7 @@ def security_headers(app: ASGIApp) -> ASGIApp:
     the not-found answer of a path no route matches alike."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/ui"):
+        if scope["type"] != ScopeType.HTTP or not scope["path"].startswith("/ui"):
             await app(scope, receive, send)
             return
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from litestar import Request, Response
+from litestar import Request, Response  # noqa: TC002 - read at run time by Litestar
 from litestar.concurrency import sync_to_thread
 from litestar.datastructures import Cookie
 from litestar.response import Redirect
@@ -33,9 +33,11 @@ MAX_SESSIONS_PER_USER = 20  # the oldest go first: a script signing in in a loop
 UI_SCOPE_KEY = "modelledger_ui"  # where the router's ``before_request`` puts the ``UiContext``
 _TS = "%Y-%m-%dT%H:%M:%S.%f+00:00"  # fixed width: text order is time order
 _DDL = (
-    "CREATE TABLE IF NOT EXISTS ui_sessions (id_sha256 TEXT PRIMARY KEY, user_id TEXT NOT NULL, "
-    "subject TEXT NOT NULL, issuer TEXT NOT NULL, scopes TEXT NOT NULL, "
-    "created_at TEXT NOT NULL, expires_at TEXT NOT NULL)",
+    (
+        "CREATE TABLE IF NOT EXISTS ui_sessions (id_sha256 TEXT PRIMARY KEY, "
+        "user_id TEXT NOT NULL, subject TEXT NOT NULL, issuer TEXT NOT NULL, "
+        "scopes TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL)"
+    ),
     "CREATE INDEX IF NOT EXISTS ix_ui_sessions_user ON ui_sessions (user_id, created_at)",
     "CREATE INDEX IF NOT EXISTS ix_ui_sessions_expiry ON ui_sessions (expires_at)",
     # A sign-in link's id once used; kept until the link would have expired anyway.
@@ -143,7 +145,7 @@ class SessionStore:
                 ),
                 (_digest(jti), _text(expires_at)),
             )
-            return bool(cur.rowcount == 1)
+            return bool(cur.rowcount == 1)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ class UiContext:
 
 
 def ui_context(request: Request[Any, Any, Any]) -> UiContext:
-    return request.scope[UI_SCOPE_KEY]  # type: ignore[no-any-return, typeddict-item]
+    return request.scope[UI_SCOPE_KEY]  # type: ignore[no-any-return, literal-required]
 
 
 def safe_next(path: str | None) -> str:

@@ -3,7 +3,7 @@ without sideways scrolling, in the light and the dark scheme; screenshots for th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import pytest
 
@@ -26,9 +26,10 @@ def _pages(dashboard: Dashboard) -> dict[str, str]:
                                                                    "models": None})
     first = models[0]["id"]
     return {
-        "models": "/ui/", "model": f"/ui/models/{first}", "model-90d": f"/ui/models/{first}?range=90d",
-        "model-past": f"/ui/models/{first}?version=1", "keys": "/ui/keys", "usage": "/ui/usage",
-        "operations": "/ui/operations", "not-found": "/ui/models/00000000-0000-0000-0000-000000000000",
+        "models": "/ui/", "model": f"/ui/models/{first}",
+        "model-90d": f"/ui/models/{first}?range=90d", "model-past": f"/ui/models/{first}?version=1",
+        "keys": "/ui/keys", "usage": "/ui/usage", "operations": "/ui/operations",
+        "not-found": "/ui/models/00000000-0000-0000-0000-000000000000",
     }
 
 
@@ -54,7 +55,7 @@ def test_every_page_passes_the_accessibility_scan(
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_pages_fit_360_pixels_in_both_schemes(
-    dashboard: Dashboard, browser: Browser, scheme: str, backend: str
+    dashboard: Dashboard, browser: Browser, scheme: Literal["light", "dark"], backend: str
 ) -> None:
     paths = _pages(dashboard)
     context = browser.new_context(viewport={"width": 360, "height": 740}, color_scheme=scheme,

@@ -106,7 +106,8 @@ def test_rename_deactivate_and_delete_through_the_page(dashboard: Dashboard, pag
                               ).json()["status"] == "inactive"
     # The audit trail names the acting user; version 2 shows the state before deactivating.
     actors = page.locator("#audit-trail td.actor").all_inner_texts()
-    assert actors and all(a == "alice-the-editor" for a in actors)
+    assert actors
+    assert all(a == "alice-the-editor" for a in actors)
     page.click("a[aria-label='Show version 2']")
     assert "after" in page.locator("#past-state").inner_text()
     assert "active" in page.locator("#past-state").inner_text()
