@@ -57,14 +57,19 @@ def test_a_token_the_api_refuses_is_refused(dashboard: Dashboard, page: Page) ->
     page.allowed_errors = ("401", "403")  # type: ignore[attr-defined]
 
 
-def test_sign_in_by_one_time_link(
-    dashboard: Dashboard, page: Page, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _cli_environment(dashboard: Dashboard, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line configured like the running server (same data, same secret)."""
     settings = dashboard.container.settings
     for name, value in {"DATA_DIR": str(settings.data_dir), "JWT_SECRET": SECRET,
                         "DATABASE_URL": settings.database_url, "PG_SCHEMA": settings.pg_schema,
                         "BASE_URL": dashboard.url}.items():
         monkeypatch.setenv(f"MODELLEDGER_{name}", value)
+
+
+def test_sign_in_by_one_time_link(
+    dashboard: Dashboard, page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _cli_environment(dashboard, monkeypatch)
     printed = CliRunner().invoke(cli, ["login-url", "--sub", "dora"], catch_exceptions=False)
     assert printed.exit_code == 0, printed.output
     link = printed.output.strip()
@@ -86,6 +91,24 @@ def test_sign_in_by_one_time_link(
     page.click("#use-link")
     assert "used already" in page.locator(".error").inner_text()
     page.allowed_errors = ("400",)  # type: ignore[attr-defined]
+
+
+def test_the_demo_prints_a_sign_in_link_to_a_dashboard_with_data(
+    dashboard: Dashboard, page: Page, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _cli_environment(dashboard, monkeypatch)
+    printed = CliRunner().invoke(cli, ["demo", "--days", "3", "--scale", "0.01"],
+                                 catch_exceptions=False)
+    assert printed.exit_code == 0, printed.output
+    link = printed.output.strip().splitlines()[-1]
+    assert link.startswith(f"{dashboard.url}/ui/login/link?token=")
+    page.goto(link)
+    page.click("#use-link")
+    page.wait_for_url(f"{dashboard.url}/ui/")
+    assert page.locator(".who").inner_text() == "alice"
+    assert page.locator("#models-table tr[data-model-id]").count() >= 3
+    requests = page.locator("#models-table td.num").all_inner_texts()
+    assert any(text not in {"0", "\u2013"} for text in requests)
 
 
 def test_sessions_and_links_are_shared_by_every_process(dashboard: Dashboard) -> None:
