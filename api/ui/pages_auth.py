@@ -10,6 +10,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.params import QueryParameter
 from litestar.response import Template
 
+from api.deps import container
 from api.tokens import SCOPE_ADMIN, SCOPE_MODELS, TokenVerifier
 from api.ui.forms import form_text
 from api.ui.links import verify_link_token
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 PUBLIC = {"ui_public": True}
 DASHBOARD_SCOPES = frozenset({SCOPE_MODELS, SCOPE_ADMIN})
+INVALID_LINK = "This sign-in link is invalid or has expired."
 MAX_TOKEN = 16_384  # bytes of a pasted token; more is not a token this service issues
 NextParam = Annotated[str | None, QueryParameter(name="next", max_length=2000, required=False)]
 TokenParam = Annotated[
@@ -27,9 +29,17 @@ TokenParam = Annotated[
 ]
 
 
-def _sign_in_page(next_path: str, error: str = "", status: int = 200) -> Template:
+def _sign_in_page(
+    request: Request[Any, Any, Any], next_path: str, error: str = "", status: int = 200
+) -> Template:
+    # With an identity provider configured, its "Sign in with ..." button too (imported here:
+    # api.ui.oidc imports this module).
+    from api.ui.oidc import sign_in_button  # noqa: PLC0415
+
+    button = sign_in_button(container(request).settings, next_path)
     return Template("login.html", status_code=status,
-                    context={"next": safe_next(next_path), "error": error, "title": "Sign in"})
+                    context={"next": safe_next(next_path), "error": error, "title": "Sign in",
+                             **button})
 
 
 async def _verify(request: Request[Any, Any, Any], token: str) -> Principal:
@@ -44,22 +54,25 @@ class SignInController(Controller):
     opt = PUBLIC
 
     @get("/login", name="ui-login")
-    async def sign_in_form(self, next_: NextParam = None) -> Template:
-        return _sign_in_page(next_ or "/ui/")
+    async def sign_in_form(
+        self, request: Request[Any, Any, Any], next_: NextParam = None
+    ) -> Template:
+        return _sign_in_page(request, next_ or "/ui/")
 
     @post("/login", status_code=303)
     async def sign_in(self, request: Request[Any, Any, Any]) -> Response[Any]:
         form = await request.form()
         token, next_path = form_text(form, "token", MAX_TOKEN).strip(), form_text(form, "next")
         if not token:
-            return _sign_in_page(next_path, "Paste a token.", 400)
+            return _sign_in_page(request, next_path, "Paste a token.", 400)
         try:
             principal = await _verify(request, token)
         except NotAuthorizedException as error:
-            return _sign_in_page(next_path, f"This token is not accepted: {error.detail}.", 401)
+            refused = f"This token is not accepted: {error.detail}."
+            return _sign_in_page(request, next_path, refused, 401)
         scopes = principal.scopes & DASHBOARD_SCOPES
         if not scopes:
-            return _sign_in_page(next_path, "This token has neither the 'models' nor the "
+            return _sign_in_page(request, next_path, "This token has neither the 'models' nor the "
                                  "'admin' scope.", 403)
         return await begin_session(request, subject=principal.subject, issuer=principal.issuer,
                                    scopes=scopes, next_path=next_path)
@@ -71,7 +84,7 @@ class SignInController(Controller):
         # Shown, not used: a link preview or prefetch must not spend the one-time link.
         claims = None if not token else verify_link_token(ui_context(request).link_key, token)
         if claims is None:
-            return _sign_in_page("/ui/", "This sign-in link is invalid or has expired.", 400)
+            return _sign_in_page(request, "/ui/", INVALID_LINK, 400)
         return Template("link.html", context={"token": token, "subject": claims.subject,
                                               "title": "Sign in"})
 
@@ -81,9 +94,9 @@ class SignInController(Controller):
         context = ui_context(request)
         claims = verify_link_token(context.link_key, form_text(form, "token", MAX_TOKEN))
         if claims is None:
-            return _sign_in_page("/ui/", "This sign-in link is invalid or has expired.", 400)
+            return _sign_in_page(request, "/ui/", INVALID_LINK, 400)
         if not await sync_to_thread(context.sessions.use_link, claims.jti, claims.expires_at):
-            return _sign_in_page("/ui/", "This sign-in link has been used already.", 400)
+            return _sign_in_page(request, "/ui/", "This sign-in link has been used already.", 400)
         return await begin_session(request, subject=claims.subject, issuer=claims.issuer,
                                    scopes=claims.scopes & DASHBOARD_SCOPES)
 
