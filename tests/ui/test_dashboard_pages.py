@@ -62,6 +62,10 @@ def test_charts_plot_the_apis_buckets(dashboard: Dashboard, page: Page) -> None:
     model = dashboard.register(alice, "busy")
     dashboard.record_usage(alice, model["id"], 400, days=80)
     sign_in(page, dashboard, alice)
+    # A first visit straight to a chart: drawn in UTC, then once more in the browser's zone.
+    page.context.clear_cookies(name="ml_tz")
+    page.goto(f"{dashboard.url}/ui/models/{model['id']}?range=7d")
+    page.locator("#charts[data-tz='Europe/Berlin'][data-drawn=true]").wait_for()
     for query, window in (("range=7d", "day"), ("range=90d&bucket=week", "week"),
                           ("range=24h", "hour"), ("range=90d", "day")):
         page.goto(f"{dashboard.url}/ui/models/{model['id']}?{query}")

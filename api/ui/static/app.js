@@ -4,10 +4,13 @@
 (function () {
   // The browser's time zone for the server's buckets; the page reloads once when it changes.
   const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
-  const had = document.cookie.split("; ").find((c) => c.startsWith("ml_tz="));
-  document.cookie = "ml_tz=" + encodeURIComponent(zone) + "; path=/ui; max-age=31536000; samesite=lax";
-  const shown = document.body.dataset.tz;
-  if (!had && shown && shown !== zone && document.querySelector("[data-zoned]")) {
+  const cookie = "ml_tz=" + encodeURIComponent(zone);
+  const had = document.cookie.split("; ").includes(cookie);
+  document.cookie = cookie + "; path=/ui; max-age=31536000; samesite=lax";
+  // A chart drawn in another zone before the server knew this one: once, with the zone.
+  // (A zone the windows refuse stays UTC; the cookie then already holds it: no loop.)
+  const zoned = document.querySelector("[data-zoned][data-tz]");
+  if (!had && zoned && zoned.dataset.tz !== zone) {
     location.reload();
     return;
   }
