@@ -57,7 +57,7 @@ class TestLinks:
                                                          issuer="https://idp.example"))
         assert claims is not None
         assert (claims.subject, claims.issuer, claims.scopes) == (
-            "dora", "https://idp.example", {"models", "admin"})
+            "dora", "https://idp.example", frozenset({"models", "admin"}))
 
     @pytest.mark.parametrize("token", [
         issue_link_token(KEY, "dora", ["models"], ttl=timedelta(seconds=-5)),  # expired
