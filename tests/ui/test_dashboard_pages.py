@@ -66,8 +66,9 @@ def test_charts_plot_the_apis_buckets(dashboard: Dashboard, page: Page) -> None:
     page.context.clear_cookies(name="ml_tz")
     page.goto(f"{dashboard.url}/ui/models/{model['id']}?range=7d")
     page.locator("#charts[data-tz='Europe/Berlin'][data-drawn=true]").wait_for()
+    custom = "range=custom&from=2026-10-05&to=2026-11-20&bucket=week"
     for query, window in (("range=7d", "day"), ("range=90d&bucket=week", "week"),
-                          ("range=24h", "hour"), ("range=90d", "day")):
+                          ("range=24h", "hour"), (custom, "week"), ("range=90d", "day")):
         page.goto(f"{dashboard.url}/ui/models/{model['id']}?{query}")
         charts = page.locator("#charts[data-drawn=true]")
         charts.wait_for()
@@ -184,3 +185,41 @@ def test_operations_page_is_for_admins_only(dashboard: Dashboard, page: Page) ->
     page.click("nav a[href='/ui/operations']")
     names = page.locator("#projections tbody th").all_inner_texts()
     assert set(names) == {s.name for s in dashboard.container.projector.status()}
+
+
+def test_usage_page_plots_the_summarys_buckets(dashboard: Dashboard, page: Page) -> None:
+    alice, bob = dashboard.user("alice"), dashboard.user("bob")
+    first, second = dashboard.register(alice, "first"), dashboard.register(alice, "second")
+    dashboard.record_usage(alice, first["id"], 120, days=20)
+    dashboard.record_usage(alice, second["id"], 45, days=5)
+    dashboard.record_usage(bob, dashboard.register(bob, "bobs")["id"], 70, days=5)
+    sign_in(page, dashboard, alice)
+    page.goto(f"{dashboard.url}/ui/usage?range=30d")
+    charts = page.locator("#charts[data-drawn=true]")
+    charts.wait_for()
+    summary = dashboard.http.get("/api/usage/summary", headers=alice.headers, params={
+        n: charts.get_attribute(f"data-{a}")
+        for n, a in (("window", "window"), ("tz", "tz"), ("from", "from"), ("to", "to"))
+    }).json()
+    x, stacked, _ = json.loads(page.locator("#chart-requests").get_attribute("data-plotted")
+                               or "")
+    assert x == [int(datetime.fromisoformat(b["start"]).timestamp())
+                 for b in summary["buckets"]]
+    assert stacked == [b["successes"] + b["failures"] for b in summary["buckets"]]
+    assert sum(stacked) == 165  # alice's requests only
+    assert page.locator("#total-requests").inner_text() == "165"
+    rows = page.locator("#per-model tbody tr").all_inner_texts()
+    assert [r.split("\t")[:2] for r in rows] == [["first", "120"], ["second", "45"]]
+
+
+def test_another_users_key_cannot_be_revoked(dashboard: Dashboard, page: Page) -> None:
+    alice, bob = dashboard.user("alice"), dashboard.user("bob")
+    key = dashboard.http.post("/api/keys", headers=bob.headers,
+                              json={"name": "bobs", "models": None}).json()
+    sign_in(page, dashboard, alice)
+    csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "ml_csrf")
+    refused = page.request.post(f"{dashboard.url}/ui/keys/{key['id']}/revoke",
+                                form={"_csrf_token": csrf})
+    assert refused.status == 404
+    assert [k["id"] for k in dashboard.http.get("/api/keys", headers=bob.headers
+                                                ).json()["items"]] == [key["id"]]
