@@ -60,9 +60,9 @@ def free_port() -> int:
 class Server:
     """``create_app(container)`` under uvicorn in a thread of its own, until ``stop``."""
 
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: Container, port: int | None = None) -> None:
         self.container = container
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(create_app(container), host="127.0.0.1", port=self.port,
                                 log_config=None, access_log=False, lifespan="on")
