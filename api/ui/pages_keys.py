@@ -11,14 +11,18 @@ from litestar.params import FromPath  # noqa: TC002 - read at run time
 from litestar.response import Redirect, Template
 
 from api.deps import actor, container, reads
+from api.errors import status_of
 from api.ui.common import page, user
 from api.ui.forms import form_text
+from domain.api_key import KeyLimitError
 from domain.errors import ValidationError
 
 ALL_MODELS = "all"
 
 
-async def _keys_page(request: Request[Any, Any, Any], **extra: Any) -> Template:
+async def _keys_page(
+    request: Request[Any, Any, Any], status_code: int = 200, **extra: Any
+) -> Template:
     owner = user(request).user_id
     keys = await sync_to_thread(container(request).keys.get_keys, owner)
     models, _ = await reads(request).list_models(owner, limit=100, sort="name")
@@ -29,7 +33,7 @@ async def _keys_page(request: Request[Any, Any, Any], **extra: Any) -> Template:
               else ", ".join(names.get(m, str(m)) for m in k.models)} for k in keys]
     choices = [{"id": str(row["id"]), "name": row["name"]} for row in models]
     return page(request, "keys.html", title="API keys", nav="keys", keys=shown,
-                choices=choices, **extra)
+                choices=choices, status_code=status_code, **extra)
 
 
 class KeysPage(Controller):
@@ -48,8 +52,11 @@ class KeysPage(Controller):
         except ValueError:
             raise ValidationError("model", "choose one of your models or all") from None
         who = actor(request)
-        view, text = await sync_to_thread(
-            lambda: container(request).keys.create(who.user_id, name, models, who.who()))
+        try:
+            view, text = await sync_to_thread(
+                lambda: container(request).keys.create(who.user_id, name, models, who.who()))
+        except (ValidationError, KeyLimitError) as error:
+            return await _keys_page(request, error=str(error), status_code=status_of(error))
         # Shown in this answer only (no-store): the service keeps only its hash.
         return await _keys_page(request, created={"name": view.name, "secret": text})
 

@@ -14,11 +14,18 @@ from litestar.response import Redirect, Template
 
 from api import presenters
 from api.deps import actor, container, reads
+from api.errors import status_of
 from api.ui import charts
 from api.ui import format as fmt
 from api.ui.common import browser_zone, page, user
 from api.ui.forms import form_text
-from domain.errors import ModelNotFoundError, ValidationError
+from domain.errors import (
+    ModelDeletedError,
+    ModelLedgerError,
+    ModelNotFoundError,
+    NameTakenError,
+    ValidationError,
+)
 from domain.model import ModelStatus
 from projections.usage import windows
 
@@ -57,6 +64,52 @@ def _changes(changes: dict[str, Any]) -> list[tuple[str, str]]:
     return shown
 
 
+async def _model_page(
+    request: Request[Any, Any, Any], model_id: UUID, chosen: charts.ChartRange, *,
+    version: int | None = None, after: int = 0, saved: str | None = None, error: str = "",
+    status_code: int = 200,
+) -> Template:
+    """The page; ``error``: why the change just posted was refused (shown by its form)."""
+    owner = user(request).user_id
+    row = await reads(request).get_model(owner, model_id)
+    if row is None:
+        raise ModelNotFoundError(str(model_id))
+    detail = presenters.detail(row)
+    past = None
+    if version is not None:
+        state, current = await sync_to_thread(
+            lambda: container(request).models.get_state(owner, model_id, version=version)
+        )
+        past = _detail_view(presenters.historical(state, current))
+    tz = chosen.tz
+    spans = windows.spans(chosen.bucket, windows.zone(tz), chosen.start, chosen.end)
+    buckets = await reads(request).model_series(owner, model_id, chosen.bucket, tz, spans)
+    history = await sync_to_thread(
+        lambda: container(request).models.get_history(
+            owner, model_id, after_version=after, limit=HISTORY_PAGE)
+    )
+    trail = [{"version": e.version, "type": e.type, "at": e.at, "actor": e.actor,
+              "issuer": e.actor_issuer, "changes": _changes(e.changes)}
+             for e in history.entries]
+    return page(
+        request, "model.html", title=detail.name, nav="models", status_code=status_code,
+        model=_detail_view(detail), usage=detail.usage, past=past,
+        example=example_call(detail.endpoint.url),
+        chart=chosen, series=charts.series_json(buckets or []),
+        ranges=charts.RANGE_LABELS, buckets=windows.WINDOWS, trail=trail,
+        history_next=history.next_after, saved=saved, error=error,
+    )
+
+
+async def _refused(
+    request: Request[Any, Any, Any], model_id: UUID, error: ModelLedgerError
+) -> Template:
+    """The model's page again, saying why the change was refused (409 or 422, as the API)."""
+    chosen = charts.chart_range("30d", None, browser_zone(request))
+    return await _model_page(request, model_id, chosen, error=str(error),
+                             status_code=status_of(error))
+
+
 class ModelPage(Controller):
     path = "/models/{model_id:uuid}"
 
@@ -75,35 +128,10 @@ class ModelPage(Controller):
         saved: Annotated[str | None, QueryParameter(name="saved", max_length=20,
                                                required=False)] = None,
     ) -> Template:
-        owner = user(request).user_id
-        row = await reads(request).get_model(owner, model_id)
-        if row is None:
-            raise ModelNotFoundError(str(model_id))
-        detail = presenters.detail(row)
-        past = None
-        if version is not None:
-            state, current = await sync_to_thread(
-                lambda: container(request).models.get_state(owner, model_id, version=version)
-            )
-            past = _detail_view(presenters.historical(state, current))
-        tz = browser_zone(request)
-        chosen = charts.chart_range(range_, bucket, tz, first_day=from_, last_day=to)
-        spans = windows.spans(chosen.bucket, windows.zone(tz), chosen.start, chosen.end)
-        buckets = await reads(request).model_series(owner, model_id, chosen.bucket, tz, spans)
-        history = await sync_to_thread(
-            lambda: container(request).models.get_history(
-                owner, model_id, after_version=after, limit=HISTORY_PAGE)
-        )
-        trail = [{"version": e.version, "type": e.type, "at": e.at, "actor": e.actor,
-                  "issuer": e.actor_issuer, "changes": _changes(e.changes)}
-                 for e in history.entries]
-        return page(
-            request, "model.html", title=detail.name, nav="models",
-            model=_detail_view(detail), usage=detail.usage, past=past,
-            example=example_call(detail.endpoint.url),
-            chart=chosen, series=charts.series_json(buckets or []),
-            ranges=charts.RANGE_LABELS, buckets=windows.WINDOWS, trail=trail,
-            history_next=history.next_after, saved=saved,
+        return await _model_page(
+            request, model_id, charts.chart_range(range_, bucket, browser_zone(request),
+                                                  first_day=from_, last_day=to),
+            version=version, after=after, saved=saved,
         )
 
     @post("/edit", status_code=303)
@@ -111,8 +139,11 @@ class ModelPage(Controller):
         form = await request.form()
         name, description = form_text(form, "name", 200), form_text(form, "description")
         who = actor(request)
-        await sync_to_thread(lambda: container(request).models.update(
-            who, model_id, name=name, description=description))
+        try:
+            await sync_to_thread(lambda: container(request).models.update(
+                who, model_id, name=name, description=description))
+        except (ValidationError, NameTakenError, ModelDeletedError) as error:
+            return await _refused(request, model_id, error)
         return Redirect(f"/ui/models/{model_id}?saved=details", status_code=303)
 
     @post("/status", status_code=303)
@@ -134,7 +165,8 @@ class ModelPage(Controller):
         if row is None:
             raise ModelNotFoundError(str(model_id))
         if form_text(form, "confirm_name", 200) != row["name"]:
-            raise ValidationError("confirm_name", "type the model's name to delete it")
+            refusal = ValidationError("confirm_name", "type the model's name to delete it")
+            return await _refused(request, model_id, refusal)
         who = actor(request)
         await sync_to_thread(lambda: container(request).models.delete(who, model_id))
         return Redirect("/ui/", status_code=303)

@@ -223,3 +223,29 @@ def test_another_users_key_cannot_be_revoked(dashboard: Dashboard, page: Page) -
     assert refused.status == 404
     assert [k["id"] for k in dashboard.http.get("/api/keys", headers=bob.headers
                                                 ).json()["items"]] == [key["id"]]
+
+
+def test_a_refused_change_is_explained_on_the_page(dashboard: Dashboard, page: Page) -> None:
+    page.allowed_errors = ("409", "422")  # type: ignore[attr-defined]
+    alice = dashboard.user("alice")
+    dashboard.register(alice, "taken")
+    model = dashboard.register(alice, "mine")
+    sign_in(page, dashboard, alice)
+    page.goto(f"{dashboard.url}/ui/models/{model['id']}")
+    page.fill("#name", "TAKEN")  # names are unique per owner, case-insensitively
+    answer = page.expect_response(lambda r: r.request.method == "POST")
+    with answer as posted:
+        page.click("#edit-form button[type=submit]")
+    assert posted.value.status == 409
+    assert "Not changed" in page.locator("#form-error").inner_text()
+    page.fill("#confirm_name", "not the name")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#delete")
+    page.locator("#form-error").wait_for()
+    assert "type the model's name" in page.locator("#form-error").inner_text()
+    assert dashboard.http.get(f"/api/models/{model['id']}", headers=alice.headers
+                              ).json()["status"] == "active"
+    page.goto(f"{dashboard.url}/ui/keys")
+    page.fill("#key-name", " ")
+    page.click("#create-key button[type=submit]")
+    assert "Not created" in page.locator("#form-error").inner_text()
