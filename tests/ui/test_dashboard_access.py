@@ -81,3 +81,25 @@ def test_pages_fit_360_pixels_in_both_schemes(
         assert errors == []
     finally:
         context.close()
+
+
+def test_a_models_page_is_usable_by_keyboard(dashboard: Dashboard, page: Page) -> None:
+    alice = dashboard.user("alice")
+    model = dashboard.register(alice, "keyboard")
+    sign_in(page, dashboard, alice)
+    page.goto(f"{dashboard.url}/ui/models/{model['id']}")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    reached = set()
+    for _ in range(80):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate("document.activeElement.id"))
+    assert {"range", "bucket", "name", "description", "deactivate", "confirm_name",
+            "delete"} <= reached
+    # Deactivate by keyboard alone.
+    page.focus("#deactivate")
+    page.keyboard.press("Enter")
+    page.wait_for_load_state()
+    assert page.locator("#model-status").inner_text() == "inactive"
