@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from services.container import Container
 
 HERE = Path(__file__).parent
+MAX_FORM_BYTES = 64 * 1024
 PUBLIC_OPT = "ui_public"  # a page that needs no session (sign-in, static files)
 # No inline script or style anywhere; the chart data travels in JSON blocks, which are not run.
 CSP = (
@@ -172,4 +173,6 @@ def ui_router(container: Container) -> Router:
         exception_handlers=dict.fromkeys(
             (HTTPException, ModelLedgerError, WindowError, Exception), _error_page),
         include_in_schema=False,
+        # The largest form is a pasted token or a description: a bigger body is a 413.
+        request_max_body_size=MAX_FORM_BYTES,
     )

@@ -163,6 +163,18 @@ def test_a_form_post_without_the_csrf_token_is_refused(dashboard: Dashboard) -> 
                               ).json()["name"] == "renamed"
 
 
+def test_a_form_body_is_bounded(dashboard: Dashboard) -> None:
+    alice = dashboard.user("alice")
+    model = dashboard.register(alice, "bounded")
+    client = _signed_in_client(dashboard, alice.token)
+    huge = client.post(f"/ui/models/{model['id']}/edit", data={
+        "name": "x", "description": "y" * 100_000, "_csrf_token": client.cookies["ml_csrf"]})
+    assert huge.status_code == 413
+    long = client.post(f"/ui/models/{model['id']}/edit", data={
+        "name": "x", "description": "y" * 6_000, "_csrf_token": client.cookies["ml_csrf"]})
+    assert long.status_code == 400  # over the form's own bound for the field
+
+
 def test_every_dashboard_response_carries_a_strict_policy(dashboard: Dashboard) -> None:
     for path in ("/ui/login", "/ui/static/app.js", "/ui/no-such-page"):
         policy = httpx.get(f"{dashboard.url}{path}").headers["content-security-policy"]
