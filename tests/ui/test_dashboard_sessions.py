@@ -7,12 +7,20 @@ from typing import TYPE_CHECKING
 
 import jwt
 import pytest
+from litestar.testing import TestClient
 
-from api.tokens import user_id_of
+from api.app import create_app
+from api.tokens import issue_token, user_id_of
 from api.ui.links import issue_link_token, link_key, verify_link_token
 from api.ui.sessions import MAX_SESSIONS_PER_USER, SessionStore, safe_next
+from modelledger.bootstrap import build
+from tests.conftest import make_settings
+from tests.ui.browser import SECRET
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
     from services.container import Container
 
 KEY = link_key("a-secret-long-enough-for-hs256-0123456789abcdef")
@@ -81,3 +89,30 @@ class TestLinks:
 ])
 def test_only_dashboard_paths_are_followed_after_sign_in(given: str | None, kept: str) -> None:
     assert safe_next(given) == kept
+
+
+def test_cookies_are_secure_over_https(app_container: Container) -> None:
+    container = app_container
+    for base, secure in (("https://ledger.example", True), ("http://ledger.example", False)):
+        with TestClient(create_app(container), base_url=base) as client:
+            form = client.get("/ui/login")
+            assert ("Secure" in form.headers["set-cookie"]) is secure
+            signed_in = client.post("/ui/login", follow_redirects=False, data={
+                "token": issue_token(SECRET, "alice", ["models"]),
+                "_csrf_token": client.cookies["ml_csrf"],
+            })
+            cookie = signed_in.headers["set-cookie"]
+            assert cookie.startswith("ml_session=")
+            assert "HttpOnly" in cookie
+            assert "SameSite=lax" in cookie
+            assert ("Secure" in cookie) is secure
+
+
+@pytest.fixture
+def app_container(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Container]:
+
+    built = build(make_settings(backend, tmp_path, request, jwt_secret=SECRET))
+    yield built
+    built.close()
