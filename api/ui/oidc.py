@@ -451,4 +451,4 @@ def _page(error: SignInError) -> Template:
                                                 "status": error.status_code})
     return Template("error.html", status_code=error.status_code, context={
         "status": error.status_code, "message": "Sign-in failed", "detail": error.message,
-        "signed_in": False, "title": "Sign-in failed"})
+        "signed_in": False, "title": "Sign-in failed", "retry": "/ui/login"})
