@@ -152,6 +152,21 @@ class TestSigningIn:
         assert answer.headers["location"] == "/ui/"
 
 
+class TestTheSignInPage:
+    def test_offers_the_provider_keeping_the_page_asked_for(
+        self, client: TestClient[Any], provider: OidcProvider
+    ) -> None:
+        page = client.get("/ui/login", params={"next": "/ui/keys"})
+        assert page.status_code == 200
+        # No MODELLEDGER_OIDC_NAME here: the button names the issuer's host.
+        assert "Sign in with 127.0.0.1" in page.text
+        assert 'href="/ui/oidc/login?next=%2Fui%2Fkeys"' in page.text
+        answer = client.get("/ui/oidc/login?next=%2Fui%2Fkeys", follow_redirects=False)
+        landed = client.get(at_provider(answer.headers["location"]), follow_redirects=False)
+        assert landed.headers["location"] == "/ui/keys"
+        assert provider.authorize_requests
+
+
 class TestTheCallbackRefuses:
     def test_a_wrong_state(self, client: TestClient[Any]) -> None:
         callback = at_provider(start(client))
@@ -242,6 +257,7 @@ class TestNoSecretLeaks:
 
 @pytest.mark.parametrize("oidc_enabled", [False])
 def test_without_a_provider_there_is_no_oidc_sign_in(client: TestClient[Any]) -> None:
+    assert "Sign in with" not in client.get("/ui/login").text
     assert client.get("/ui/oidc/login", follow_redirects=False).status_code == 404
     assert client.get("/ui/oidc/callback", follow_redirects=False).status_code == 404
 
