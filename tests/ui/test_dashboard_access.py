@@ -101,5 +101,5 @@ def test_a_models_page_is_usable_by_keyboard(dashboard: Dashboard, page: Page) -
     # Deactivate by keyboard alone.
     page.focus("#deactivate")
     page.keyboard.press("Enter")
-    page.wait_for_load_state()
+    page.wait_for_url("**saved=status")
     assert page.locator("#model-status").inner_text() == "inactive"
