@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -378,4 +379,34 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
     settings.backend  # noqa: B018 - validate the URL early
+    _check_oidc(settings)
     return settings
+
+
+def _check_oidc(settings: Settings) -> None:
+    """Both or neither of the OIDC issuer and client id, and an issuer fit to trust."""
+    if bool(settings.oidc_issuer) != bool(settings.oidc_client_id):
+        raise SettingsError(
+            f"{PREFIX}OIDC_ISSUER and {PREFIX}OIDC_CLIENT_ID must be set together"
+        )
+    if settings.oidc_issuer:
+        check_provider_url(settings.oidc_issuer, f"{PREFIX}OIDC_ISSUER")
+
+
+def check_provider_url(url: str, name: str) -> str:
+    """``url`` if https, or http on a loopback host (a provider run beside the service, or in
+    tests); else ``SettingsError`` naming ``name``: tokens and codes cross it in clear."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if (parts.scheme == "https" and host) or (parts.scheme == "http" and _is_loopback(host)):
+        return url
+    raise SettingsError(f"{name} must be an https URL (http only on loopback), not {url!r}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import secrets
@@ -34,6 +33,7 @@ from litestar.response import Redirect, Template
 from api.tokens import SCOPE_MODELS, resolve_secret
 from api.ui.pages_auth import PUBLIC
 from api.ui.sessions import begin_session, safe_next
+from config.settings import check_provider_url
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -122,26 +122,6 @@ def sign_in_button(settings: Settings, next_path: str = "/ui/") -> dict[str, str
             "oidc_name": label}
 
 
-def check_url(url: str, setting: str = "MODELLEDGER_OIDC_ISSUER") -> str:
-    """``url`` if https (or http on a loopback address), else ``ValueError``."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme == "https" and host:
-        return url
-    if parts.scheme == "http" and _is_loopback(host):
-        return url
-    raise ValueError(f"{setting} must be an https URL (http only on loopback), not {url!r}")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def challenge_of(verifier: str) -> str:
     """The S256 code challenge of a PKCE verifier (RFC 7636 4.2)."""
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
@@ -159,7 +139,7 @@ class OidcClient:
         self, issuer: str, client_id: str, *, redirect_uri: str, cookie_key: bytes,
         client_secret: str = "", scopes: str = "openid",
     ) -> None:
-        self.issuer = check_url(issuer)
+        self.issuer = check_provider_url(issuer, "MODELLEDGER_OIDC_ISSUER")
         self.client_id = client_id
         self.client_secret = client_secret
         self.scopes = " ".join(dict.fromkeys(["openid", *scopes.split()]))
@@ -307,7 +287,7 @@ class OidcClient:
         if isinstance(methods, list) and "S256" not in methods:
             raise _provider_failed("provider does not offer PKCE with S256")
         try:
-            endpoints = [check_url(str(document.get(name, "")), name)
+            endpoints = [check_provider_url(str(document.get(name, "")), name)
                          for name in ("authorization_endpoint", "token_endpoint", "jwks_uri")]
         except ValueError as error:
             raise _provider_failed(f"discovery: {error}") from None
@@ -399,7 +379,7 @@ StateParam = Annotated[
 
 def oidc_router(settings: Settings) -> Router:
     """``/oidc/login`` and ``/oidc/callback`` under the dashboard's router (both 404 when no
-    provider is configured); a setting it cannot use raises ``ValueError`` at start-up."""
+    provider is configured)."""
     client = OidcClient.of(settings) if is_configured(settings) else None
 
     def configured() -> OidcClient:

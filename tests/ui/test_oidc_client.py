@@ -17,8 +17,8 @@ import pytest
 
 from api.tokens import issue_token, user_id_of
 from api.ui import oidc
-from api.ui.oidc import OidcClient, SignInError, challenge_of, check_url, provider_label
-from config.settings import load_settings
+from api.ui.oidc import OidcClient, SignInError, challenge_of, provider_label
+from config.settings import SettingsError, check_provider_url, load_settings
 from tests.ui.oidc_provider import OidcProvider, rsa_key, s256
 
 if TYPE_CHECKING:
@@ -337,12 +337,19 @@ class TestTheProvider:
 
 class TestSettings:
     def test_the_issuer_must_be_https_off_loopback(self) -> None:
-        assert check_url("https://idp.example") == "https://idp.example"
-        assert check_url("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
-        assert check_url("http://localhost:8080/realms/x") == "http://localhost:8080/realms/x"
-        for url in ("http://idp.example", "ftp://idp.example", "idp.example", ""):
-            with pytest.raises(ValueError, match="MODELLEDGER_OIDC_ISSUER"):
-                check_url(url)
+        for url in ("https://idp.example", "http://127.0.0.1:8080", "http://[::1]:80/r",
+                    "http://localhost:8080/realms/x"):
+            assert check_provider_url(url, "X") == url
+        for url in ("http://idp.example", "http://10.0.0.1", "ftp://idp.example", "idp.example"):
+            with pytest.raises(SettingsError, match="MODELLEDGER_OIDC_ISSUER must be an https"):
+                load_settings({"MODELLEDGER_OIDC_ISSUER": url, "MODELLEDGER_OIDC_CLIENT_ID": "c"})
+
+    def test_issuer_and_client_id_come_together(self) -> None:
+        for half in ({"MODELLEDGER_OIDC_ISSUER": "https://idp.example"},
+                     {"MODELLEDGER_OIDC_CLIENT_ID": "c"}):
+            with pytest.raises(SettingsError, match="must be set together"):
+                load_settings(half)
+        assert provider_label(load_settings({})) is None
 
     def test_the_button_names_the_provider(self) -> None:
         settings = load_settings({"MODELLEDGER_OIDC_ISSUER": "https://login.example.org/r",
@@ -351,7 +358,6 @@ class TestSettings:
         named = load_settings({}, oidc_issuer="https://login.example.org", oidc_client_id="c",
                               oidc_name="Example SSO")
         assert provider_label(named) == "Example SSO"
-        assert provider_label(load_settings({}, oidc_issuer="https://x.example")) is None
 
     def test_the_client_secret_is_not_in_the_settings_repr(self) -> None:
         settings = load_settings({"MODELLEDGER_OIDC_CLIENT_SECRET": "hush-hush"})
