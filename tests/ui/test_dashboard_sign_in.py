@@ -6,14 +6,18 @@ import re
 from typing import TYPE_CHECKING
 
 import httpx
+import pytest
 from click.testing import CliRunner
 
+from api.tokens import issue_token
 from modelledger.bootstrap import build
 from modelledger.cli import cli
+from tests.faults.processes import Service
 from tests.ui.browser import SECRET, Dashboard, Server, sign_in
 
 if TYPE_CHECKING:
-    import pytest
+    from pathlib import Path
+
     from playwright.sync_api import Page
 
 
@@ -181,3 +185,30 @@ def test_every_dashboard_response_carries_a_strict_policy(dashboard: Dashboard) 
         assert "script-src 'self'" in policy
         assert "unsafe-inline" not in policy
         assert "default-src 'none'" in policy
+
+
+def test_sign_out_ends_the_session_in_every_serve_worker(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`modelledger serve --workers 2` as a user runs it: each request goes to either worker
+    process; after signing out, none of them accepts the cookie."""
+    url, schema = request.getfixturevalue("pg_schema") if backend == "postgres" else ("", "")
+    serve = Service(tmp_path, url, schema or "public", workers=2)
+    serve.start()
+    try:
+        assert len(serve.processes()) >= 3  # the server and its two workers
+        token = issue_token(serve.secret, "grace", ["models"])
+        with httpx.Client(base_url=serve.url, timeout=30) as client:
+            client.get("/ui/login")
+            signed_in = client.post("/ui/login", data={
+                "token": token, "_csrf_token": client.cookies["ml_csrf"]})
+            assert signed_in.status_code == 303, signed_in.text
+            cookie = client.cookies["ml_session"]
+            # Fresh connections, so the kernel spreads them over both workers' accepts.
+            assert {httpx.get(f"{serve.url}/ui/", cookies={"ml_session": cookie}).status_code
+                    for _ in range(20)} == {200}
+            client.post("/ui/logout", data={"_csrf_token": client.cookies["ml_csrf"]})
+            assert {httpx.get(f"{serve.url}/ui/", cookies={"ml_session": cookie}).status_code
+                    for _ in range(20)} == {303}
+    finally:
+        serve.stop()
