@@ -56,6 +56,8 @@ JWKS_COOLDOWN: Final = 10.0  # an unknown kid refetches the JWKS at most this of
 CLOCK_SKEW: Final = 60  # seconds of leeway on exp and iat
 MAX_PARAM: Final = 4096  # longest code or state taken from the callback's query
 _COOKIE_AUDIENCE: Final = "modelledger:oidc-login"
+# Every answer of these routes sets or clears a cookie: none may be kept by a cache.
+NO_STORE: Final = {"Cache-Control": "no-store"}
 
 
 class SignInError(Exception):
@@ -393,7 +395,7 @@ def oidc_router(settings: Settings) -> Router:
             url, sealed = await configured().begin(next_ or "/ui/")
         except SignInError as error:
             return _page(error)
-        response: Response[Any] = Redirect(url, status_code=302)
+        response: Response[Any] = Redirect(url, status_code=302, headers=NO_STORE)
         response.set_cookie(_login_cookie(request, sealed, LOGIN_SECONDS))
         return response
 
@@ -413,6 +415,7 @@ def oidc_router(settings: Settings) -> Router:
             next_path=pending.next_path,
         )
         response.set_cookie(_login_cookie(request, "", 0))  # one use: the state is spent
+        response.headers.update(NO_STORE)
         return response
 
     return Router("/oidc", route_handlers=[login, callback], opt=PUBLIC,
@@ -429,6 +432,6 @@ def _page(error: SignInError) -> Template:
     """The dashboard's error page for a refused sign-in; the reason goes to the log only."""
     log.warning("oidc sign-in refused", extra={"reason": error.reason,
                                                 "status": error.status_code})
-    return Template("error.html", status_code=error.status_code, context={
+    return Template("error.html", status_code=error.status_code, headers=NO_STORE, context={
         "status": error.status_code, "message": "Sign-in failed", "detail": error.message,
         "signed_in": False, "title": "Sign-in failed", "retry": "/ui/login"})

@@ -88,6 +88,7 @@ def create_model(client: TestClient[Any], token: str, name: str) -> None:
 def assert_refused(answer: httpx.Response, status: int, words: str) -> None:
     assert answer.status_code == status, answer.text
     assert answer.headers["content-type"].startswith("text/html")
+    assert answer.headers["cache-control"] == "no-store"
     assert words in answer.text
     assert "ml_session" not in answer.headers.get("set-cookie", "")
 
@@ -120,6 +121,7 @@ class TestSigningIn:
         assert cookie.startswith(f"{oidc.LOGIN_COOKIE}=")
         for attribute in ("HttpOnly", "Path=/ui/oidc", "SameSite=lax", "Max-Age=600"):
             assert attribute in cookie
+        assert answer.headers["cache-control"] == "no-store"
         assert "Secure" not in cookie  # plain HTTP here; HTTPS requests get Secure
 
     def test_the_login_cookie_is_secure_over_https(self, container: Container) -> None:
@@ -131,6 +133,7 @@ class TestSigningIn:
         callback = at_provider(start(client))
         answer = client.get(callback, follow_redirects=False)
         assert answer.status_code == 303
+        assert answer.headers["cache-control"] == "no-store"
         cleared = f'{oidc.LOGIN_COOKIE}="";'
         assert any(c.startswith(cleared) for c in answer.headers.get_list("set-cookie"))
         assert_refused(client.get(callback, follow_redirects=False), 400, "Start again")
