@@ -25,7 +25,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from api.auth import SCOPES_OPT
-from api.errors import status_of
+from api.errors import EXCEPTION_HANDLERS, status_of
 from api.tokens import resolve_secret
 from api.ui import format as fmt
 from api.ui.links import link_key
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 64 * 1024
 PUBLIC_OPT = "ui_public"  # a page that needs no session (sign-in, static files)
-# No inline script or style anywhere; the chart data travels in JSON blocks, which are not run.
+# No inline script or style anywhere; the chart data travels in a data attribute, never run.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; "
@@ -109,9 +109,7 @@ def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     """Errors as a page; another user's model is the same 404 as a missing one."""
     status = status_of(exc)
     if status >= 500:  # noqa: PLR2004
-        from api.errors import EXCEPTION_HANDLERS  # noqa: PLC0415 - logs like the API does
-
-        EXCEPTION_HANDLERS[Exception](request, exc)
+        EXCEPTION_HANDLERS[Exception](request, exc)  # logged as the API logs it
     message = {404: "Not found", 403: "Not allowed"}.get(status, "Something went wrong")
     detail = ""
     if isinstance(exc, (ModelLedgerError, WindowError)) and status < 500:  # noqa: PLR2004
