@@ -18,6 +18,7 @@ from api.controllers.jobs import JobsController
 from api.controllers.keys import KeysController
 from api.controllers.models import ModelController
 from api.controllers.usage import UsageController
+from api.controllers.versions import VersionsController
 from api.errors import EXCEPTION_HANDLERS
 from api.group_commit import GroupCommitter
 from api.openapi import check_query, complete_openapi
@@ -84,7 +85,8 @@ def create_app(
     api = Router(
         "/api",
         route_handlers=[
-            ModelController, KeysController, UsageController, AdminController, JobsController,
+            ModelController, VersionsController, KeysController, UsageController,
+            AdminController, JobsController,
         ],
         # In this order: the rate limits count authenticated principals.
         middleware=[

@@ -18,9 +18,11 @@ from domain.errors import (
     ModelDeletedError,
     ModelLedgerError,
     ModelNotFoundError,
+    ModelVersionNotFoundError,
     NameTakenError,
     ValidationError,
     VersionConflictError,
+    VersionServingError,
 )
 from projections.usage.windows import WindowError
 
@@ -121,9 +123,10 @@ def _validation_params(exc: ValidationException) -> tuple[list[InvalidParam], bo
 _DomainKinds = type[ModelLedgerError] | tuple[type[ModelLedgerError], ...]
 _DOMAIN_STATUS: tuple[tuple[_DomainKinds, int], ...] = (
     (ValidationError, 422),
-    ((ModelNotFoundError, KeyNotFoundError), 404),
+    ((ModelNotFoundError, KeyNotFoundError, ModelVersionNotFoundError), 404),
     (KeyLimitError, 409),
-    ((NameTakenError, ModelDeletedError, InvalidStatusTransitionError, VersionConflictError), 409),
+    ((NameTakenError, ModelDeletedError, InvalidStatusTransitionError, VersionConflictError,
+      VersionServingError), 409),
 )
 
 

@@ -15,13 +15,13 @@ from msgspec.structs import astuple
 from api import schemas
 from api.errors import InvalidParameterError
 from domain.model import NAME_MAX
-from projections.models.queries import MODEL_INDEX
+from projections.models.queries import MODEL_INDEX, serving_split
 from projections.usage.figures import NOTHING_SHOWN, SHOWN
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from projections.models.queries import KeyView, ModelRow
+    from projections.models.queries import KeyView, ModelRow, VersionView
     from projections.usage.figures import UsageFigures
     from projections.usage.windows import Bucket, Span
 
@@ -50,11 +50,13 @@ _TOTALS = len(schemas.UsageTotals.__struct_fields__)
 
 
 _ID, _NAME, _DESCRIPTION, _FRAMEWORK, _STATUS, _VERSION, _URL, _ACTIVE, _FILE, _SIZE, \
-    _SHA256, _REMOVED, _CREATED, _UPDATED, _UPSTREAM_URL, _UPSTREAM_MODEL = (
+    _SHA256, _REMOVED, _CREATED, _UPDATED, _UPSTREAM_URL, _UPSTREAM_MODEL, _SERVING, \
+    _LATEST = (
         MODEL_INDEX[name] for name in (
             "id", "name", "description", "framework", "status", "version", "endpoint_url",
             "endpoint_active", "artifact_filename", "artifact_size_bytes", "artifact_sha256",
             "artifact_removed_at", "created_at", "updated_at", "upstream_url", "upstream_model",
+            "serving", "latest_version",
         )
     )
 _HEAD = itemgetter(_ID, _NAME, _DESCRIPTION, _FRAMEWORK, _STATUS, _VERSION)
@@ -78,15 +80,38 @@ def _model_fields(row: ModelRow) -> tuple[Any, ...]:
     return (
         *_HEAD(v), schemas.Endpoint(v[_URL], v[_ACTIVE]), _artifact(v), _upstream(v),
         row.usage.requests, v[_CREATED], v[_UPDATED],
+        shares(serving_split(v[_SERVING], v[_LATEST])), v[_LATEST],
     )
+
+
+def shares(split: Sequence[Sequence[int]]) -> list[schemas.ServingShare]:
+    return [schemas.ServingShare(version, weight) for version, weight in split]
 
 
 def model(row: ModelRow) -> schemas.Model:
     return schemas.Model(*_model_fields(row))
 
 
-def detail(row: ModelRow) -> schemas.ModelDetail:
-    return schemas.ModelDetail(*_model_fields(row), usage=totals(row.usage))
+def detail(
+    row: ModelRow, by_version: Sequence[tuple[int, UsageFigures]] = ()
+) -> schemas.ModelDetail:
+    return schemas.ModelDetail(
+        *_model_fields(row), usage=totals(row.usage),
+        usage_by_version=[schemas.VersionUsage(n, totals(f)) for n, f in by_version],
+    )
+
+
+def model_version(view: VersionView, split: Sequence[Sequence[int]]) -> schemas.ModelVersion:
+    weight = next((w for n, w in split if n == view.number), 0)
+    return schemas.ModelVersion(
+        number=view.number, filename=view.filename, size_bytes=view.size_bytes,
+        sha256=view.sha256, notes=view.notes, created_at=view.created_at,
+        created_by=view.created_by, removed_at=view.removed_at, serving_weight=weight,
+    )
+
+
+def serving_of(row: ModelRow) -> tuple[tuple[int, int], ...]:
+    return serving_split(row["serving"], row["latest_version"])
 
 
 def historical(state: dict[str, Any], current: ModelRow) -> schemas.ModelDetail:
@@ -105,7 +130,10 @@ def historical(state: dict[str, Any], current: ModelRow) -> schemas.ModelDetail:
         request_count=current.usage.requests,
         created_at=state["created_at"],
         updated_at=state["updated_at"],
+        serving=shares(state["serving"]),
+        latest_version=state["latest_version"],
         usage=totals(current.usage),
+        usage_by_version=[],
     )
 
 
@@ -158,10 +186,10 @@ def list_cursor(cursor: str, sort: str) -> tuple[str | datetime, UUID]:
     return (_name(parts[1]) if name_sort else _time(parts[1])), _uuid(parts[2])
 
 
-def history_cursor(cursor: str) -> int:
-    """The last version shown, from a history cursor."""
+def history_cursor(cursor: str, listing: str = "history") -> int:
+    """The last (event or model) version shown, from a cursor of ``listing``."""
     parts = decode_cursor(cursor)
-    if len(parts) != 2 or parts[0] != "history":  # noqa: PLR2004 - "history", version
+    if len(parts) != 2 or parts[0] != listing:  # noqa: PLR2004 - listing, version
         raise InvalidParameterError("cursor", "belongs to another listing")
     version = parts[1]
     if type(version) is not int or not 1 <= version <= _MAX_VERSION:  # bool is no version

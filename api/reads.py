@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from api.schemas import UsageBucket
     from config.settings import Settings
     from projections.store.base import ReadStore, Statement
+    from projections.usage.figures import UsageFigures
     from projections.usage.windows import Windows
 
 Page = tuple[list[queries.ModelRow], int]
@@ -76,6 +77,7 @@ class Reads:
         self.models = Coalescer(self._fetch_models, max_batch=64, isolate=isolate)
         self.pages = Coalescer(self._fetch_pages, max_batch=16, isolate=isolate)
         self.series = Coalescer(self._fetch_series, max_batch=8, isolate=isolate)
+        self.versions = Coalescer(self._fetch_version_totals, max_batch=64, isolate=isolate)
 
     @staticmethod
     def may_come_from_one_key(error: Exception) -> bool:
@@ -116,6 +118,23 @@ class Reads:
         rows = await self._run(queries.get_models_statement(self.store, model_ids))
         found = [queries.model_row(self.store, row) for row in rows]
         return {row["id"]: row for row in found}
+
+    async def version_totals(self, model_id: UUID) -> list[tuple[int, UsageFigures]]:
+        """``usage_queries.version_totals`` (whoever owns the model: the caller checks)."""
+        if self.pool is None:
+            return await sync_to_thread(usage_queries.version_totals, self.store, model_id)
+        return await self.versions.load(model_id) or []
+
+    async def _fetch_version_totals(
+        self, model_ids: Sequence[UUID]
+    ) -> dict[UUID, list[tuple[int, UsageFigures]]]:
+        rows = await self._run(usage_queries.version_totals_statement(self.store, model_ids))
+        found: dict[UUID, list[tuple[int, UsageFigures]]] = {}
+        for model_id, of_model in groupby(rows, lambda row: row[0]):
+            found[model_id] = [
+                (int(r[1]), usage_queries.totals_figures(self.store, r[2:])) for r in of_model
+            ]
+        return found
 
     # -- model list ---------------------------------------------------------------------------
 

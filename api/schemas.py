@@ -99,6 +99,23 @@ class UsageTotals(msgspec.Struct):
     last_used_at: datetime | None
 
 
+VersionNumber = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+Weight = Annotated[int, msgspec.Meta(ge=1, le=100, description="A whole percentage")]
+
+
+class ServingShare(msgspec.Struct, forbid_unknown_fields=True):
+    """A version and the share of the endpoint's requests it serves."""
+
+    version: VersionNumber
+    weight: Weight
+
+
+class ServingVersion(msgspec.Struct, forbid_unknown_fields=True):
+    """One version serving every request."""
+
+    version: VersionNumber
+
+
 class Model(msgspec.Struct):
     id: UUID
     name: str
@@ -112,12 +129,20 @@ class Model(msgspec.Struct):
     request_count: int
     created_at: datetime
     updated_at: datetime
+    serving: list[ServingShare]  # empty until the model has a version
+    latest_version: int  # 0: no version yet
+
+
+class VersionUsage(msgspec.Struct):
+    version: int
+    usage: UsageTotals
 
 
 class ModelDetail(Model, kw_only=True):
-    """A model with its all-time usage summary."""
+    """A model with its all-time usage summary, also per version."""
 
     usage: UsageTotals
+    usage_by_version: list[VersionUsage]
 
 
 class ModelCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -134,6 +159,32 @@ class ModelUpdate(msgspec.Struct, forbid_unknown_fields=True):
     description: Description | None = None
     status: Literal["active", "inactive"] | None = None
     upstream: Upstream | msgspec.UnsetType | None = msgspec.UNSET
+    serving: Annotated[
+        ServingVersion | list[ServingShare] | None,
+        msgspec.Meta(description='One version (`{"version": 3}`) or a split whose '
+                     "weights sum to 100; versions whose files exist"),
+    ] = None
+
+
+class ModelVersion(msgspec.Struct):
+    """A stored artifact of a model."""
+
+    number: int
+    filename: str
+    size_bytes: int
+    sha256: str
+    notes: str
+    created_at: datetime
+    created_by: str
+    removed_at: datetime | None  # its file was removed
+    serving_weight: int  # its share of the endpoint's requests now (0: none)
+
+
+class ModelVersionPage(msgspec.Struct):
+    items: list[ModelVersion]
+    next_cursor: str | None
+    serving: list[ServingShare]
+    latest_version: int
 
 
 class ModelPage(msgspec.Struct):
@@ -233,10 +284,65 @@ class UsageBucket(msgspec.Struct):
     output_bytes: int
 
 
+class VersionSeries(msgspec.Struct):
+    version: int
+    buckets: list[UsageBucket]
+
+
 class UsageSeries(msgspec.Struct):
     window: str
     tz: str
     buckets: list[UsageBucket]
+    version: int | None = None  # the buckets are of this version alone (``version=``)
+    # ``group_by=version``: the buckets of each version with usage in the range
+    by_version: list[VersionSeries] | None = None
+
+
+class VersionFigures(msgspec.Struct):
+    """One version's served requests over the compared window."""
+
+    version: int
+    requests: int
+    successes: int
+    failures: int
+    rejected: int
+    success_rate: float | None
+    error_rate: float | None
+    avg_response_ms: float | None
+    p50_response_ms: float | None
+    p95_response_ms: float | None
+    p99_response_ms: float | None
+
+
+class VersionDifference(msgspec.Struct):
+    """b minus a (None where either has no served request)."""
+
+    success_rate: float | None
+    error_rate: float | None
+    p50_response_ms: float | None
+    p95_response_ms: float | None
+    p99_response_ms: float | None
+
+
+class Verdict(msgspec.Struct):
+    """Whether b is worse than a beyond the noise margin; None: too few requests to tell."""
+
+    b_worse: bool | None
+    error_rate_worse: bool | None
+    p95_worse: bool | None
+    error_rate_z: float | None  # the two-proportion z statistic (b's error rate above a's)
+    p95_ratio: float | None  # b's p95 / a's p95
+    summary: str
+    method: str
+
+
+class VersionComparison(msgspec.Struct):
+    start: datetime
+    end: datetime
+    a: VersionFigures
+    b: VersionFigures
+    difference: VersionDifference
+    verdict: Verdict
 
 
 class ModelUsage(msgspec.Struct):

@@ -31,7 +31,7 @@ from api.errors import (
     ServiceUnavailableError,
 )
 from api.schemas import NO_NUL, NOT_BLANK, ModelCreate, convert_strictly, decode_strictly
-from domain.model import DESCRIPTION_MAX, FRAMEWORK_MAX, NAME_MAX
+from domain.model import DESCRIPTION_MAX, FRAMEWORK_MAX, NAME_MAX, NOTES_MAX
 from services.artifacts import ArtifactStore, ArtifactTooLargeError, Upload
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 MAX_JSON_BYTES = 1 << 20
 MAX_FIELD_BYTES = 64 * 1024
 FORM_FIELDS = ("name", "description", "framework")
+VERSION_FIELDS = ("notes",)
 RETRY_UPLOAD_AFTER = 5  # seconds: an upload in progress takes a while to finish
 
 
@@ -113,7 +114,14 @@ async def read_registration(
         largest = artifacts.max_bytes + MAX_FIELD_BYTES * (len(FORM_FIELDS) + 1)
         size = min(_declared_length(request) or largest, largest)
         with limits.admit(size):
-            return await _read_multipart(request, boundary, artifacts, limits.read_timeout)
+            reader = await _read_multipart(
+                request, boundary, _FormReader(artifacts, FORM_FIELDS), limits.read_timeout
+            )
+            try:
+                return reader.registration()
+            except BaseException:
+                _discard(reader.upload)
+                raise
     if media_type not in {"application/json", ""}:
         raise InvalidParameterError(
             "Content-Type", "use application/json or multipart/form-data", 415
@@ -124,6 +132,38 @@ async def read_registration(
         if len(body) > MAX_JSON_BYTES:
             raise PayloadTooLargeError(detail=f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
     return Registration(decode_strictly(bytes(body), ModelCreate))
+
+
+@dataclass
+class VersionUpload:
+    upload: Upload
+    filename: str
+    notes: str
+
+
+async def read_version_upload(
+    request: Request[Any, Any, Any], artifacts: ArtifactStore
+) -> VersionUpload:
+    """The body of ``POST /api/models/{id}/versions``: multipart with ``file`` and ``notes``."""
+    limits: UploadLimits = request.app.state.uploads
+    media_type, options = parse_options_header(request.headers.get("content-type", ""))
+    if media_type != "multipart/form-data":
+        raise InvalidParameterError("Content-Type", "use multipart/form-data", 415)
+    boundary = options.get("boundary")
+    if not boundary:
+        raise InvalidParameterError("Content-Type", "multipart/form-data needs a boundary")
+    largest = artifacts.max_bytes + MAX_FIELD_BYTES * 2
+    with limits.admit(min(_declared_length(request) or largest, largest)):
+        reader = await _read_multipart(
+            request, boundary, _FormReader(artifacts, VERSION_FIELDS), limits.read_timeout
+        )
+    if reader.upload is None:
+        raise InvalidParameterError("file", "is required", 422)
+    notes = reader.fields.get("notes", "")
+    if len(notes) > NOTES_MAX:
+        reader.upload.discard()
+        raise InvalidParameterError("notes", f"must be at most {NOTES_MAX} characters", 422)
+    return VersionUpload(reader.upload, reader.filename or "artifact", notes)
 
 
 def _declared_length(request: Request[Any, Any, Any]) -> int | None:
@@ -157,8 +197,9 @@ async def _chunks(request: Request[Any, Any, Any], idle: float) -> AsyncIterator
 class _FormReader:
     """Feeds multipart parts: text fields into memory, the ``file`` part into the store."""
 
-    def __init__(self, artifacts: ArtifactStore) -> None:
+    def __init__(self, artifacts: ArtifactStore, fields: tuple[str, ...]) -> None:
         self.artifacts = artifacts
+        self.allowed = fields
         self.fields: dict[str, str] = {}
         self.upload: Upload | None = None
         self.filename: str | None = None
@@ -179,7 +220,7 @@ class _FormReader:
             if self.upload is not None:
                 raise InvalidParameterError("file", "give one file", 422)
             self.upload, self.filename = self.artifacts.begin(), segment.filename or "artifact"
-        elif segment.name not in FORM_FIELDS:
+        elif segment.name not in self.allowed:
             raise InvalidParameterError(segment.name, "is not a field of this request", 422)
 
     def _data(self, chunk: bytes) -> None:
@@ -198,9 +239,8 @@ class _FormReader:
 
 
 async def _read_multipart(
-    request: Request[Any, Any, Any], boundary: str, artifacts: ArtifactStore, idle: float
-) -> Registration:
-    reader = _FormReader(artifacts)
+    request: Request[Any, Any, Any], boundary: str, reader: _FormReader, idle: float
+) -> _FormReader:
     try:
         with PushMultipartParser(boundary, max_segment_count=16) as parser:
             async for chunk in _with_eof(request, idle):
@@ -208,7 +248,6 @@ async def _read_multipart(
                 # at a time: a large upload must not hold the event loop (hashlib and file
                 # writes release the GIL).
                 await sync_to_thread(_parse, parser, reader, chunk)
-        return reader.registration()
     except ArtifactTooLargeError as error:
         _discard(reader.upload)
         raise PayloadTooLargeError(detail=str(error)) from None
@@ -218,6 +257,7 @@ async def _read_multipart(
     except BaseException:
         _discard(reader.upload)
         raise
+    return reader
 
 
 def _parse(parser: PushMultipartParser, reader: _FormReader, chunk: bytes) -> None:
@@ -299,4 +339,27 @@ class RegisterOperation(Operation):
                 "application/json": OpenAPIMediaType(schema=json_schema),
                 "multipart/form-data": OpenAPIMediaType(schema=form_schema),
             },
+        )
+
+
+@dataclass
+class VersionUploadOperation(Operation):
+    """Documents the multipart body ``read_version_upload`` reads itself."""
+
+    request_body: Any = field(default=None)
+
+    def __post_init__(self) -> None:
+        schema = Schema(
+            type=OpenAPIType.OBJECT,
+            properties={
+                "file": _FILE,
+                "notes": _string(f"at most {NOTES_MAX} characters", max_length=NOTES_MAX,
+                                 pattern=NO_NUL),
+            },
+            required=["file"],
+            additional_properties=False,
+        )
+        self.request_body = RequestBody(
+            required=True, description="multipart/form-data with the artifact as `file`.",
+            content={"multipart/form-data": OpenAPIMediaType(schema=schema)},
         )

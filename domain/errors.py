@@ -39,3 +39,11 @@ class VersionConflictError(ModelLedgerError):
         super().__init__(f"expected version {expected}, current version is {actual}")
         self.expected = expected
         self.actual = actual
+
+
+class ModelVersionNotFoundError(ModelLedgerError, LookupError):
+    """The model has no version with that number (or its file was removed)."""
+
+
+class VersionServingError(ModelLedgerError):
+    """The version serves traffic: it cannot be removed until ``serving`` moves off it."""

@@ -11,14 +11,19 @@ from eventsourcing.domain import Aggregate, event
 from domain.errors import (
     InvalidStatusTransitionError,
     ModelDeletedError,
+    ModelVersionNotFoundError,
     ValidationError,
     VersionConflictError,
+    VersionServingError,
 )
+from domain.serving import FIRST_VERSION_ONLY, Split, check_split
 from domain.upstream import NO_UPSTREAM, Upstream, check_upstream
 
 NAME_MAX = 200
 DESCRIPTION_MAX = 5_000
 FRAMEWORK_MAX = 64
+NOTES_MAX = 2_000
+MAX_VERSIONS = 1_000  # versions a model may hold (each is a stored file)
 
 
 class ModelStatus(StrEnum):
@@ -55,6 +60,12 @@ def check_framework(framework: str) -> str:
     return stripped
 
 
+def check_notes(notes: str) -> str:
+    if len(_check_text("notes", notes)) > NOTES_MAX:
+        raise ValidationError("notes", f"must be at most {NOTES_MAX} characters")
+    return notes
+
+
 def _check_text(field: str, text: str) -> str:
     # PostgreSQL text cannot hold NUL: an event carrying one would stop the models projection.
     if "\x00" in text:
@@ -76,6 +87,10 @@ class Model(Aggregate):
     # A class default, so that a model restored from a snapshot taken before upstreams
     # existed (its state lacks the attribute) has none.
     upstream: dict[str, str] | None = None
+    # Class defaults too, for models restored from snapshots taken before versions existed:
+    # ``_files`` then derives version 1 from ``artifact``.
+    versions: dict[int, dict[str, Any]] | None = None
+    serving_split: list[list[int]] | None = None  # None: version 1 serves (the default)
 
     class Event(Aggregate.Event):
         actor: str
@@ -119,6 +134,24 @@ class Model(Aggregate):
         model: str
         actor_issuer: str = ""
 
+    class VersionUploaded(Event):
+        number: int  # 2, 3, ...: the artifact stored at registration is version 1
+        filename: str
+        size_bytes: int
+        sha256: str
+        notes: str
+        actor_issuer: str = ""
+
+    class VersionRemoved(Event):
+        number: int  # its file is removed from storage (right after, or by the sweep)
+        filename: str
+        actor_issuer: str = ""
+
+    class ServingChanged(Event):
+        previous: list[list[int]]  # [[version, weight], ...]
+        serving: list[list[int]]
+        actor_issuer: str = ""
+
     @event(Registered)
     def __init__(  # noqa: PLR0917 - @event makes the parameters the event's attributes
         self,
@@ -140,6 +173,8 @@ class Model(Aggregate):
         self.endpoint_active = True
         self.artifact: dict[str, Any] | None = None
         self.artifact_removed = False
+        self.versions = {}
+        self.serving_split = None
 
     @classmethod
     def register(
@@ -268,6 +303,109 @@ class Model(Aggregate):
         )
         return True
 
+    def upload_version(
+        self,
+        *,
+        filename: str,
+        size_bytes: int,
+        sha256: str,
+        notes: str = "",
+        actor: str,
+        correlation_id: str,
+        actor_issuer: str = "",
+    ) -> int:
+        """Store a new artifact as the next version (it serves only once promoted, unless
+        nothing serves yet: then it is version 1); returns its number."""
+        self.check_not_deleted()
+        notes = check_notes(notes)
+        files = self._files()
+        if len(files) >= MAX_VERSIONS:
+            raise ValidationError("file", f"a model holds at most {MAX_VERSIONS} versions")
+        number = self.latest_version + 1
+        if number == 1:  # a model registered without a file: this is its first artifact
+            self.store_artifact(filename=filename, size_bytes=size_bytes, sha256=sha256,
+                                actor=actor, correlation_id=correlation_id,
+                                actor_issuer=actor_issuer)
+            return 1
+        self._version_uploaded(
+            number=number, filename=filename, size_bytes=size_bytes, sha256=sha256, notes=notes,
+            actor=actor, correlation_id=correlation_id, actor_issuer=actor_issuer,
+        )
+        return number
+
+    def remove_version(
+        self, number: int, *, actor: str, correlation_id: str, actor_issuer: str = ""
+    ) -> str | None:
+        """Withdraw a version that serves no traffic; returns its file name to remove (None:
+        it was removed before)."""
+        self.check_not_deleted()
+        found = self._files().get(number)
+        if found is None:
+            raise ModelVersionNotFoundError(f"model {self.id} has no version {number}")
+        if found["removed"]:
+            return None
+        if number in self.serving_versions:
+            raise VersionServingError(
+                f"version {number} serves traffic: set serving to other versions first"
+            )
+        self._version_removed(number=number, filename=found["filename"], actor=actor,
+                              correlation_id=correlation_id, actor_issuer=actor_issuer)
+        return str(found["filename"])
+
+    def set_serving(
+        self, entries: list[tuple[int, int]], *, actor: str, correlation_id: str,
+        actor_issuer: str = "",
+    ) -> bool:
+        """Serve one version or a weighted split of versions whose files exist; returns
+        whether anything changed."""
+        self.check_not_deleted()
+        available = [n for n, f in self._files().items() if not f["removed"]]
+        split = check_split(entries, available)
+        if split == self.serving:
+            return False
+        self._serving_changed(
+            previous=[list(e) for e in self.serving], serving=[list(e) for e in split],
+            actor=actor, correlation_id=correlation_id, actor_issuer=actor_issuer,
+        )
+        return True
+
+    def record_version_removed(
+        self, number: int, *, actor: str, correlation_id: str, actor_issuer: str = ""
+    ) -> None:
+        """Record that a deleted model's version file is gone from storage."""
+        found = self._files().get(number)
+        if found is None or found["removed"]:
+            return
+        self._version_removed(number=number, filename=found["filename"], actor=actor,
+                              correlation_id=correlation_id, actor_issuer=actor_issuer)
+
+    @property
+    def latest_version(self) -> int:
+        return max(self._files(), default=0)
+
+    @property
+    def serving(self) -> Split:
+        """The split serving the endpoint; nothing before a first version exists."""
+        if self.serving_split is not None:
+            return tuple((v, w) for v, w in self.serving_split)
+        return FIRST_VERSION_ONLY if 1 in self._files() else ()
+
+    @property
+    def serving_versions(self) -> set[int]:
+        return {version for version, _ in self.serving}
+
+    def version_files(self) -> dict[int, dict[str, Any]]:
+        """Each version's file facts (filename, size_bytes, sha256, notes, removed)."""
+        return {n: dict(f) for n, f in self._files().items()}
+
+    def _files(self) -> dict[int, dict[str, Any]]:
+        if self.versions is None:  # restored from a snapshot taken before versions
+            self.versions = {}
+            if self.artifact is not None:
+                self.versions[1] = {**self.artifact, "notes": "",
+                                    "removed": self.artifact_removed}
+        return self.versions
+
     def delete(self, *, actor: str, correlation_id: str, actor_issuer: str = "") -> bool:
         """Soft delete: status ``deleted`` and the endpoint deactivated. Idempotent."""
         if self.status is ModelStatus.DELETED:
@@ -336,6 +474,7 @@ class Model(Aggregate):
     ) -> None:
         self.artifact = {"filename": filename, "size_bytes": size_bytes, "sha256": sha256}
         self.artifact_removed = False
+        self._files()[1] = {**self.artifact, "notes": "", "removed": False}
 
     @event(Deleted)
     def _deleted(
@@ -364,6 +503,8 @@ class Model(Aggregate):
         actor_issuer: str = "",  # noqa: ARG002 - event attribute
     ) -> None:
         self.artifact_removed = True
+        if 1 in self._files():
+            self._files()[1]["removed"] = True
 
     @event(UpstreamChanged)
     def _upstream_changed(
@@ -375,3 +516,43 @@ class Model(Aggregate):
         actor_issuer: str = "",  # noqa: ARG002 - event attribute
     ) -> None:
         self.upstream = {"url": url, "model": model} if url else None
+
+    @event(VersionUploaded)
+    def _version_uploaded(  # noqa: PLR0917 - @event makes the parameters the event's attributes
+        self,
+        number: int,
+        filename: str,
+        size_bytes: int,
+        sha256: str,
+        notes: str,
+        actor: str,  # noqa: ARG002 - event attribute
+        correlation_id: str,  # noqa: ARG002 - event attribute
+        actor_issuer: str = "",  # noqa: ARG002 - event attribute
+    ) -> None:
+        self.artifact = {"filename": filename, "size_bytes": size_bytes, "sha256": sha256}
+        self.artifact_removed = False
+        self._files()[number] = {**self.artifact, "notes": notes, "removed": False}
+
+    @event(VersionRemoved)
+    def _version_removed(
+        self,
+        number: int,
+        filename: str,  # noqa: ARG002 - event attribute
+        actor: str,  # noqa: ARG002 - event attribute
+        correlation_id: str,  # noqa: ARG002 - event attribute
+        actor_issuer: str = "",  # noqa: ARG002 - event attribute
+    ) -> None:
+        self._files()[number]["removed"] = True
+        if number == self.latest_version:
+            self.artifact_removed = True
+
+    @event(ServingChanged)
+    def _serving_changed(
+        self,
+        previous: list[list[int]],  # noqa: ARG002 - event attribute
+        serving: list[list[int]],
+        actor: str,  # noqa: ARG002 - event attribute
+        correlation_id: str,  # noqa: ARG002 - event attribute
+        actor_issuer: str = "",  # noqa: ARG002 - event attribute
+    ) -> None:
+        self.serving_split = [list(e) for e in serving]

@@ -24,6 +24,7 @@ ERROR_MAX = 2_000
 MAX_RESPONSE_MS = 86_400_000.0  # one day
 MAX_BYTES = 2**53  # what JSON clients represent exactly
 CLOCK_SKEW = timedelta(minutes=5)
+MAX_MODEL_VERSION = 2**31 - 1
 
 
 def usage_id(model_id: UUID, request_id: str, caller: str = "") -> UUID:
@@ -65,6 +66,9 @@ class PredictionUsage(Aggregate):
         # (empty for a login token) and the caller's subject; empty on reported usage.
         api_key_id: str = ""
         caller: str = ""
+        # The model version that served (appended with a default: usage recorded before
+        # versions existed was served by version 1).
+        model_version: int = 1
 
     # @event makes the parameters the attributes of the event; not all of them are state.
     @event(Recorded)
@@ -87,6 +91,7 @@ class PredictionUsage(Aggregate):
         sender_issuer: str = "",  # noqa: ARG002 - event attribute
         api_key_id: str = "",  # noqa: ARG002 - event attribute
         caller: str = "",  # noqa: ARG002 - event attribute
+        model_version: int = 1,  # noqa: ARG002 - event attribute
     ) -> None:
         self.model_id = model_id
         self.owner_id = owner_id
@@ -120,6 +125,7 @@ def record_usage(
     api_key_id: str = "",
     caller: str = "",
     scope_to_caller: bool = False,
+    model_version: int = 1,
     now: datetime | None = None,
 ) -> PredictionUsage.Recorded:
     """Check one prediction request and return its ``Recorded`` event.
@@ -140,6 +146,8 @@ def record_usage(
         ip=ip,
         now=now,
     )
+    if not 1 <= model_version <= MAX_MODEL_VERSION:
+        raise ValidationError("model_version", f"must be 1 to {MAX_MODEL_VERSION}")
     # eventsourcing makes event classes dataclasses at run time; mypy sees only the base init.
     return PredictionUsage.Recorded(  # type: ignore[call-arg]
         originator_id=usage_id(model_id, request_id, caller if scope_to_caller else ""),
@@ -163,6 +171,7 @@ def record_usage(
         sender_issuer=sender_issuer,
         api_key_id=api_key_id,
         caller=caller,
+        model_version=model_version,
     )
 
 

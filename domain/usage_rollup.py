@@ -1,10 +1,11 @@
-"""``UsageRollup``: the summary of one model-hour's prediction requests, replacing their raw events.
+"""``UsageRollup``: the summary of one model-version-hour's prediction requests, replacing
+their raw events.
 
-Compaction replaces the raw ``PredictionUsage.Recorded`` events of a model-hour by one
-``UsageRollup.Recorded`` event carrying exactly the ``UsageStats`` the projections fold from
-them. The roll-up of a model-hour has a fixed id (``rollup_id``): a later compaction of late
-usage for the same hour replaces the earlier roll-up by one holding both, so there is at most
-one roll-up per model-hour.
+Compaction replaces the raw ``PredictionUsage.Recorded`` events of a model's version in an hour
+by one ``UsageRollup.Recorded`` event carrying exactly the ``UsageStats`` the projections fold
+from them. The roll-up of a model-version-hour has a fixed id (``rollup_id``): a later
+compaction of late usage for the same hour replaces the earlier roll-up by one holding both,
+so there is at most one roll-up per model, version and hour.
 
 A roll-up also carries each API key's requests and latest use among them (``api_keys``), so
 that a rebuild folds ``api_key_usage`` from it exactly as from the raw events.
@@ -32,9 +33,13 @@ KeyCounts = dict[str, tuple[int, int]]
 ROLLUP_NAMESPACE = UUID("5b0c2a44-7a53-4c59-9a43-0d3b8a1f2e61")
 
 
-def rollup_id(model_id: UUID, hour: int) -> UUID:
-    """The id of a model-hour's roll-up (its own namespace: it never equals a usage id)."""
-    return uuid5(ROLLUP_NAMESPACE, f"{model_id}:{hour}")
+def rollup_id(model_id: UUID, hour: int, model_version: int = 1) -> UUID:
+    """The id of a model-version-hour's roll-up (its own namespace: it never equals a usage
+    id). Version 1's is the id roll-ups had before versions existed, so a later compaction of
+    the same hour merges into a roll-up written then."""
+    if model_version == 1:
+        return uuid5(ROLLUP_NAMESPACE, f"{model_id}:{hour}")
+    return uuid5(ROLLUP_NAMESPACE, f"{model_id}:{hour}:v{model_version}")
 
 
 class UsageRollup(Aggregate):
@@ -59,6 +64,7 @@ class UsageRollup(Aggregate):
         # Appended with a default: a roll-up written before it decodes with no keys. A factory,
         # as dataclasses refuse a mutable default.
         api_keys: dict[str, tuple[int, int]] = field(default_factory=dict)
+        model_version: int = 1  # appended: a roll-up written before versions is version 1's
 
 
 _TOPIC = get_topic(UsageRollup)
@@ -72,11 +78,12 @@ def roll_up(
     stats: UsageStats,
     raw_events: int,
     api_keys: Mapping[str, tuple[int, int]] | None = None,
+    model_version: int = 1,
     now: datetime | None = None,
 ) -> UsageRollup.Recorded:
-    """The roll-up event of a model-hour holding ``stats``."""
+    """The roll-up event of a model-version-hour holding ``stats``."""
     fields: dict[str, Any] = {  # the library's event classes are not typed dataclasses
-        "originator_id": rollup_id(model_id, hour),
+        "originator_id": rollup_id(model_id, hour, model_version),
         "originator_version": 1,
         "timestamp": now or datetime.now(UTC),
         "originator_topic": _TOPIC,
@@ -96,6 +103,7 @@ def roll_up(
         "histogram": dict(stats.histogram),
         "last_at": stats.last_at,
         "api_keys": dict(api_keys or {}),
+        "model_version": model_version,
     }
     return UsageRollup.Recorded(**fields)
 

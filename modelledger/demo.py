@@ -122,9 +122,10 @@ def demo_users(issuer: str = "") -> list[DemoUser]:
 
 
 FEATURES = 20
+CANARY_DAYS = 7
 
 
-def fraud_model_onnx() -> bytes:
+def fraud_model_onnx(bias: float = -0.5) -> bytes:
     """A logistic regression over ``FEATURES`` inputs as an ONNX graph (fixed weights):
     input ``X`` FP32 [n, 20], output ``probability`` FP32 [n, 1]."""
     import numpy as np  # noqa: PLC0415 - only the demo builds a model
@@ -139,7 +140,7 @@ def fraud_model_onnx() -> bytes:
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["n", FEATURES])],
         [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["n", 1])],
         initializer=[numpy_helper.from_array(weights, "W"),
-                     numpy_helper.from_array(np.array([-0.5], dtype=np.float32), "B")],
+                     numpy_helper.from_array(np.array([bias], dtype=np.float32), "B")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # one every onnxruntime since 1.10 reads
@@ -185,20 +186,26 @@ def _usage(
             load = 1 + 0.4 * _hour_weight(hour) + (2.0 if in_incident else 0.0)
             for _ in range(count):
                 serial += 1
-                success = rng.random() >= failure_rate
+                # The serving model's canary: version 2 takes every tenth request of the last
+                # week, a little slower and failing twice as often (the rollout view shows it).
+                version = 2 if model.serves and day <= CANARY_DAYS and serial % 10 == 0 else 1
+                slower = 1.15 if version == 2 else 1.0  # noqa: PLR2004
+                success = rng.random() >= failure_rate * (2 if version == 2 else 1)  # noqa: PLR2004
                 status, error = (200, None) if success else rng.choice(ERRORS)
                 yield UsageRecord(
                     model_id=model_id,
                     request_id=f"demo-{serial:08d}",
                     occurred_at=start + timedelta(hours=hour, seconds=rng.random() * 3600),
                     response_time_ms=round(min(
-                        60_000.0, model.latency_ms * load * rng.lognormvariate(0, 0.35)), 2),
+                        60_000.0, model.latency_ms * load * slower * rng.lognormvariate(0, 0.35)
+                    ), 2),
                     input_bytes=int(2_000 * rng.lognormvariate(0, 0.8)),
                     output_bytes=int(600 * rng.lognormvariate(0, 0.6)),
                     success=success,
                     status_code=status,
                     error=error,
                     user_agent="demo-gateway/1.0",
+                    model_version=version,
                 )
 
 
@@ -223,6 +230,13 @@ def _register(
                 container.models.register(actor, name=model.name, description=model.description,
                                           framework=model.framework, model_id=model_id,
                                           upload=upload, filename=f"{model.name}.onnx")
+                if model.serves:  # a retrained version 2 as a 10 % canary
+                    retrained = container.artifacts.begin()
+                    retrained.write(fraud_model_onnx(bias=-0.4))
+                    container.models.upload_version(actor, model_id, retrained,
+                                                    filename=f"{model.name}.onnx",
+                                                    notes="retrained on the last month")
+                    container.models.update(actor, model_id, serving=[(2, 10), (1, 90)])
             retire = bool(model.retire) and (existing is None or existing["status"] == "active")
             plan.append((user, model, model_id, incident, retire))
     return plan

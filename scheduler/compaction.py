@@ -229,7 +229,8 @@ def _ahead_or_read(
 
 
 class _Chunk:
-    """A chunk's raw events decoded, and its old ones grouped by model-hour (batch indexes)."""
+    """A chunk's raw events decoded, and its old ones grouped by model, version and hour
+    (batch indexes)."""
 
     def __init__(self, rows: Sequence[RawRow], cutoff: datetime) -> None:
         self.rows = rows
@@ -237,7 +238,7 @@ class _Chunk:
         self.events = events = [decode(state) for _, _, state in rows]
         self.hours = hours = [0] * len(events)
         self.kept = kept = bytearray(len(events))  # 1: compacted in this chunk
-        self.groups: dict[tuple[str, int], list[int]] = {}
+        self.groups: dict[tuple[str, int, int], list[int]] = {}
         self.reached_recent = False
         self.archive_payloads: dict[date, bytes] = {}
         self.archived_kept: bytes | None = None
@@ -252,9 +253,10 @@ class _Chunk:
                 continue
             hours[i] = hour = floor(occurred.timestamp() / 3600)  # ``hour_of``, inlined
             kept[i] = 1
-            members = groups.get((e.model_id, hour))
+            key = (e.model_id, e.model_version, hour)
+            members = groups.get(key)
             if members is None:
-                groups[(e.model_id, hour)] = [i]
+                groups[key] = [i]
             else:
                 members.append(i)
 
@@ -315,22 +317,22 @@ def _compact_chunk(
     summary: CompactionSummary,
     archive_to: Path | None,
 ) -> None:
-    """Plan one roll-up per model-hour (merged with an earlier one), archive, replace."""
+    """Plan one roll-up per model-version-hour (merged with an earlier one), archive, replace."""
     mapper = container.usage_log.mapper
     rows, events, groups = chunk.rows, chunk.events, chunk.groups
-    keys = {key: (UUID(key[0]), key[1]) for key in groups}
-    earlier: dict[tuple[UUID, int], tuple[Notification, UsageRollup.Recorded]] = {}
-    for n in recorder.select_by_originator([rollup_id(m, h) for m, h in keys.values()]):
+    keys = {key: (UUID(key[0]), key[1], key[2]) for key in groups}
+    earlier: dict[tuple[UUID, int, int], tuple[Notification, UsageRollup.Recorded]] = {}
+    for n in recorder.select_by_originator([rollup_id(m, h, v) for m, v, h in keys.values()]):
         rollup = cast("UsageRollup.Recorded", mapper.to_domain_event(n))
-        earlier[(rollup.model_id, rollup.hour)] = (n, rollup)
+        earlier[(rollup.model_id, rollup.model_version, rollup.hour)] = (n, rollup)
     delete_ids: list[int] = []
     rollups: list[tuple[int, StoredEvent]] = []
     compacted = reclaimed = 0
     row_overhead = len(RAW_TOPIC) + _ROW_OVERHEAD
     now = datetime.now(UTC)
     for key, members in groups.items():
-        model_id, hour = keys[key]
-        previous = earlier.get((model_id, hour))
+        model_id, version, hour = keys[key]
+        previous = earlier.get((model_id, version, hour))
         if previous is not None and previous[0].id > through:
             for i in members:  # a rebuild has not read the earlier roll-up yet: merge it later
                 chunk.kept[i] = 0
@@ -359,6 +361,7 @@ def _compact_chunk(
             stats=stats,
             raw_events=raw_events,
             api_keys=api_keys,
+            model_version=version,
             now=now,
         )
         stored = mapper.to_stored_event(event)
@@ -368,8 +371,8 @@ def _compact_chunk(
     summary.events += compacted
     summary.deferred += sum(len(members) for members in groups.values()) - compacted
     summary.rollups_written += len(rollups)
-    summary.models |= {m for m, _ in keys.values()}
-    summary.hours |= set(keys.values())
+    summary.models |= {m for m, _, _ in keys.values()}
+    summary.hours |= {(m, h) for m, _, h in keys.values()}
     summary.bytes_reclaimed += reclaimed
     if summary.dry_run or not compacted:
         return

@@ -1,4 +1,5 @@
-"""The artifact store: model files under ``DATA_DIR/artifacts/<model id>/<filename>``.
+"""The artifact store: model files under ``DATA_DIR/artifacts/<model id>/<filename>`` (version
+1, where files were before versions existed) and ``<model id>/v<N>/<filename>`` (version N).
 
 Uploads stream into a temporary file in the staging folder (``.incoming``) while their sha256
 and size are computed, and are moved into place only once complete; a file a crashed process
@@ -20,12 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from filelock import FileLock
+
 if TYPE_CHECKING:
     from uuid import UUID
 
 log = logging.getLogger("modelledger.artifacts")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 STAGING = ".incoming"  # uploads in progress, beside the model folders (same file system)
+LOCKS = ".locks"
 
 
 class ArtifactTooLargeError(Exception):
@@ -61,13 +65,15 @@ class Upload:
         # Every chunk reaches the file at once: its mtime tells the staging sweep it is alive.
         self.handle.flush()
 
-    def finish(self, model_id: UUID, filename: str) -> tuple[str, int, str]:
+    def finish(
+        self, model_id: UUID, filename: str, version: int = 1
+    ) -> tuple[str, int, str]:
         """Move the file into place; returns (filename, size in bytes, sha256 hex)."""
         name = safe_filename(filename)
         self.handle.flush()
         os.fsync(self.handle.fileno())
         self.handle.close()
-        target = self.store.path_of(model_id, name)
+        target = self.store.path_of(model_id, name, version)
         target.parent.mkdir(parents=True, exist_ok=True)
         self.path.replace(target)
         return name, self.size, self.digest.hexdigest()
@@ -82,8 +88,15 @@ class ArtifactStore:
         self.root = root
         self.max_bytes = max_bytes
 
-    def path_of(self, model_id: UUID, filename: str) -> Path:
-        return self.root / str(model_id) / safe_filename(filename)
+    def path_of(self, model_id: UUID, filename: str, version: int = 1) -> Path:
+        folder = self.root / str(model_id)
+        return (folder if version == 1 else folder / f"v{version}") / safe_filename(filename)
+
+    def version_lock(self, model_id: UUID) -> FileLock:
+        """Held while a version of the model is numbered, stored and saved."""
+        folder = self.root / LOCKS
+        folder.mkdir(parents=True, exist_ok=True)
+        return FileLock(folder / f"{model_id}.lock")
 
     @property
     def staging(self) -> Path:
@@ -108,17 +121,18 @@ class ArtifactStore:
             log.info("staging files swept", extra={"removed": removed})
         return removed
 
-    def discard_stored(self, model_id: UUID, filename: str) -> None:
-        """Remove a file that was moved into place for a registration that then failed."""
-        path = self.path_of(model_id, filename)
+    def discard_stored(self, model_id: UUID, filename: str, version: int = 1) -> None:
+        """Remove a file that was moved into place for an upload whose save then failed."""
+        path = self.path_of(model_id, filename, version)
         path.unlink(missing_ok=True)
         _rmdir_quietly(path.parent)
 
     def remove_file(
-        self, model_id: UUID, filename: str, *, attempts: int = 3, delay: float = 0.2
+        self, model_id: UUID, filename: str, version: int = 1, *, attempts: int = 3,
+        delay: float = 0.2,
     ) -> bool:
         """Delete the file (absent counts as deleted), retrying; returns whether it is gone."""
-        path = self.path_of(model_id, filename)
+        path = self.path_of(model_id, filename, version)
         for attempt in range(1, attempts + 1):
             try:
                 path.unlink(missing_ok=True)
@@ -129,6 +143,8 @@ class ArtifactStore:
                     time.sleep(delay * attempt)
                 continue
             _rmdir_quietly(path.parent)
+            if version != 1:
+                _rmdir_quietly(path.parent.parent)
             return True
         return False
 

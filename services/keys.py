@@ -151,7 +151,7 @@ class ApiKeyService:
         ids = [UUID(m) for m in model_ids]
         found = queries.model_lookup(self.store, ids)
         for model_id in ids:
-            owner, status = found.get(model_id, (None, None))
+            owner, status, _ = found.get(model_id, (None, None, 0))
             if owner != owner_id or status == ModelStatus.DELETED.value:
                 raise ModelNotFoundError(str(model_id))
 

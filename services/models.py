@@ -9,6 +9,7 @@ file (stored at registration, removed after a delete) and the audit trail's read
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
 from uuid import UUID, uuid4
@@ -18,11 +19,12 @@ from eventsourcing.persistence import IntegrityError
 
 from domain.errors import (
     ModelNotFoundError,
+    ModelVersionNotFoundError,
     NameTakenError,
     ValidationError,
     VersionConflictError,
 )
-from domain.model import Model, ModelStatus
+from domain.model import MAX_VERSIONS, Model, ModelStatus
 from domain.name_claim import NameClaim, name_claim_id
 from domain.upstream import (
     NO_UPSTREAM,
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from services.artifacts import ArtifactStore, Upload
 
 T = TypeVar("T")
+log = logging.getLogger("modelledger.models")
 _ATTEMPTS = 3  # an unconditional write retries this often after losing a race
 _EVENT_PAGE = 100  # events read at a time for the audit trail and for past states
 SYSTEM_ACTOR = "system:artifact-remover"
@@ -166,39 +169,83 @@ class ModelService:
         description: str | None = None,
         status: ModelStatus | None = None,
         upstream: Upstream | None = None,
+        serving: list[tuple[int, int]] | None = None,
         expected_version: int | None = None,
     ) -> queries.ModelRow:
-        """Change metadata, status and/or upstream (``NO_UPSTREAM`` removes it; None keeps
-        it); ``expected_version`` makes it conditional."""
+        """Change metadata, status, upstream (``NO_UPSTREAM`` removes it; None keeps it) and/or
+        the serving versions (``[(version, weight), ...]``); ``expected_version`` makes it
+        conditional."""
         if upstream is not None:
             self._check_upstream_host(upstream)
         saved = self._update(
             model_id, owner_id=actor.user_id, name=name, description=description,
-            status=status, upstream=upstream, expected_version=expected_version,
-            who=actor.who(),
+            status=status, upstream=upstream, serving=serving,
+            expected_version=expected_version, who=actor.who(),
         )
         return self._visible(saved, actor.user_id)
 
+    def upload_version(
+        self, actor: Actor, model_id: UUID, upload: Upload, *, filename: str, notes: str = "",
+    ) -> queries.VersionView:
+        """Store ``upload`` as the model's next version (checked like a registration's ONNX
+        file). It serves only once ``serving`` names it, unless it is the model's first."""
+        row = self.get(actor.user_id, model_id)  # another owner's model: not found
+        self._check_artifact(upload, row["framework"], filename)
+        # One upload at a time per model, in every process on this artifact store: the
+        # number is the event store's latest + 1, and its file path must be nobody else's.
+        with self.artifacts.version_lock(model_id):
+            model = self._get_owned(model_id, actor.user_id)
+            number = model.latest_version + 1
+            name, size_bytes, sha256 = upload.finish(model_id, filename, number)
+            try:
+                model.upload_version(filename=name, size_bytes=size_bytes, sha256=sha256,
+                                     notes=notes, **actor.who())
+                self.log.save(model)
+            except BaseException:
+                self.artifacts.discard_stored(model_id, name, number)
+                raise
+        self.projector.catch_up("models")
+        return self.get_version(actor.user_id, model_id, number)
+
+    def remove_version(self, actor: Actor, model_id: UUID, number: int) -> None:
+        """Withdraw a version serving no traffic (``VersionServingError`` otherwise) and
+        remove its file. Removing a removed version again changes nothing."""
+
+        def attempt() -> list[Any]:
+            model = self._get_owned(model_id, actor.user_id)
+            removed["filename"] = model.remove_version(number, **actor.who())
+            return [model]
+
+        removed: dict[str, str | None] = {}
+        self._save_with_retry(attempt, retry=True)
+        self.projector.catch_up("models")
+        if removed["filename"] is not None and not self.artifacts.remove_file(
+            model_id, removed["filename"], number
+        ):
+            log.warning("version file not removed", extra={"model_id": str(model_id),
+                                                          "version": number})
+
     def delete(self, actor: Actor, model_id: UUID) -> queries.ModelRow:
-        """Soft delete: deleted status, endpoint off, name released, artifact file removed.
+        """Soft delete: deleted status, endpoint off, name released, every version's file
+        removed.
 
         Idempotent. A removal that fails is left for ``sweep_artifacts``.
         """
         saved = self._delete(model_id, owner_id=actor.user_id, who=actor.who())
         row = self._visible(saved, actor.user_id)
-        if row["artifact_filename"] is not None and row["artifact_removed_at"] is None:
-            self._remove_artifact(model_id, row["artifact_filename"], actor.correlation_id)
+        pending = queries.artifacts_pending_removal(
+            self.store, limit=MAX_VERSIONS, model_id=model_id
+        )
+        if pending:
+            self._remove_files(pending, actor.correlation_id)
+            row = self._visible(saved, actor.user_id)
         return row
 
     def sweep_artifacts(self, *, limit: int = 100) -> dict[str, int]:
         """Retry every artifact removal still pending (a scheduler job); returns a summary."""
-        removed = failed = 0
-        for model_id, filename in queries.artifacts_pending_removal(self.store, limit):
-            if self._remove_artifact(model_id, filename, "sweep"):
-                removed += 1
-            else:
-                failed += 1
-        return {"removed": removed, "failed": failed}
+        pending = queries.artifacts_pending_removal(self.store, limit)
+        removed = self._remove_files(pending, "sweep")
+        return {"removed": removed, "failed": len(pending) - removed}
 
     def take_snapshot(self, model_id: UUID) -> None:
         self.log.take_snapshot(model_id)
@@ -211,6 +258,20 @@ class ModelService:
         if row is None:
             raise ModelNotFoundError(str(model_id))
         return row
+
+    def get_versions(
+        self, owner_id: UUID, model_id: UUID, *, after: int = 0, limit: int = 100
+    ) -> tuple[queries.ModelRow, list[queries.VersionView]]:
+        """The owner's model and a page of its versions by number, after ``after``."""
+        row = self.get(owner_id, model_id)
+        return row, queries.list_versions(self.store, model_id, after=after, limit=limit)
+
+    def get_version(self, owner_id: UUID, model_id: UUID, number: int) -> queries.VersionView:
+        self.get(owner_id, model_id)
+        found = queries.list_versions(self.store, model_id, number=number, limit=1)
+        if not found:
+            raise ModelVersionNotFoundError(f"model {model_id} has no version {number}")
+        return found[0]
 
     def get_history(
         self, owner_id: UUID, model_id: UUID, *, after_version: int = 0, limit: int = 50
@@ -308,14 +369,16 @@ class ModelService:
             raise ModelNotFoundError(str(saved.model_id))
         return row
 
-    def _remove_artifact(self, model_id: UUID, filename: str, correlation_id: str) -> bool:
-        """Remove a deleted model's file and record when it happened; False leaves it pending."""
-        if not self.artifacts.remove_file(model_id, filename):
-            return False
-        self._record_artifact_removed(
-            model_id, actor=SYSTEM_ACTOR, correlation_id=correlation_id
-        )
-        return True
+    def _remove_files(self, pending: list[tuple[UUID, int, str]], correlation_id: str) -> int:
+        """Remove deleted models' version files and record each one gone; returns how many
+        (one that stays is left pending)."""
+        gone: dict[UUID, list[int]] = {}
+        for model_id, number, filename in pending:
+            if self.artifacts.remove_file(model_id, filename, number):
+                gone.setdefault(model_id, []).append(number)
+        for model_id, numbers in gone.items():
+            self._record_files_removed(model_id, numbers, correlation_id=correlation_id)
+        return sum(map(len, gone.values()))
 
     def _register(
         self,
@@ -357,10 +420,12 @@ class ModelService:
         description: str | None = None,
         status: ModelStatus | None = None,
         upstream: Upstream | None = None,
+        serving: list[tuple[int, int]] | None = None,
         expected_version: int | None = None,
         who: Who,
     ) -> Saved:
-        """Change metadata, status and/or upstream; ``expected_version`` makes it conditional."""
+        """Change metadata, status, upstream and/or serving; ``expected_version`` makes it
+        conditional."""
 
         def attempt() -> list[Any]:
             model = self._get_owned(model_id, owner_id)
@@ -374,6 +439,8 @@ class ModelService:
                 model.change_status(status, **who)
             if upstream is not None:
                 model.set_upstream(upstream, **who)
+            if serving is not None:
+                model.set_serving(serving, **who)
             return changed
 
         return self._save_with_retry(attempt, retry=expected_version is None)
@@ -392,12 +459,17 @@ class ModelService:
 
         return self._save_with_retry(attempt, retry=True)
 
-    def _record_artifact_removed(self, model_id: UUID, *, actor: str, correlation_id: str) -> Saved:
-        """Record that a deleted model's artifact file is gone (called by the remover)."""
+    def _record_files_removed(
+        self, model_id: UUID, numbers: list[int], *, correlation_id: str
+    ) -> Saved:
+        """Record that a deleted model's version files are gone (called by the remover)."""
 
         def attempt() -> list[Any]:
             model = self._get_model(model_id)
-            model.record_artifact_removed(actor=actor, correlation_id=correlation_id)
+            for number in numbers:
+                model.record_version_removed(
+                    number, actor=SYSTEM_ACTOR, correlation_id=correlation_id
+                )
             return [model]
 
         return self._save_with_retry(attempt, retry=True)
@@ -490,6 +562,8 @@ def model_state(model: Model) -> dict[str, Any]:
         "endpoint": {"url": model.endpoint_url, "active": model.endpoint_active},
         "artifact": None if model.artifact_removed else model.artifact,
         "upstream": model.upstream,
+        "serving": [list(entry) for entry in model.serving],
+        "latest_version": model.latest_version,
         "created_at": model.created_on,
         "updated_at": model.modified_on,
     }

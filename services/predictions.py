@@ -8,12 +8,13 @@ a deletion or a revocation reaches every process within that plus the projection
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from domain.api_key import parse_key
 from domain.model import ModelStatus
+from domain.serving import route
 from domain.upstream import UpstreamHosts
 from projections.models import queries
 from services.keys import grant_of
@@ -62,18 +63,28 @@ class EndpointNotFoundError(Exception):
 
 
 @dataclass(frozen=True)
+class Served:
+    """A version's ONNX file, as the session cache loads it."""
+
+    version: int
+    artifact_key: tuple[UUID, str]  # (model id, sha256): versions with one file share a session
+    artifact_name: str
+    artifact_size: int
+
+
+@dataclass(frozen=True)
 class Target:
-    """A model the caller may call, and what serves it."""
+    """A model the caller may call, and what serves it: an upstream server, or the versions
+    of ``split`` (each request routed by its request id)."""
 
     model_id: UUID
     owner_id: UUID
     status: str
     backend: Backend
-    artifact_key: tuple[UUID, str] | None = None  # (model id, sha256) of the ONNX session
-    artifact_name: str | None = None
-    artifact_size: int = 0
     upstream_url: str = ""
     upstream_model: str = ""
+    split: tuple[tuple[int, int], ...] = ()
+    served: dict[int, Served] = field(default_factory=dict)
 
     @property
     def refusal(self) -> tuple[int, str] | None:
@@ -89,10 +100,17 @@ class Target:
             )
         return None
 
+    def version_for(self, request_id: str) -> int:
+        """The version that serves (or would have served) ``request_id``."""
+        return route(self.model_id, request_id, self.split) if self.split else 1
 
-def _is_onnx(row: ServingRow) -> bool:
-    name = (row.artifact_filename or "").lower()
-    return row.framework.lower() == "onnx" or name.endswith(".onnx")
+    def pick(self, request_id: str) -> Served:
+        """The ONNX file serving ``request_id`` (an ONNX target's split is all served)."""
+        return self.served[self.version_for(request_id)]
+
+
+def _is_onnx(framework: str, filename: str) -> bool:
+    return framework.lower() == "onnx" or filename.lower().endswith(".onnx")
 
 
 class PredictionService:
@@ -113,9 +131,12 @@ class PredictionService:
         self.meter = meter
         self.upstream_hosts = UpstreamHosts.parse(settings.upstream_hosts)
         ttl = settings.endpoint_cache_seconds
-        self._states: ServingCache[UUID, ServingRow | None] = ServingCache(ttl, _CACHED_MODELS)
+        # By (model, None) for the serving split, (model, n) for version n's route.
+        self._states: ServingCache[tuple[UUID, int | None], ServingRow | None] = ServingCache(
+            ttl, _CACHED_MODELS
+        )
         self._keys: ServingCache[UUID, ApiKeyRow | None] = ServingCache(ttl, _CACHED_KEYS)
-        self._paths: dict[tuple[UUID, str], Path] = {}
+        self._paths: dict[tuple[UUID, str, int], Path] = {}
 
     # Who calls ---------------------------------------------------------------
 
@@ -139,40 +160,53 @@ class PredictionService:
 
     # What serves -------------------------------------------------------------
 
-    async def target(self, caller: Caller, model_id: UUID) -> Target:
-        """The model at this endpoint, if the caller may call it (else EndpointNotFoundError)."""
-        row = await self._states.get(model_id, self._serving_state)
+    async def target(
+        self, caller: Caller, model_id: UUID, version: int | None = None
+    ) -> Target:
+        """The model at this endpoint (``version``: that version alone), if the caller may
+        call it; else EndpointNotFoundError (also for a version it does not have)."""
+        row = await self._states.get((model_id, version), self._serving_state)
         if row is None or not caller.covers(row.owner_id, model_id):
             raise EndpointNotFoundError(f"model {model_id} not found")
-        return self._target_of(model_id, row)
+        if version is not None and (version not in row.files or row.files[version].removed):
+            raise EndpointNotFoundError(f"model {model_id} has no version {version}")
+        return self._target_of(model_id, row, version)
 
-    def _serving_state(self, model_id: UUID) -> ServingRow | None:
-        return queries.serving_state(self.store, model_id)
+    def _serving_state(self, key: tuple[UUID, int | None]) -> ServingRow | None:
+        return queries.serving_state(self.store, *key)
 
-    def _target_of(self, model_id: UUID, row: ServingRow) -> Target:
+    def _target_of(self, model_id: UUID, row: ServingRow, version: int | None) -> Target:
         # Checked at every call too: an operator who removes a host turns its upstreams off.
-        if row.upstream_url and self.upstream_hosts.allows(row.upstream_url):
+        # A version's own route serves its stored file, upstream or not.
+        if (version is None and row.upstream_url
+                and self.upstream_hosts.allows(row.upstream_url)):
             return Target(model_id, row.owner_id, row.status, Backend.UPSTREAM,
                           upstream_url=row.upstream_url, upstream_model=row.upstream_model or "")
-        if (row.artifact_filename and row.artifact_sha256 and not row.artifact_removed
-                and not row.upstream_url and _is_onnx(row)):
-            return Target(model_id, row.owner_id, row.status, Backend.ONNX,
-                          artifact_key=(model_id, row.artifact_sha256),
-                          artifact_name=row.artifact_filename,
-                          artifact_size=row.artifact_size_bytes or 0)
-        return Target(model_id, row.owner_id, row.status, Backend.NONE)
+        split = row.serving if version is None else ((version, 100),)
+        served = {}
+        for number, _ in split:
+            found = row.files.get(number)
+            if found is None or found.removed or not _is_onnx(row.framework, found.filename):
+                continue
+            served[number] = Served(number, (model_id, found.sha256), found.filename,
+                                    found.size_bytes)
+        # Every version of the split must be servable (and none behind an upstream that the
+        # operator no longer allows), else the endpoint is not ready rather than half-failing.
+        servable = (bool(split) and len(served) == len(split)
+                    and (version is not None or not row.upstream_url))
+        return Target(model_id, row.owner_id, row.status,
+                      Backend.ONNX if servable else Backend.NONE, split=split, served=served)
 
-    async def session(self, target: Target) -> LoadedModel:
-        """The ONNX session of the target's artifact, loaded on first use."""
-        if target.artifact_key is None or target.artifact_name is None:  # pragma: no cover
-            raise ValueError("not an ONNX target")
-        path = self._paths.get(target.artifact_key)
+    async def session(self, target: Target, served: Served) -> LoadedModel:
+        """The ONNX session of a version's file, loaded on first use."""
+        key = (*served.artifact_key, served.version)
+        path = self._paths.get(key)
         if path is None:  # path_of checks the name: not on every call
-            path = self.artifacts.path_of(target.model_id, target.artifact_name)
+            path = self.artifacts.path_of(target.model_id, served.artifact_name, served.version)
             if len(self._paths) >= _CACHED_MODELS:
                 self._paths.clear()
-            self._paths[target.artifact_key] = path
-        return await self.sessions.get(target.artifact_key, path, target.artifact_size)
+            self._paths[key] = path
+        return await self.sessions.get(served.artifact_key, path, served.artifact_size)
 
     async def run(
         self, model: LoadedModel, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None

@@ -20,6 +20,7 @@ from domain.model import ModelStatus
 from domain.usage import (
     ERROR_MAX,
     MAX_BYTES,
+    MAX_MODEL_VERSION,
     MAX_RESPONSE_MS,
     REQUEST_ID_MAX,
     USER_AGENT_MAX,
@@ -85,6 +86,10 @@ class UsageReport(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ip: Annotated[str, msgspec.Meta(
         extra_json_schema={"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
     )] | None = None
+    model_version: Annotated[int, msgspec.Meta(
+        ge=1, le=MAX_MODEL_VERSION,
+        description="The model version that served it (one the model has); default 1",
+    )] | None = None
 
     def __post_init__(self) -> None:
         # msgspec has no address type: checked when decoded, like every other stated rule.
@@ -115,6 +120,7 @@ class UsageRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     error: str | None = None
     user_agent: str | None = None
     ip: str | None = None
+    model_version: int | None = None
 
 
 class MeteredUsage(msgspec.Struct, frozen=True, array_like=True):
@@ -141,6 +147,7 @@ class MeteredUsage(msgspec.Struct, frozen=True, array_like=True):
     rejected: bool  # the model was inactive, deleted or not ready: refused, still counted
     api_key_id: str  # empty when the caller used a login token
     caller: str  # the key's owner or the token's subject
+    model_version: int = 1  # the version that served (appended: spooled before, version 1)
 
 
 @dataclass(frozen=True)
@@ -265,9 +272,14 @@ class UsageService:
 
 
 def _event_of(
-    record: UsageRecord, model: tuple[UUID, str], writer: Writer, now: datetime
+    record: UsageRecord, model: tuple[UUID, str, int], writer: Writer, now: datetime
 ) -> PredictionUsage.Recorded:
-    owner_id, status = model
+    owner_id, status, latest = model
+    version = 1 if record.model_version is None else record.model_version
+    if record.model_version is not None and not 1 <= version <= max(latest, 1):
+        raise ValidationError(
+            "model_version", f"model {record.model_id} has no version {version}"
+        )
     return record_usage(
         model_id=record.model_id,
         owner_id=owner_id,
@@ -284,6 +296,7 @@ def _event_of(
         rejected=status != ModelStatus.ACTIVE.value,
         sender=writer.subject or str(writer.user_id),
         sender_issuer=writer.issuer,
+        model_version=version,
         now=now,
     )
 
@@ -308,5 +321,6 @@ def _measured_event(record: MeteredUsage, now: datetime) -> PredictionUsage.Reco
         api_key_id=record.api_key_id,
         caller=record.caller,
         scope_to_caller=True,
+        model_version=record.model_version,
         now=now,
     )

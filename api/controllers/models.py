@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import datetime
 from typing import Annotated, Literal
@@ -22,6 +23,7 @@ from api.uploads import RegisterOperation, read_registration
 from domain.errors import ModelNotFoundError, VersionConflictError
 from domain.model import ModelStatus
 from domain.upstream import NO_UPSTREAM, Upstream
+from projections.usage import queries as usage_queries
 from services.usage import rfc3339_pattern
 
 Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"]
@@ -52,6 +54,16 @@ def _expected_version(if_match: str | None) -> int | None:
 
 def _upstream(given: schemas.Upstream | None) -> Upstream:
     return NO_UPSTREAM if given is None else Upstream(given.url, given.model)
+
+
+def _serving(
+    given: schemas.ServingVersion | list[schemas.ServingShare] | None,
+) -> list[tuple[int, int]] | None:
+    if given is None:
+        return None
+    if isinstance(given, schemas.ServingVersion):
+        return [(given.version, 100)]
+    return [(share.version, share.weight) for share in given]
 
 
 def _moment(text: str) -> datetime:
@@ -143,11 +155,18 @@ class ModelController(Controller):
         version: Annotated[int | None, QueryParameter(ge=1, le=MAX_VERSION)] = None,
     ) -> Response[ModelDetail]:
         owner_id = principal(request).user_id
+        if as_of is None and version is None:
+            # Both at once (the breakdown is shown only once the model proves the caller's).
+            row, by_version = await asyncio.gather(
+                reads(request).get_model(owner_id, model_id),
+                reads(request).version_totals(model_id),
+            )
+            if row is None:
+                raise ModelNotFoundError(str(model_id))
+            return _with_etag(presenters.detail(row, by_version))
         row = await reads(request).get_model(owner_id, model_id)
         if row is None:
             raise ModelNotFoundError(str(model_id))
-        if as_of is None and version is None:
-            return _with_etag(presenters.detail(row))
         if as_of is not None and version is not None:
             raise InvalidParameterError("version", "give as_of or version, not both")
         moment = None if as_of is None else _moment(as_of)
@@ -161,7 +180,8 @@ class ModelController(Controller):
     @put(
         "/{model_id:str}",
         operation_id="updateModel",
-        summary="Change name, description, status (active/inactive) or upstream",
+        summary="Change name, description, status (active/inactive), upstream or serving "
+        "versions",
         sync_to_thread=True,
         dto=StrictBody[ModelUpdate],
         return_dto=None,
@@ -186,13 +206,15 @@ class ModelController(Controller):
                 actor(request), model_id, name=data.name, description=data.description,
                 status=None if data.status is None else ModelStatus(data.status),
                 upstream=None if data.upstream is msgspec.UNSET else _upstream(data.upstream),
+                serving=_serving(data.serving),
                 expected_version=expected,
             )
         except VersionConflictError as error:
             if expected is None:
                 raise
             raise PreconditionFailedError(detail=str(error)) from None
-        return _with_etag(presenters.detail(row))
+        by_version = usage_queries.version_totals(container(request).store, model_id)
+        return _with_etag(presenters.detail(row, by_version))
 
     @delete(
         "/{model_id:str}",

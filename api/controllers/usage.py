@@ -9,6 +9,7 @@ from uuid import UUID  # noqa: TC003 - needed at run time by msgspec/Litestar
 
 import msgspec
 from litestar import Controller, Response, get, post
+from litestar.concurrency import sync_to_thread
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 
@@ -26,9 +27,11 @@ from api.schemas import (
     UsageBatchResult,
     UsageSeries,
     UsageSummary,
+    VersionSeries,
 )
 from api.tokens import SCOPE_MODELS, SCOPE_USAGE_WRITE
 from domain.errors import ModelNotFoundError
+from domain.usage import MAX_MODEL_VERSION
 from projections.usage import queries, windows
 from services.usage import UsageRecord, UsageReport, rfc3339_pattern
 
@@ -79,14 +82,14 @@ WindowParam = Annotated[Window, QueryParameter()]
 
 
 def _range(window: str, given_from: str | None, given_to: str | None) -> tuple[datetime, datetime]:
-    end = _aware(given_to, "to") if given_to is not None else datetime.now(UTC)
-    start = _aware(given_from, "from") if given_from is not None else end - DEFAULT_SPAN[window]
+    end = aware(given_to, "to") if given_to is not None else datetime.now(UTC)
+    start = aware(given_from, "from") if given_from is not None else end - DEFAULT_SPAN[window]
     if start > end:
         raise InvalidParameterError("from", "must not be after 'to'")
     return start, end
 
 
-def _aware(text: str, name: str) -> datetime:
+def aware(text: str, name: str) -> datetime:
     """``text`` as a time, if ``MOMENT`` matches it (checked here, not by Litestar, whose
     problem would quote the pattern)."""
     if _MOMENT.fullmatch(text) is None:
@@ -95,6 +98,32 @@ def _aware(text: str, name: str) -> datetime:
             f"{LAST_YEAR}, e.g. 2026-01-31T00:00:00Z",
         )
     return msgspec.convert(text, datetime)
+
+
+def _version_series(  # noqa: PLR0917 - the query's parameters
+    request: ApiRequest, model_id: UUID, window: str, tz: str, start: datetime, end: datetime,
+    version: int | None, *, by_version: bool,
+) -> UsageSeries:
+    """``version=``: the series of that version alone; ``group_by=version``: the model's
+    series and each version's (the versions with usage in the range)."""
+    c = container(request)
+    c.models.get(principal(request).user_id, model_id)  # another owner's: 404
+    if start == end:
+        return UsageSeries(window, tz, [], version, [] if by_version else None)
+    spans = windows.spans(window, windows.zone(tz), start, end)
+    if version is not None:
+        buckets = queries.usage_series(c.store, "version", (model_id, version), spans)
+    else:
+        buckets = queries.usage_series(c.store, "model", model_id, spans)
+    grouped = None
+    if by_version:
+        used = queries.versions_used(c.store, model_id, spans[0].first_hour, spans[-1].end_hour)
+        grouped = [
+            VersionSeries(n, [presenters.bucket(b) for b in
+                              queries.usage_series(c.store, "version", (model_id, n), spans)])
+            for n in used if version is None or n == version
+        ]
+    return UsageSeries(window, tz, [presenters.bucket(b) for b in buckets], version, grouped)
 
 
 class UsageController(Controller):
@@ -157,9 +186,20 @@ class UsageController(Controller):
         from_: FromParam = None,
         to: ToParam = None,
         tz: TzParam = "UTC",
+        version: Annotated[int | None, QueryParameter(
+            ge=1, le=MAX_MODEL_VERSION, description="Only the usage this version served",
+        )] = None,
+        group_by: Annotated[Literal["version"] | None, QueryParameter(
+            description="version: also the buckets of each version with usage in the range",
+        )] = None,
     ) -> UsageSeries:
         start, end = _range(window, from_, to)
         owner_id, zone = principal(request).user_id, windows.zone(tz)
+        if version is not None or group_by is not None:
+            return await sync_to_thread(
+                lambda: _version_series(request, model_id, window, tz, start, end, version,
+                                        by_version=group_by is not None)
+            )
         if start == end:  # an empty window: no buckets, but only for the caller's model
             if await reads(request).get_model(owner_id, model_id) is None:
                 raise ModelNotFoundError(str(model_id))

@@ -22,7 +22,7 @@ from litestar.response import Stream
 
 from api.metrics import INFERENCE_REQUESTS
 from api.v2.callers import EndpointAuthError, caller_of
-from domain.usage import ERROR_MAX, REQUEST_ID_MAX, USER_AGENT_MAX
+from domain.usage import ERROR_MAX, MAX_MODEL_VERSION, REQUEST_ID_MAX, USER_AGENT_MAX
 from services.metering import MeteredUsage
 from services.predictions import Backend, EndpointNotFoundError
 from services.serving_cache import StateUnavailableError
@@ -77,6 +77,7 @@ class _Call:
         self.started = started
         self.occurred_at = occurred_at
         self.request_id = _header_request_id(request)
+        self.model_version: int | None = None  # known once the request id is
 
     def usage(self, *, status: int, input_bytes: int, output_bytes: int,
               error: str | None = None, rejected: bool = False) -> MeteredUsage:
@@ -97,6 +98,8 @@ class _Call:
             rejected=rejected,
             api_key_id=self.caller.api_key_id,
             caller=self.caller.subject,
+            model_version=(self.target.version_for(self.request_id)
+                           if self.model_version is None else self.model_version),
         )
 
 
@@ -142,13 +145,16 @@ async def _answer(
     return response
 
 
-async def _resolve(request: V2Request, model_id: UUID) -> tuple[Caller, Target] | Response[bytes]:
-    """The caller and the model it may call, or the answer refusing it (401, 403, 404)."""
+async def _resolve(
+    request: V2Request, model_id: UUID, version: int | None = None
+) -> tuple[Caller, Target] | Response[bytes]:
+    """The caller and the model (or its version) it may call, or the answer refusing it
+    (401, 403, 404)."""
     service = _service(request)
     verifier: TokenVerifier = request.app.state["endpoint_verifier"]
     try:
         caller = await caller_of(request, service, verifier)
-        return caller, await service.target(caller, model_id)
+        return caller, await service.target(caller, model_id, version)
     except EndpointAuthError as error:
         return _error(error.status, error.message, error.headers)
     except EndpointNotFoundError as error:
@@ -165,9 +171,9 @@ def _checked_id(infer_request: v2.InferRequest) -> str | None:
     return found
 
 
-async def _infer(request: V2Request, model_id: UUID) -> Response[Any]:
+async def _infer(request: V2Request, model_id: UUID, version: int | None = None) -> Response[Any]:
     started, occurred_at = time.perf_counter(), datetime.now(UTC)  # before authentication
-    resolved = await _resolve(request, model_id)
+    resolved = await _resolve(request, model_id, version)
     if isinstance(resolved, Response):
         return resolved
     caller, target = resolved
@@ -187,11 +193,13 @@ async def _infer_onnx(call: _Call, body: bytes) -> Response[bytes]:
     try:
         infer_request = v2.decode_infer_request(body, _json_length(call.request))
         call.request_id = _checked_id(infer_request) or call.request_id
-        model = await service.session(call.target)
+        served = call.target.pick(call.request_id)  # by weight, the same id to one version
+        call.model_version = served.version
+        model = await service.session(call.target, served)
         feeds = model.prepare(infer_request)
         outputs = await service.run(model, feeds, infer_request.output_names)
         content, headers = v2.encode_infer_response(
-            model_name=str(call.target.model_id), model_version="1",
+            model_name=str(call.target.model_id), model_version=str(served.version),
             request_id=infer_request.id, outputs=outputs, binary=infer_request.wants_binary,
         )
     except v2.V2Error as error:  # a ModelLoadError too: 503, the model is not ready
@@ -267,6 +275,16 @@ async def infer(request: V2Request, model_id: FromPath[UUID]) -> Response[Any]:
     return await _infer(request, model_id)
 
 
+@post("/models/{model_id:uuid}/versions/{version:int}/infer", status_code=200)
+async def infer_version(
+    request: V2Request, model_id: FromPath[UUID], version: FromPath[int]
+) -> Response[Any]:
+    """One version directly, whatever ``serving`` says (its stored file, served here)."""
+    if not 1 <= version <= MAX_MODEL_VERSION:
+        return _error(404, f"model {model_id} has no version {version}")
+    return await _infer(request, model_id, version)
+
+
 @post("/predict/{model_id:uuid}", status_code=200, include_in_schema=False)
 async def predict_alias(request: V2Request, model_id: FromPath[UUID]) -> Response[Any]:
     """``/predict/{id}``: the URL of models registered before the V2 endpoints."""
@@ -275,7 +293,20 @@ async def predict_alias(request: V2Request, model_id: FromPath[UUID]) -> Respons
 
 @get("/models/{model_id:uuid}")
 async def model_metadata(request: V2Request, model_id: FromPath[UUID]) -> Response[bytes]:
-    resolved = await _resolve(request, model_id)
+    return await _metadata(request, model_id, None)
+
+
+@get("/models/{model_id:uuid}/versions/{version:int}")
+async def version_metadata(
+    request: V2Request, model_id: FromPath[UUID], version: FromPath[int]
+) -> Response[bytes]:
+    if not 1 <= version <= MAX_MODEL_VERSION:
+        return _error(404, f"model {model_id} has no version {version}")
+    return await _metadata(request, model_id, version)
+
+
+async def _metadata(request: V2Request, model_id: UUID, version: int | None) -> Response[bytes]:
+    resolved = await _resolve(request, model_id, version)
     if isinstance(resolved, Response):
         return resolved
     _, target = resolved
@@ -286,12 +317,15 @@ async def model_metadata(request: V2Request, model_id: FromPath[UUID]) -> Respon
         return await _forward_metadata(service, target, "")
     if target.backend is Backend.NONE:
         return _error(503, target.refusal[1] if target.refusal else "not ready")
+    # The signature of the version with the largest share (the first of equals).
+    first = max(target.split, key=lambda entry: entry[1])[0]
     try:
-        model = await service.session(target)
+        model = await service.session(target, target.served[first])
     except ModelLoadError as error:
         return _error(error.status, error.message)
     return Response(v2.encode_metadata(v2.ModelMetadata(
-        name=str(model_id), versions=["1"], platform=PLATFORM,
+        name=str(model_id), versions=[str(number) for number, _ in target.split],
+        platform=PLATFORM,
         inputs=list(model.signature.inputs), outputs=list(model.signature.outputs),
     )), media_type=_JSON)
 
@@ -317,7 +351,20 @@ async def _forward_metadata(
 
 @get("/models/{model_id:uuid}/ready")
 async def model_ready(request: V2Request, model_id: FromPath[UUID]) -> Response[bytes]:
-    resolved = await _resolve(request, model_id)
+    return await _ready(request, model_id, None)
+
+
+@get("/models/{model_id:uuid}/versions/{version:int}/ready")
+async def version_ready(
+    request: V2Request, model_id: FromPath[UUID], version: FromPath[int]
+) -> Response[bytes]:
+    if not 1 <= version <= MAX_MODEL_VERSION:
+        return _error(404, f"model {model_id} has no version {version}")
+    return await _ready(request, model_id, version)
+
+
+async def _ready(request: V2Request, model_id: UUID, version: int | None) -> Response[bytes]:
+    resolved = await _resolve(request, model_id, version)
     if isinstance(resolved, Response):
         return resolved
     _, target = resolved
@@ -329,8 +376,9 @@ async def model_ready(request: V2Request, model_id: FromPath[UUID]) -> Response[
         if answer.status_code != 200:  # noqa: PLR2004
             return _error(503, f"model {model_id}'s upstream server is not ready")
     else:
-        try:
-            await service.session(target)
+        try:  # ready when every version it serves is loaded
+            for served in target.served.values():
+                await service.session(target, served)
         except ModelLoadError as error:
             return _error(error.status, error.message)
     return Response(msgspec.json.encode({"name": str(model_id), "ready": True}),
@@ -366,7 +414,10 @@ def _protocol_error(_: Request[Any, Any, Any], error: Exception) -> Response[byt
 def v2_router(max_body_bytes: int) -> Router:
     return Router(
         "/v2",
-        route_handlers=[infer, model_metadata, model_ready, live, ready, server_metadata],
+        route_handlers=[
+            infer, model_metadata, model_ready, infer_version, version_metadata, version_ready,
+            live, ready, server_metadata,
+        ],
         request_max_body_size=max_body_bytes,
         exception_handlers={Exception: _protocol_error},
         # The protocol has its own specification (KServe's rest_predict_v2.yaml); /schema

@@ -34,10 +34,14 @@ class RowPatch:
 
 @dataclass
 class RegistryChanges:
-    """A batch's patches: one per model (``model_view``) and one per key (``api_keys``)."""
+    """A batch's patches: one per model (``model_view``), per key (``api_keys``) and per
+    model version (``model_versions``); ``removed_latest``: (model, version) whose file was
+    removed, which clears the model's artifact when that version is still its latest."""
 
     models: dict[UUID, RowPatch] = field(default_factory=dict)
     keys: dict[UUID, RowPatch] = field(default_factory=dict)
+    versions: dict[tuple[UUID, int], RowPatch] = field(default_factory=dict)
+    removed_latest: list[tuple[UUID, int, Any]] = field(default_factory=list)
 
 
 def fold_model_events(events: Iterable[object]) -> RegistryChanges:
@@ -48,6 +52,7 @@ def fold_model_events(events: Iterable[object]) -> RegistryChanges:
         if isinstance(domain_event, Model.Event):
             patch = changes.models.setdefault(domain_event.originator_id, RowPatch())
             _apply(domain_event, patch)
+            _apply_version(domain_event, changes)
             patch.set(version=domain_event.originator_version, updated_at=domain_event.timestamp)
         elif isinstance(domain_event, ApiKey.Event):
             patch = changes.keys.setdefault(domain_event.originator_id, RowPatch())
@@ -82,6 +87,8 @@ def _(e: Model.Registered, patch: RowPatch) -> None:
         "deleted_at": None,
         "upstream_url": None,
         "upstream_model": None,
+        "serving": None,
+        "latest_version": 0,
     }
 
 
@@ -102,6 +109,7 @@ def _(e: Model.ArtifactStored, patch: RowPatch) -> None:
         artifact_size_bytes=e.size_bytes,
         artifact_sha256=e.sha256,
         artifact_removed_at=None,
+        latest_version=1,
     )
 
 
@@ -115,14 +123,70 @@ def _(e: Model.EndpointDeactivated, patch: RowPatch) -> None:  # noqa: ARG001 - 
     patch.set(endpoint_active=False)
 
 
-@_apply.register
-def _(e: Model.ArtifactRemoved, patch: RowPatch) -> None:
-    patch.set(artifact_removed_at=e.timestamp)
+# ArtifactRemoved and VersionRemoved clear the artifact only when they remove the latest
+# version, which the fold cannot see: ``RegistryChanges.removed_latest``.
 
 
 @_apply.register
 def _(e: Model.UpstreamChanged, patch: RowPatch) -> None:
     patch.set(upstream_url=e.url or None, upstream_model=e.model or None)
+
+
+@_apply.register
+def _(e: Model.VersionUploaded, patch: RowPatch) -> None:
+    patch.set(
+        artifact_filename=e.filename,
+        artifact_size_bytes=e.size_bytes,
+        artifact_sha256=e.sha256,
+        artifact_removed_at=None,
+        latest_version=e.number,
+    )
+
+
+@_apply.register
+def _(e: Model.ServingChanged, patch: RowPatch) -> None:
+    patch.set(serving=msgspec.json.encode(e.serving).decode())
+
+
+@singledispatch
+def _apply_version(domain_event: Model.Event, changes: RegistryChanges) -> None:
+    """Model events that change no version row."""
+
+
+@_apply_version.register
+def _(e: Model.ArtifactStored, changes: RegistryChanges) -> None:
+    _version_stored(changes, e, 1, e.filename, e.size_bytes, e.sha256, "")
+
+
+@_apply_version.register
+def _(e: Model.VersionUploaded, changes: RegistryChanges) -> None:
+    _version_stored(changes, e, e.number, e.filename, e.size_bytes, e.sha256, e.notes)
+
+
+def _version_stored(  # noqa: PLR0917 - a version row's columns
+    changes: RegistryChanges, e: Model.Event, number: int, filename: str, size_bytes: int,
+    sha256: str, notes: str,
+) -> None:
+    changes.versions[e.originator_id, number] = RowPatch(insert={
+        "model_id": e.originator_id, "number": number, "filename": filename,
+        "size_bytes": size_bytes, "sha256": sha256, "notes": notes, "created_at": e.timestamp,
+        "created_by": e.actor, "removed_at": None,
+    })
+
+
+@_apply_version.register
+def _(e: Model.ArtifactRemoved, changes: RegistryChanges) -> None:
+    _version_removed(changes, e, 1)
+
+
+@_apply_version.register
+def _(e: Model.VersionRemoved, changes: RegistryChanges) -> None:
+    _version_removed(changes, e, e.number)
+
+
+def _version_removed(changes: RegistryChanges, e: Model.Event, number: int) -> None:
+    changes.versions.setdefault((e.originator_id, number), RowPatch()).set(removed_at=e.timestamp)
+    changes.removed_latest.append((e.originator_id, number, e.timestamp))
 
 
 @singledispatch

@@ -170,36 +170,50 @@ def list_models_for_owners(
     return statement, [list(owner_ids), *count_params, *page_params]
 
 
-def model_lookup(store: ReadStore, model_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, str]]:
-    """Owner and status of each known model among ``model_ids`` (for usage ingest)."""
+def model_lookup(
+    store: ReadStore, model_ids: Sequence[UUID]
+) -> dict[UUID, tuple[UUID, str, int]]:
+    """Owner, status and latest version of each known model among ``model_ids`` (for usage
+    ingest)."""
     distinct = list(dict.fromkeys(model_ids))
-    found: dict[UUID, tuple[UUID, str]] = {}
+    found: dict[UUID, tuple[UUID, str, int]] = {}
     with store.read() as cur:
         for start in range(0, len(distinct), _LOOKUP_CHUNK):
             matches, params = store.any_of(distinct[start : start + _LOOKUP_CHUNK], "uuid")
             cur.execute(
-                store.sql(f"SELECT id, owner_id, status FROM model_view WHERE id {matches}"),
+                store.sql(
+                    f"SELECT id, owner_id, status, latest_version FROM model_view "
+                    f"WHERE id {matches}"
+                ),
                 params,
             )
-            for model_id, owner_id, status in cur.fetchall():
-                found[store.from_db(model_id, "uuid")] = (store.from_db(owner_id, "uuid"), status)
+            for model_id, owner_id, status, latest in cur.fetchall():
+                found[store.from_db(model_id, "uuid")] = (
+                    store.from_db(owner_id, "uuid"), status, int(latest)
+                )
     return found
 
 
 _LOOKUP_CHUNK = 500  # SQLite's parameters per statement; PostgreSQL's ANY takes one array
 
 
-def artifacts_pending_removal(store: ReadStore, limit: int = 100) -> list[tuple[UUID, str]]:
-    """Deleted models whose artifact file has not been removed yet."""
+def artifacts_pending_removal(
+    store: ReadStore, limit: int = 100, model_id: UUID | None = None
+) -> list[tuple[UUID, int, str]]:
+    """(model, version, file name) of deleted models' version files not removed yet (of
+    ``model_id`` only, when given)."""
+    only, params = ("AND m.id = ? ", [store.to_db(model_id, "uuid")]) if model_id else ("", [])
     with store.read() as cur:
         cur.execute(
             store.sql(
-                "SELECT id, artifact_filename FROM model_view WHERE status = 'deleted' "
-                "AND artifact_filename IS NOT NULL AND artifact_removed_at IS NULL LIMIT ?"
+                "SELECT v.model_id, v.number, v.filename FROM model_view m "
+                "JOIN model_versions v ON v.model_id = m.id "
+                f"WHERE m.status = 'deleted' AND v.removed_at IS NULL {only}"
+                "ORDER BY v.model_id, v.number LIMIT ?"
             ),
-            (limit,),
+            [*params, limit],
         )
-        return [(store.from_db(r[0], "uuid"), r[1]) for r in cur.fetchall()]
+        return [(store.from_db(r[0], "uuid"), int(r[1]), r[2]) for r in cur.fetchall()]
 
 
 def models_with_versions(
@@ -221,43 +235,114 @@ def models_with_versions(
 # The endpoint's reads: one primary-key look-up each, from any thread.
 
 
+class VersionFile(msgspec.Struct, frozen=True, gc=False):
+    """A version's stored file, as the endpoint loads it."""
+
+    filename: str
+    sha256: str
+    size_bytes: int
+    removed: bool
+
+
 class ServingRow(msgspec.Struct, frozen=True, gc=False):
     """What the endpoint needs to serve a model: whose it is, whether it may answer, and
-    what answers (the artifact file or the upstream server)."""
+    what answers (a version's file, by the serving split, or the upstream server)."""
 
     owner_id: UUID
     name: str
     status: str
     version: int
     framework: str
-    artifact_filename: str | None
-    artifact_sha256: str | None
-    artifact_size_bytes: int | None
-    artifact_removed: bool
     upstream_url: str | None
     upstream_model: str | None
+    serving: tuple[tuple[int, int], ...]  # (version, weight); empty: no version yet
+    latest_version: int
+    files: dict[int, VersionFile]  # the files of the versions asked for (``serving_state``)
 
 
-_SERVING = ("owner_id", "name", "status", "version", "framework", "artifact_filename",
-            "artifact_sha256", "artifact_size_bytes", "artifact_removed_at", "upstream_url",
-            "upstream_model")
+_SERVING = ("owner_id", "name", "status", "version", "framework", "upstream_url",
+            "upstream_model", "serving", "latest_version")
 _SERVING_KINDS = [_MODEL_KINDS[name] for name in _SERVING]
-_REMOVED_AT = _SERVING.index("artifact_removed_at")
+_FIRST_ONLY = ((1, 100),)
 
 
-def serving_state(store: ReadStore, model_id: UUID) -> ServingRow | None:
-    """The model's serving state, or None when no model has that id (whoever owns it)."""
+def serving_split(text: str | None, latest_version: int) -> tuple[tuple[int, int], ...]:
+    """``model_view.serving`` as a split (NULL: version 1 alone, once it exists)."""
+    if text is None:
+        return _FIRST_ONLY if latest_version >= 1 else ()
+    return tuple((v, w) for v, w in msgspec.json.decode(text, type=list[tuple[int, int]]))
+
+
+def serving_state(
+    store: ReadStore, model_id: UUID, number: int | None = None
+) -> ServingRow | None:
+    """The model's serving state with the files of its serving versions (``number``: of that
+    version alone), or None when no model has that id (whoever owns it)."""
     with store.read() as cur:
         cur.execute(
             store.sql(f"SELECT {', '.join(_SERVING)} FROM model_view WHERE id = ?"),
             (store.to_db(model_id, "uuid"),),
         )
         row = cur.fetchone()
-    if row is None:
-        return None
-    values = list(store.row_from_db(row, _SERVING_KINDS))
-    values[_REMOVED_AT] = values[_REMOVED_AT] is not None
+        if row is None:
+            return None
+        values = list(store.row_from_db(row, _SERVING_KINDS))
+        split = serving_split(values[7], values[8])
+        wanted = [number] if number is not None else [v for v, _ in split]
+        files: dict[int, VersionFile] = {}
+        if wanted:
+            placeholders = ", ".join("?" for _ in wanted)
+            cur.execute(
+                store.sql(
+                    "SELECT number, filename, sha256, size_bytes, removed_at FROM model_versions "
+                    f"WHERE model_id = ? AND number IN ({placeholders})"
+                ),
+                [store.to_db(model_id, "uuid"), *wanted],
+            )
+            for n, filename, sha256, size_bytes, removed_at in cur.fetchall():
+                files[int(n)] = VersionFile(filename, sha256, int(size_bytes),
+                                            removed_at is not None)
+    values[7] = split
+    values.append(files)
     return ServingRow(*values)
+
+
+class VersionView(msgspec.Struct, frozen=True):
+    """A version as its model's owner sees it."""
+
+    number: int
+    filename: str
+    size_bytes: int
+    sha256: str
+    notes: str
+    created_at: datetime
+    created_by: str
+    removed_at: datetime | None
+
+
+_VERSION_COLUMNS = ("number", "filename", "size_bytes", "sha256", "notes", "created_at",
+                    "created_by", "removed_at")
+_VERSION_KINDS = ("int", "text", "int", "text", "text", "ts", "text", "ts")
+
+
+def list_versions(
+    store: ReadStore, model_id: UUID, *, after: int = 0, limit: int = 100,
+    number: int | None = None,
+) -> list[VersionView]:
+    """A model's versions by number after ``after`` (or the one ``number``), whoever owns it:
+    the caller checks the owner first."""
+    where, params = "model_id = ? AND number > ?", [store.to_db(model_id, "uuid"), after]
+    if number is not None:
+        where, params = "model_id = ? AND number = ?", [store.to_db(model_id, "uuid"), number]
+    with store.read() as cur:
+        cur.execute(
+            store.sql(
+                f"SELECT {', '.join(_VERSION_COLUMNS)} FROM model_versions WHERE {where} "
+                "ORDER BY number LIMIT ?"
+            ),
+            [*params, limit],
+        )
+        return [VersionView(*store.row_from_db(r, _VERSION_KINDS)) for r in cur.fetchall()]
 
 
 class ApiKeyRow(msgspec.Struct, frozen=True, gc=False):

@@ -26,10 +26,13 @@ MODEL_VIEW = Table(
         ("deleted_at", "ts"),
         ("upstream_url", "text"),
         ("upstream_model", "text"),
+        # A JSON list of [version, weight]; NULL: the default, version 1 alone (once it exists).
+        ("serving", "text"),
+        ("latest_version", "int"),  # 0: no version yet
     ),
     key=("id",),
     not_null=("owner_id", "name", "description", "framework", "status", "version",
-              "endpoint_url", "endpoint_active", "created_at", "updated_at"),
+              "endpoint_url", "endpoint_active", "created_at", "updated_at", "latest_version"),
     indexes=(
         ("owner_created", ("owner_id", "created_at", "id")),
         ("owner_updated", ("owner_id", "updated_at", "id")),
@@ -54,6 +57,25 @@ API_KEYS = Table(
     indexes=(("owner_created", ("owner_id", "created_at", "id")),),
 )
 
+# Each version of each model: its file, who uploaded it, when, and whether it was removed.
+MODEL_VERSIONS = Table(
+    name="model_versions",
+    columns=(
+        ("model_id", "uuid"),
+        ("number", "int"),
+        ("filename", "text"),
+        ("size_bytes", "int"),
+        ("sha256", "text"),
+        ("notes", "text"),
+        ("created_at", "ts"),
+        ("created_by", "text"),
+        ("removed_at", "ts"),
+    ),
+    key=("model_id", "number"),
+    not_null=("filename", "size_bytes", "sha256", "notes", "created_at", "created_by"),
+)
+
 # 2: model_view's upstream columns and the api_keys table.
-SCHEMA_VERSION = 2
-TABLES = (MODEL_VIEW, API_KEYS)
+# 3: model versions: model_view's serving and latest_version, the model_versions table.
+SCHEMA_VERSION = 3
+TABLES = (MODEL_VIEW, API_KEYS, MODEL_VERSIONS)

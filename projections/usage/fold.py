@@ -1,7 +1,7 @@
 """The ``usage`` projection's fold: usage events become mergeable ``UsageStats`` deltas.
 
-Each event is added once, to its model-hour; the owner-hour, the model's and the owner's
-(UTC) day and the all-time totals are merged from those, so a batch costs one
+Each event is added once, to its model-version-hour; the model-hour, the owner-hour, the
+(UTC) days and the all-time totals are merged from those, so a batch costs one
 ``add_request`` per event plus one merge per key.
 
 A ``UsageRollup.Recorded`` (written by compaction) is merged into its model-hour like the raw
@@ -52,6 +52,9 @@ class KeyUse:
 class UsageDelta:
     """What one batch adds to each statistics table, keyed like the table."""
 
+    version_hourly: dict[tuple[UUID, int, int], UsageStats] = field(default_factory=dict)
+    version_daily: dict[tuple[UUID, int, int], UsageStats] = field(default_factory=dict)
+    version_totals: dict[tuple[UUID, int], UsageStats] = field(default_factory=dict)
     model_hourly: dict[tuple[UUID, int], UsageStats] = field(default_factory=dict)
     owner_hourly: dict[tuple[UUID, int], UsageStats] = field(default_factory=dict)
     model_daily: dict[tuple[UUID, int], UsageStats] = field(default_factory=dict)
@@ -64,7 +67,7 @@ class UsageDelta:
     keys: dict[UUID, KeyUse] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.model_hourly)
+        return bool(self.version_hourly)
 
 
 def fold_usage_events(events: Iterable[object]) -> UsageDelta:
@@ -76,7 +79,13 @@ def fold_usage_events(events: Iterable[object]) -> UsageDelta:
             _add_recorded(domain_event, delta)
         else:
             _add(domain_event, delta)
-    # Each level merges from the finest one with fewer keys: hours into days, days into totals.
+    # Each level merges from the finest one with fewer keys: a version's hours into the model's
+    # hours and the version's days, hours into days, days into totals.
+    for (model_id, version, hour), stats in delta.version_hourly.items():
+        _merged(delta.model_hourly, (model_id, hour)).merge(stats)
+        _merged(delta.version_daily, (model_id, version, hour // 24)).merge(stats)
+    for (model_id, version, _), stats in delta.version_daily.items():
+        _merged(delta.version_totals, (model_id, version)).merge(stats)
     for (model_id, hour), stats in delta.model_hourly.items():
         _merged(delta.owner_hourly, (delta.model_owner[model_id], hour)).merge(stats)
         _merged(delta.model_daily, (model_id, hour // 24)).merge(stats)
@@ -120,7 +129,8 @@ def _add(domain_event: object, delta: UsageDelta) -> None:
 @_add.register
 def _add_recorded(e: PredictionUsage.Recorded, delta: UsageDelta) -> None:
     delta.model_owner[e.model_id] = e.owner_id
-    _merged(delta.model_hourly, (e.model_id, hour_of(e.occurred_at))).add_request(
+    key = (e.model_id, e.model_version, hour_of(e.occurred_at))
+    _merged(delta.version_hourly, key).add_request(
         response_us=to_micros(e.response_time_ms),
         success=e.success,
         input_bytes=e.input_bytes,
@@ -135,7 +145,7 @@ def _add_recorded(e: PredictionUsage.Recorded, delta: UsageDelta) -> None:
 @_add.register
 def _(e: UsageRollup.Recorded, delta: UsageDelta) -> None:
     delta.model_owner[e.model_id] = e.owner_id
-    _merged(delta.model_hourly, (e.model_id, e.hour)).merge(stats_of(e))
+    _merged(delta.version_hourly, (e.model_id, e.model_version, e.hour)).merge(stats_of(e))
     for text, (requests, last_us) in e.api_keys.items():
         _add_key_use(delta.key_use, text, requests, from_epoch_us(last_us))
 

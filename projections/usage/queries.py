@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec.structs import astuple
 
+from domain.usage_stats import UsageStats
 from projections.usage.figures import (
     EMPTY,
     SHOWN,
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from uuid import UUID
 
-    from domain.usage_stats import UsageStats
     from projections.store.base import ReadStore, Statement
     from projections.usage.windows import Windows
 
@@ -50,7 +50,19 @@ _USAGE_TABLES = {
     ("owner", 1): ("usage_owner_hourly", "owner_id", "hour"),
     ("model", 24): ("usage_model_daily", "model_id", "day"),
     ("owner", 24): ("usage_owner_daily", "owner_id", "day"),
+    # A version's rows: the key is (model id, version).
+    ("version", 1): ("usage_version_hourly", "model_id = ? AND model_version", "hour"),
+    ("version", 24): ("usage_version_daily", "model_id = ? AND model_version", "day"),
 }
+# Scopes whose rows store their percentile buckets (``usage.writer``).
+_STORED_PERCENTILES = frozenset({"model", "version"})
+
+
+def _key_params(store: ReadStore, scope: str, key: Any) -> tuple[Any, ...]:
+    if scope == "version":
+        model_id, version = key
+        return (store.to_db(model_id, "uuid"), version)
+    return (store.to_db(key, "uuid"),)
 
 
 def model_windows_statement(
@@ -121,7 +133,7 @@ def window_index_and_figures(row: Sequence[Any]) -> tuple[int, tuple[Any, ...]]:
 
 
 def usage_rows(
-    store: ReadStore, scope: str, key: UUID, *, unit: int, start: int, end: int
+    store: ReadStore, scope: str, key: Any, *, unit: int, start: int, end: int
 ) -> list[tuple[int, UsageStats]]:
     """Statistics rows of a model or an owner (``scope``) by hour (``unit`` 1) or UTC day
     (``unit`` 24), ``start <= index < end``, in order."""
@@ -132,7 +144,7 @@ def usage_rows(
 
 
 def _usage_values(
-    store: ReadStore, scope: str, key: UUID, *, unit: int, start: int, end: int
+    store: ReadStore, scope: str, key: Any, *, unit: int, start: int, end: int
 ) -> list[tuple[int, Sequence[Any]]]:
     """``usage_rows`` as ``STATS_COLUMNS`` values in Python types (histograms not decoded)."""
     table, column, index = _USAGE_TABLES[scope, unit]
@@ -142,7 +154,7 @@ def _usage_values(
                 f"SELECT {index}, {', '.join(STATS_NAMES)} FROM {table} "
                 f"WHERE {column} = ? AND {index} >= ? AND {index} < ? ORDER BY {index}"
             ),
-            (store.to_db(key, "uuid"), start, end),
+            (*_key_params(store, scope, key), start, end),
         )
         return [
             (int(row[0]), store.row_from_db(row[1:], _STATS_KIND_LIST)) for row in cur.fetchall()
@@ -150,7 +162,7 @@ def _usage_values(
 
 
 def usage_series(
-    store: ReadStore, scope: str, key: UUID, spans: Windows, *, unit: int | None = None
+    store: ReadStore, scope: str, key: Any, spans: Windows, *, unit: int | None = None
 ) -> list[Bucket]:
     """A model's or an owner's statistics per window of ``spans``, merged in Python from the
     daily rows when the windows are whole UTC days (``spans.unit``), else the hourly ones;
@@ -158,7 +170,7 @@ def usage_series(
     their percentiles, no histogram is decoded (as ``model_windows_statement`` reads them)."""
     unit = spans.unit if unit is None else unit
     start, end = spans[0].first_hour // unit, spans[-1].end_hour // unit
-    if scope == "model" and len(spans) == end - start:
+    if scope in _STORED_PERCENTILES and len(spans) == end - start:
         stored = dict(_usage_values(store, scope, key, unit=unit, start=start, end=end))
         return [
             Bucket(span.start, span.end,
@@ -196,6 +208,56 @@ def owner_usage(
     return totals, per_model
 
 
+
+
+def version_totals(store: ReadStore, model_id: UUID) -> list[tuple[int, UsageFigures]]:
+    """Each version's all-time figures (versions with usage only), by version."""
+    with store.read() as cur:
+        cur.execute(
+            store.sql(
+                f"SELECT model_version, {', '.join(STATS_NAMES)} FROM usage_version_totals "
+                "WHERE model_id = ? ORDER BY model_version"
+            ),
+            (store.to_db(model_id, "uuid"),),
+        )
+        return [(int(r[0]), totals_figures(store, r[1:])) for r in cur.fetchall()]
+
+
+def version_totals_statement(store: ReadStore, model_ids: Sequence[UUID]) -> Statement:
+    """PostgreSQL: ``version_totals`` of many models; rows (model id, version, stats...)."""
+    return (
+        store.sql(
+            f"SELECT model_id, model_version, {', '.join(STATS_NAMES)} FROM usage_version_totals "
+            "WHERE model_id = ANY(?) ORDER BY model_id, model_version"
+        ),
+        [list(model_ids)],
+    )
+
+
+def versions_used(store: ReadStore, model_id: UUID, start_hour: int, end_hour: int) -> list[int]:
+    """The versions with usage in the hours ``start_hour <= hour < end_hour``, in order."""
+    with store.read() as cur:
+        cur.execute(
+            store.sql(
+                "SELECT DISTINCT model_version FROM usage_version_hourly "
+                "WHERE model_id = ? AND hour >= ? AND hour < ? ORDER BY model_version"
+            ),
+            (store.to_db(model_id, "uuid"), start_hour, end_hour),
+        )
+        return [int(r[0]) for r in cur.fetchall()]
+
+
+def version_window(
+    store: ReadStore, model_id: UUID, version: int, start_hour: int, end_hour: int
+) -> UsageStats:
+    """A version's statistics over the hours ``start_hour <= hour < end_hour``, merged exactly
+    (sums, extremes and histograms)."""
+    merged = UsageStats()
+    for _, stats in usage_rows(
+        store, "version", (model_id, version), unit=1, start=start_hour, end=end_hour
+    ):
+        merged.merge(stats)
+    return merged
 
 
 def models_overview(

@@ -62,6 +62,26 @@ USAGE_OWNER_TOTALS = Table(
     key=("owner_id",),
 )
 
+# Per model version (``model_version``: the version that served; 1 for usage recorded before
+# versions existed): hours, UTC days and all time, for ``version=``, ``group_by=version``, the
+# detail's breakdown and the rollout comparison. The totals store percentile buckets too: a
+# detail shows every version's percentiles from one row each.
+USAGE_VERSION_HOURLY = Table(
+    name="usage_version_hourly",
+    columns=(("model_id", "uuid"), ("model_version", "int"), ("hour", "int"), *STATS_COLUMNS),
+    key=("model_id", "model_version", "hour"),
+)
+USAGE_VERSION_DAILY = Table(
+    name="usage_version_daily",
+    columns=(("model_id", "uuid"), ("model_version", "int"), ("day", "int"), *STATS_COLUMNS),
+    key=("model_id", "model_version", "day"),
+)
+USAGE_VERSION_TOTALS = Table(
+    name="usage_version_totals",
+    columns=(("model_id", "uuid"), ("model_version", "int"), *STATS_COLUMNS),
+    key=("model_id", "model_version"),
+)
+
 # Requests each API key made (metered by the service itself) and when it was last used.
 API_KEY_USAGE = Table(
     name="api_key_usage",
@@ -72,10 +92,12 @@ API_KEY_USAGE = Table(
 
 # 4: api_key_usage. Roll-ups' per-key counts (``UsageRollup.Recorded.api_keys``) need no new
 # version: a roll-up stored before them decodes with none and folds as it did.
-SCHEMA_VERSION = 4
+# 5: the per-version tables.
+SCHEMA_VERSION = 5
 TABLES = (
     USAGE_MODEL_HOURLY, USAGE_OWNER_HOURLY, USAGE_MODEL_DAILY, USAGE_OWNER_DAILY,
     USAGE_MODEL_TOTALS, USAGE_OWNER_TOTALS, API_KEY_USAGE,
+    USAGE_VERSION_HOURLY, USAGE_VERSION_DAILY, USAGE_VERSION_TOTALS,
 )
 
 STATS_NAMES: tuple[str, ...] = tuple(name for name, _ in STATS_COLUMNS)

@@ -14,6 +14,9 @@ from projections.usage.tables import (
     USAGE_OWNER_DAILY,
     USAGE_OWNER_HOURLY,
     USAGE_OWNER_TOTALS,
+    USAGE_VERSION_DAILY,
+    USAGE_VERSION_HOURLY,
+    USAGE_VERSION_TOTALS,
 )
 
 if TYPE_CHECKING:
@@ -59,6 +62,9 @@ def merge_usage(  # noqa: PLR0917 - the projector's writer signature
                 (),
                 False,
             ),
+            (USAGE_VERSION_HOURLY, delta.version_hourly, (), True),
+            (USAGE_VERSION_DAILY, delta.version_daily, (), True),
+            (USAGE_VERSION_TOTALS, delta.version_totals, (), True),
         ):
             _merge_stats(
                 store, cur, table.suffixed(suffix), stats, extra, cache=cache,
@@ -89,7 +95,7 @@ def _merge_stats(
     missing = [key for key in delta if key not in known]
     horizon = cache.horizon(table)
     if horizon is not None:  # a key later than every row written cannot be in the table
-        missing = [key for key in missing if key[1] <= horizon]
+        missing = [key for key in missing if key[-1] <= horizon]
     if missing:
         found = store.fetch_rows(cur, table, missing, STATS_NAMES)
         known.update((key, stats_of(row)) for key, row in found.items())
@@ -104,7 +110,7 @@ def _merge_stats(
         rows.append((*prefix, *row_of(merged, percentiles=percentiles)))
     store.upsert(cur, table, rows)
     if horizon is not None:
-        cache.advance(table, max(horizon, *(key[1] for key in delta)))
+        cache.advance(table, max(horizon, *(key[-1] for key in delta)))
 
 
 def _merge_key_use(

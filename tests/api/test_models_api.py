@@ -230,7 +230,7 @@ class TestDeleteAndHistory:
         assert not path.exists()
         types = [e["type"] for e in client.get(f"{url}/history", headers=alice).json()["items"]]
         assert types == ["Registered", "ArtifactStored", "Deleted", "EndpointDeactivated",
-                         "ArtifactRemoved"]
+                         "VersionRemoved"]
 
     def test_deleted_model_cannot_be_renamed(
         self, client: TestClient[Any], alice: Headers, register: Callable[..., dict[str, Any]]

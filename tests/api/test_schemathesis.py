@@ -30,6 +30,7 @@ from hypothesis import settings
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 from schemathesis.core.parameters import ParameterLocation
 
+from api import presenters
 from api.app import create_app
 from api.openapi import complete_openapi
 from api.tokens import user_id_of
@@ -206,9 +207,12 @@ def _usage_range(query: dict[str, Any]) -> None:
 
 
 def _in_the_past(report: Any) -> None:
-    """A prediction request cannot be reported before it happened."""
+    """A prediction request cannot be reported before it happened, nor for a version the
+    model does not have (the caller's models have at most version 1 here)."""
     if not isinstance(report, dict):
         return
+    if report.get("model_version") is not None:
+        report["model_version"] = 1
     moment = _moment(report.get("occurred_at"))
     if moment is not None and moment.utcoffset() is not None and moment > datetime.now(UTC):
         report["occurred_at"] = (datetime.now(UTC) - timedelta(days=1)).isoformat()
@@ -222,6 +226,23 @@ def _issued_cursor(query: dict[str, Any], operation: str) -> None:
         )
 
 
+def _issued_versions_cursor(query: dict[str, Any], _: str) -> None:
+    if "cursor" in query:
+        query["cursor"] = presenters.encode_cursor("versions", 1)  # as the API issues it
+
+
+def _compare_range(query: dict[str, Any], _: str) -> None:
+    """``from`` not after ``to`` (default: now), at most 366 days apart."""
+    start, end = _moment(query.get("from")), _moment(query.get("to"))
+    end = end or datetime.now(UTC)
+    start = start or end - timedelta(days=1)
+    if start > end:
+        start, end = end, start
+    if end - start > timedelta(days=300):
+        start = end - timedelta(days=300)
+    query["from"], query["to"] = start.isoformat(), end.isoformat()
+
+
 def _as_of_or_version(query: dict[str, Any], _: str) -> None:
     if query.get("version") is not None:
         query.pop("as_of", None)
@@ -233,15 +254,19 @@ QUERY_RULES: dict[str, Callable[[dict[str, Any], str], None]] = {
     "getModel": _as_of_or_version,
     "getModelUsage": lambda query, _: _usage_range(query),
     "getUsageSummary": lambda query, _: _usage_range(query),
+    "listModelVersions": _issued_versions_cursor,
+    "compareModelVersions": _compare_range,
 }
 _AUTHORITY = re.compile(r"^(https?://)[^/]+")
 
 
 def _serveable(body: Any) -> None:
     """An upstream names a host the operator listed; an artifact generated as random bytes
-    is no ONNX model, so it is not registered as one (both rules are in the descriptions)."""
+    is no ONNX model, so it is not registered as one (both rules are in the descriptions);
+    ``serving`` names versions the model has (tests/api/test_versions_api.py)."""
     if not isinstance(body, dict):
         return
+    body.pop("serving", None)
     upstream = body.get("upstream")
     if isinstance(upstream, dict) and isinstance(upstream.get("url"), str):
         url = _AUTHORITY.sub(rf"\g<1>{UPSTREAM_HOST}", upstream["url"])

@@ -37,6 +37,5 @@ def test_a_models_serving_state_has_no_artifact_or_upstream_until_given(
     state = queries.serving_state(container.store, row["id"])
     assert state == queries.ServingRow(
         owner_id=owner, name="plain", status="active", version=1, framework="sklearn",
-        artifact_filename=None, artifact_sha256=None, artifact_size_bytes=None,
-        artifact_removed=False, upstream_url=None, upstream_model=None,
+        upstream_url=None, upstream_model=None, serving=(), latest_version=0, files={},
     )

@@ -92,6 +92,8 @@ def registered_row(**changes: Any) -> dict[str, Any]:
         "deleted_at": None,
         "upstream_url": None,
         "upstream_model": None,
+        "serving": None,
+        "latest_version": 0,
     }
     row.update(changes)
     return row
@@ -174,20 +176,24 @@ class TestArtifact:
                 "artifact_size_bytes": 2048,
                 "artifact_sha256": "ab" * 32,
                 "artifact_removed_at": None,
+                "latest_version": 1,
                 "version": 2,
                 "updated_at": at(1),
             }
         )
 
-    def test_removing_a_deleted_models_artifact_patches_only_the_removal_time(self) -> None:
+    def test_removing_a_deleted_models_artifact_clears_it_if_still_the_latest_version(
+        self,
+    ) -> None:
         model = existing()
         model.store_artifact(filename="w.pt", size_bytes=2048, sha256="ab" * 32, **WHO)
         model.delete(**WHO)  # Deleted at(2), EndpointDeactivated at(3)
         model.collect_events()
         model.record_artifact_removed(**WHO)
-        assert patch_of(model) == RowPatch(
-            updates={"artifact_removed_at": at(4), "version": 5, "updated_at": at(4)}
-        )
+        changes = fold_model_events(model.collect_events())
+        assert changes.models[MODEL] == RowPatch(updates={"version": 5, "updated_at": at(4)})
+        assert changes.removed_latest == [(MODEL, 1, at(4))]
+        assert changes.versions[MODEL, 1] == RowPatch(updates={"removed_at": at(4)})
 
 
 class TestDeletion:
@@ -253,6 +259,7 @@ class TestBatches:
                 name="resnet-50",
                 status="inactive",
                 endpoint_active=False,
+                latest_version=1,
                 artifact_filename="w.pt",
                 artifact_size_bytes=2048,
                 artifact_sha256="ab" * 32,

@@ -54,6 +54,7 @@ metered_op = st.tuples(
     st.booleans(),  # success
     st.integers(0, 3),  # hour offset: few, so late usage for a compacted model-hour happens
     st.integers(0, CALLERS - 1),  # caller
+    st.integers(1, 3),  # the model version that served
 )
 catch_up_op = st.tuples(st.just("catch_up"), st.sampled_from([1, 3, 50]))
 # Compact what the projection has counted so far (after catching up: as the scheduled job
@@ -169,12 +170,37 @@ def check_against_raw(
             d: sum(s.requests for h, s in hours if h // 24 == d)
             for d in {h // 24 for h, _ in hours}
         }
+        check_versions(container, model_id, [e for e in raw if e.model_id == model_id])
     check_stored_percentiles(container)
 
 
+def check_versions(
+    container: Any, model_id: uuid.UUID, raw: list[PredictionUsage.Recorded]
+) -> None:
+    """Each version's totals and hours equal a recomputation from the raw events it served."""
+    by_version: dict[int, list[PredictionUsage.Recorded]] = defaultdict(list)
+    for e in raw:
+        by_version[e.model_version].append(e)
+    totals = dict(queries.version_totals(container.store, model_id))
+    assert set(totals) == set(by_version)
+    for version, events in by_version.items():
+        expected = exact_stats(events)
+        got = totals[version]
+        assert (got.requests, got.successes, got.rejected, got.total_us, got.min_us,
+                got.max_us, got.input_bytes) == (
+            expected["requests"], expected["successes"], expected["rejected"],
+            expected["total_us"], expected["min_us"], expected["max_us"], expected["input_bytes"])
+        hours = queries.usage_rows(container.store, "version", (model_id, version), unit=1,
+                                   start=0, end=10**7)
+        per_hour: dict[int, int] = defaultdict(int)
+        for e in events:
+            per_hour[hour_of(e.occurred_at)] += not e.rejected
+        assert {h: s.requests for h, s in hours} == dict(per_hour)
+
+
 def check_stored_percentiles(container: Any) -> None:
-    """Every model-hour and model-day row's stored percentile buckets are its histogram's; the
-    owners' rows and the totals store none (readers compute them from the histogram)."""
+    """Every model's and version's row that stores percentile buckets holds its histogram's;
+    the owners' rows and the model and owner totals store none (readers compute them)."""
     with container.store.read() as cur:
         for table in PROJECTION_TABLES["usage"]:
             if not set(STATS_NAMES) <= set(table.column_names):  # api_key_usage: no statistics
@@ -182,7 +208,9 @@ def check_stored_percentiles(container: Any) -> None:
             cur.execute(f"SELECT {', '.join(STATS_NAMES)} FROM {table.name}")
             for row in cur.fetchall():
                 values = container.store.row_from_db(row, [kind for _, kind in STATS_COLUMNS])
-                if table.name not in {"usage_model_hourly", "usage_model_daily"}:
+                if table.name not in {"usage_model_hourly", "usage_model_daily",
+                                      "usage_version_hourly", "usage_version_daily",
+                                      "usage_version_totals"}:
                     assert list(values[-3:]) == [None, None, None]
                 else:
                     assert figures_from_row(values) == figures_of(stats_of(values))
@@ -217,13 +245,14 @@ def _run_stream(backend: str, request: pytest.FixtureRequest, ops: list[tuple[An
             raw: dict[uuid.UUID, PredictionUsage.Recorded] = {}  # every raw event ever stored
             for op in ops:
                 if op[0] == "metered":
-                    _, m, r, ms, ok, hour, caller = op
+                    _, m, r, ms, ok, hour, caller, version = op
                     container.usage.record_measured([MeteredUsage(
                         model_id=model_ids[m], owner_id=owner, request_id=f"m{r}",
                         occurred_at=T0 + timedelta(hours=hour, minutes=r),
                         response_time_ms=ms, input_bytes=1, output_bytes=2, success=ok,
                         status_code=200 if ok else 500, error=None, user_agent=None, ip=None,
                         rejected=m in inactive, api_key_id=callers[caller], caller="c",
+                        model_version=version,
                     )])
                 elif op[0] == "compact":
                     if op[1]:

@@ -34,6 +34,7 @@ OTHER_MODEL = uuid.UUID("00000000-0000-4000-8000-000000000003")  # OTHER_OWNER's
 
 TABLES = (
     "model_hourly", "owner_hourly", "model_daily", "owner_daily", "model_totals", "owner_totals",
+    "version_hourly", "version_daily", "version_totals",
 )
 _request_ids = itertools.count()
 

@@ -35,5 +35,5 @@ def test_a_failed_artifact_removal_is_retried_and_recorded_once(container: Conta
     assert not path.exists()
     assert container.models.get(owner, model_id)["artifact_removed_at"] is not None
     removed = [e for e in container.models.get_model_events(model_id)
-               if isinstance(e, Model.ArtifactRemoved)]
-    assert len(removed) == 1
+               if isinstance(e, Model.VersionRemoved)]
+    assert [(e.number, e.filename) for e in removed] == [(1, "model.bin")]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, cast
 import msgspec
 
 from domain.usage import PredictionUsage, record_usage
+from eventstore.mapper import state_fields
 from scheduler.compaction import compact_usage
 from tests.helpers import register
 
@@ -22,13 +23,15 @@ if TYPE_CHECKING:
 def _as_stored_before_senders(container: Container, event: PredictionUsage.Recorded
                               ) -> StoredEvent:
     """The event as the code before ``sender``/``sender_issuer`` stored it: the same
-    MessagePack array without its last two elements."""
+    MessagePack array without them and every field appended after them."""
     stored = container.usage_log.mapper.to_stored_event(event)
     fields = msgspec.msgpack.decode(stored.state)
-    assert fields[-2:] == ["", ""]
+    names = [f.name for f in state_fields(stored.topic)]
+    first = names.index("sender")
+    assert fields[first:] == ["", "", "", "", 1]  # sender, issuer, key, caller, version
     return type(stored)(originator_id=stored.originator_id,
                         originator_version=stored.originator_version, topic=stored.topic,
-                        state=msgspec.msgpack.encode(fields[:-2]))
+                        state=msgspec.msgpack.encode(fields[:first]))
 
 
 def test_usage_stored_before_the_sender_fields_is_read_counted_and_compacted(

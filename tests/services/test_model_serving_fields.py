@@ -133,8 +133,9 @@ class TestOnnxArtifact:
         )
         state = queries.serving_state(container.store, row["id"])
         assert state is not None
-        assert (state.framework, state.artifact_filename, state.artifact_size_bytes,
-                state.artifact_removed) == ("onnx", "lr.onnx", len(content), False)
+        assert (state.framework, state.serving, state.latest_version) == ("onnx", ((1, 100),), 1)
+        assert (state.files[1].filename, state.files[1].size_bytes, state.files[1].removed) == (
+            "lr.onnx", len(content), False)
         assert container.artifacts.path_of(row["id"], "lr.onnx").read_bytes() == content
 
     def test_other_artifacts_are_not_checked(self, container: Container) -> None:
@@ -160,5 +161,5 @@ def test_the_serving_state_follows_status_and_artifact_removal(container: Contai
     container.projector.catch_up("models")  # the removal is recorded after delete answers
     deleted = queries.serving_state(container.store, row["id"])
     assert deleted is not None
-    assert (deleted.status, deleted.artifact_removed) == ("deleted", True)
+    assert (deleted.status, deleted.files[1].removed) == ("deleted", True)
     assert queries.serving_state(container.store, uuid.uuid4()) is None
