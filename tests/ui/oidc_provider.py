@@ -50,7 +50,8 @@ class OidcProvider:
         # Knobs: claims merged into the next ID tokens, the key that signs them, and
         # an authorisation endpoint that refuses.
         self.id_token_claims: dict[str, Any] = {}
-        self.signing_key = KID
+        self.kid = KID  # the key the JWKS publishes and tokens name; a new one rotates
+        self.signing_key = ""  # the key that signs ID tokens, when not the published one
         self.deny = False
         self.discovery_overrides: dict[str, Any] = {}
         self.codes: dict[str, dict[str, Any]] = {}
@@ -86,23 +87,24 @@ class OidcProvider:
         }
 
     def jwks(self) -> dict[str, Any]:
-        public = jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key(KID).public_key(), as_dict=True)
-        return {"keys": [{**public, "kid": KID, "use": "sig", "alg": "RS256"}]}
+        public = jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key(self.kid).public_key(), as_dict=True)
+        return {"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
 
     def access_token(self, subject: str | None = None, scope: str = "models") -> str:
         """A token of this provider the API accepts (when it trusts this JWKS)."""
         now = int(time.time())
         claims = {"iss": self.issuer, "sub": subject or self.subject, "scope": scope,
                   "iat": now, "exp": now + 3600}
-        return jwt.encode(claims, rsa_key(KID), algorithm="RS256", headers={"kid": KID})
+        return jwt.encode(claims, rsa_key(self.kid), algorithm="RS256",
+                          headers={"kid": self.kid})
 
     def id_token(self, nonce: str) -> str:
         now = int(time.time())
         claims = {"iss": self.issuer, "sub": self.subject, "aud": self.client_id,
                   "iat": now, "exp": now + 300, "nonce": nonce, "name": self.name,
                   **self.id_token_claims}
-        return jwt.encode(claims, rsa_key(self.signing_key), algorithm="RS256",
-                          headers={"kid": KID})
+        return jwt.encode(claims, rsa_key(self.signing_key or self.kid), algorithm="RS256",
+                          headers={"kid": self.kid})
 
     def authorize(self, query: dict[str, str]) -> tuple[int, dict[str, str], str]:
         """(status, headers, body) of the authorisation endpoint: approves at once."""

@@ -250,6 +250,19 @@ class TestTheIdTokenMust:
         error = refused(401, sign_in(client_of(provider)))
         assert "Signature verification failed" in error.reason
 
+    def test_name_a_key_the_provider_rotated_in(
+        self, provider: OidcProvider, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A kid not in the cached JWKS fetches it again (at most every JWKS_COOLDOWN)."""
+        client = client_of(provider)
+        run(sign_in(client))
+        provider.kid = "provider-key-2"
+        error = refused(401, sign_in(client))  # within the cool-down: the cached keys only
+        assert "no signing key 'provider-key-2'" in error.reason
+        monkeypatch.setattr(oidc, "JWKS_COOLDOWN", 0.0)
+        assert run(sign_in(client)).subject == provider.subject
+        assert provider.gets["/jwks"] == 2
+
     def test_several_audiences_with_azp_are_accepted(self, provider: OidcProvider) -> None:
         provider.id_token_claims = {"aud": [provider.client_id, "another"],
                                     "azp": provider.client_id}
