@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 NONE = "\u2013"  # an en dash: no value
 
@@ -46,6 +49,15 @@ def size(value: int | None) -> str:
             return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
         value /= 1024  # type: ignore[assignment]
     return str(value)  # pragma: no cover - the loop returns
+
+
+def serving(split: Sequence[Sequence[int]]) -> str:
+    """((1, 90), (2, 10)) -> 'v1 90 %, v2 10 %'; one version: 'v2'; none: an en dash."""
+    if not split:
+        return NONE
+    if len(split) == 1:
+        return f"v{split[0][0]}"
+    return ", ".join(f"v{version} {weight} %" for version, weight in split)
 
 
 FILTERS = {"number": number, "ms": ms, "percent": percent, "when": when, "iso": iso,

@@ -4,7 +4,7 @@ example call, usage charts over a chosen range, and the audit trail with time tr
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
@@ -13,6 +13,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
 from api import presenters
+from api.controllers.versions import MAX_COMPARE, comparison
 from api.deps import actor, container, reads
 from api.errors import status_of
 from api.ui import charts
@@ -27,12 +28,20 @@ from domain.errors import (
     ValidationError,
 )
 from domain.model import ModelStatus
+from projections.models import queries as model_queries
+from projections.usage import queries as usage_queries
 from projections.usage import windows
+
+if TYPE_CHECKING:
+    from projections.models.queries import ModelRow
+    from projections.store.base import ReadStore
 
 ModelId = FromPath[UUID]
 HISTORY_PAGE = 50
+MAX_VERSIONS_SHOWN = 100
 VersionParam = Annotated[int | None, QueryParameter(name="version", ge=1, le=2**63 - 1,
                                                required=False)]
+CompareParam = Annotated[int | None, QueryParameter(ge=1, le=2**31 - 1, required=False)]
 AfterParam = Annotated[int, QueryParameter(name="after", ge=0, le=2**63 - 1)]
 
 
@@ -54,6 +63,33 @@ def _detail_view(detail: Any) -> dict[str, Any]:
     }
 
 
+def _versions(
+    store: ReadStore, row: ModelRow, chosen: charts.ChartRange,
+    compare: tuple[int | None, int | None],
+) -> dict[str, Any]:
+    """The versions' table, the serving split and, for two versions (by default the two a
+    canary split serves), their comparison over the chart's range."""
+    model_id = row["id"]
+    split = presenters.serving_of(row)
+    weights = dict(split)
+    totals = dict(usage_queries.version_totals(store, model_id))
+    listed = [
+        {"number": v.number, "filename": v.filename, "size": v.size_bytes, "notes": v.notes,
+         "created_at": v.created_at, "created_by": v.created_by, "removed": v.removed_at,
+         "weight": weights.get(v.number, 0), "usage": totals.get(v.number)}
+        for v in model_queries.list_versions(store, model_id, limit=MAX_VERSIONS_SHOWN)
+    ]
+    a, b = compare
+    if (a is None or b is None) and len(split) >= 2:  # noqa: PLR2004 - a canary split
+        a, b = split[0][0], split[1][0]
+    compared = None
+    if a is not None and b is not None and chosen.end - chosen.start <= MAX_COMPARE:
+        compared = comparison(store, model_id, a, b, start=chosen.start, end=chosen.end)
+    return {"versions": listed, "serving": fmt.serving(split), "split": split,
+            "live": [v for v in listed if v["removed"] is None], "compared": compared,
+            "compare_a": a, "compare_b": b}
+
+
 def _changes(changes: dict[str, Any]) -> list[tuple[str, str]]:
     shown = []
     for name, value in changes.items():
@@ -67,7 +103,7 @@ def _changes(changes: dict[str, Any]) -> list[tuple[str, str]]:
 async def _model_page(
     request: Request[Any, Any, Any], model_id: UUID, chosen: charts.ChartRange, *,
     version: int | None = None, after: int = 0, saved: str | None = None, error: str = "",
-    status_code: int = 200,
+    status_code: int = 200, compare: tuple[int | None, int | None] = (None, None),
 ) -> Template:
     """The page; ``error``: why the change just posted was refused (shown by its form)."""
     owner = user(request).user_id
@@ -88,6 +124,8 @@ async def _model_page(
         lambda: container(request).models.get_history(
             owner, model_id, after_version=after, limit=HISTORY_PAGE)
     )
+    versions = await sync_to_thread(
+        lambda: _versions(container(request).store, row, chosen, compare))
     trail = [{"version": e.version, "type": e.type, "at": e.at, "actor": e.actor,
               "issuer": e.actor_issuer, "changes": _changes(e.changes)}
              for e in history.entries]
@@ -97,11 +135,11 @@ async def _model_page(
         example=example_call(detail.endpoint.url),
         chart=chosen, series=charts.series_json(buckets or []),
         ranges=charts.RANGE_LABELS, buckets=windows.WINDOWS, trail=trail,
-        history_next=history.next_after, saved=saved, error=error,
+        history_next=history.next_after, saved=saved, error=error, **versions,
     )
 
 
-async def _refused(
+async def refused(
     request: Request[Any, Any, Any], model_id: UUID, error: ModelLedgerError
 ) -> Template:
     """The model's page again, saying why the change was refused (409 or 422, as the API)."""
@@ -127,11 +165,13 @@ class ModelPage(Controller):
         after: AfterParam = 0,
         saved: Annotated[str | None, QueryParameter(name="saved", max_length=20,
                                                required=False)] = None,
+        a: CompareParam = None,
+        b: CompareParam = None,
     ) -> Template:
         return await _model_page(
             request, model_id, charts.chart_range(range_, bucket, browser_zone(request),
                                                   first_day=from_, last_day=to),
-            version=version, after=after, saved=saved,
+            version=version, after=after, saved=saved, compare=(a, b),
         )
 
     @post("/edit", status_code=303)
@@ -143,7 +183,7 @@ class ModelPage(Controller):
             await sync_to_thread(lambda: container(request).models.update(
                 who, model_id, name=name, description=description))
         except (ValidationError, NameTakenError, ModelDeletedError) as error:
-            return await _refused(request, model_id, error)
+            return await refused(request, model_id, error)
         return Redirect(f"/ui/models/{model_id}?saved=details", status_code=303)
 
     @post("/status", status_code=303)
@@ -166,7 +206,7 @@ class ModelPage(Controller):
             raise ModelNotFoundError(str(model_id))
         if form_text(form, "confirm_name", 200) != row["name"]:
             refusal = ValidationError("confirm_name", "type the model's name to delete it")
-            return await _refused(request, model_id, refusal)
+            return await refused(request, model_id, refusal)
         who = actor(request)
         await sync_to_thread(lambda: container(request).models.delete(who, model_id))
         return Redirect("/ui/", status_code=303)

@@ -14,6 +14,7 @@ from litestar.response import Template  # noqa: TC002 - read at run time
 
 from api import presenters
 from api.deps import container, reads
+from api.ui import format as fmt
 from api.ui.common import page, user
 from projections.usage import queries as usage_queries
 from projections.usage import windows
@@ -69,6 +70,7 @@ class ModelsPage(Controller):
             items.append({
                 "id": str(row["id"]), "name": row["name"], "status": row["status"],
                 "framework": row["framework"], "requests_24h": last_day,
+                "serving": fmt.serving(presenters.serving_of(row)),
                 "requests": row.usage.requests, "p95": totals.p95_ms,
                 "spark": json.dumps([daily.get(first_day + i, 0) for i in range(SPARK_DAYS)]),
             })

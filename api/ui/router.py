@@ -35,6 +35,7 @@ from api.ui.pages_keys import KeysPage
 from api.ui.pages_model import ModelPage
 from api.ui.pages_models import ModelsPage
 from api.ui.pages_usage import OperationsPage, UsagePage
+from api.ui.pages_versions import VersionsPage
 from api.ui.sessions import SESSION_COOKIE, UI_SCOPE_KEY, SessionStore, UiContext
 from domain.errors import ModelLedgerError
 from projections.usage.windows import WindowError
@@ -132,7 +133,8 @@ async def not_found(rest: FromPath[str]) -> None:
 
 def ui_router(container: Container) -> Router:
     secret = resolve_secret(container.settings)
-    context = UiContext(SessionStore(container.store), link_key(secret))
+    csrf_secret = hmac.new(secret.encode(), b"modelledger ui csrf", hashlib.sha256).hexdigest()
+    context = UiContext(SessionStore(container.store), link_key(secret), csrf_secret)
 
     async def load_session(request: Request[Any, Any, Any]) -> Response[Any] | None:
         request.scope[UI_SCOPE_KEY] = context  # type: ignore[literal-required]
@@ -157,11 +159,11 @@ def ui_router(container: Container) -> Router:
         cache_control=CacheControlHeader(max_age=3600),
         include_in_schema=False,
     )
-    csrf_secret = hmac.new(secret.encode(), b"modelledger ui csrf", hashlib.sha256).hexdigest()
     return Router(
         "/ui",
         route_handlers=[
-            SignInController, ModelsPage, ModelPage, KeysPage, UsagePage, OperationsPage, static,
+            SignInController, ModelsPage, ModelPage, VersionsPage, KeysPage, UsagePage,
+            OperationsPage, static,
             not_found,
             oidc_router(container.settings),
         ],

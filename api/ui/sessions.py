@@ -154,6 +154,7 @@ class UiContext:
 
     sessions: SessionStore
     link_key: bytes  # signs sign-in links; derived from the JWT secret, never a bearer key
+    csrf_secret: str  # checks CSRF tokens (derived from the JWT secret: every process alike)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> UiContext:
         return self  # Litestar copies layer arguments; this holds the process's store

@@ -122,6 +122,31 @@ class Dashboard:
         assert response.status_code == 201, response.text
         return dict(response.json())
 
+    def register_with_file(self, user: User, name: str, content: bytes = b"weights-1",
+                           framework: str = "pytorch") -> dict[str, Any]:
+        """A model registered with its artifact: version 1."""
+        response = self.http.post("/api/models", headers=user.headers,
+                                  data={"name": name, "framework": framework},
+                                  files={"file": ("w1.bin", content)})
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    def record_version_usage(self, user: User, model_id: str, version: int, count: int,
+                             *, slow: bool = False, failures: int = 0) -> None:
+        """``count`` requests of one version within the last hour."""
+        now = datetime.now(UTC)
+        records = [
+            {"model_id": model_id, "request_id": f"v{version}-{uuid.uuid4().hex}",
+             "response_time_ms": (40 if slow else 10) + i % 7, "input_bytes": 1,
+             "output_bytes": 1, "success": i >= failures, "model_version": version,
+             "occurred_at": (now - timedelta(seconds=5 + i)).isoformat()}
+            for i in range(count)
+        ]
+        response = self.http.post("/api/usage/batch", headers=user.headers,
+                                  json={"records": records})
+        assert response.json()["accepted"] == count, response.text
+        self.container.projector.catch_up_all()
+
     def record_usage(self, user: User, model_id: str, count: int, *, days: int = 1) -> None:
         """``count`` requests spread over the last ``days`` days (every ninth a failure)."""
         now = datetime.now(UTC)
