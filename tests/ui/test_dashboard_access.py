@@ -17,11 +17,22 @@ def _pages(dashboard: Dashboard) -> dict[str, str]:
     """Every kind of page, with data on it: name -> path."""
     admin = dashboard.user("ada", "models", "admin")
     models = [dashboard.register(admin, name, description=f"The {name} model")
-              for name in ("fraud-detector", "churn-predictor", "image-tagger")]
+              for name in ("churn-predictor", "image-tagger")]
     for i, model in enumerate(models):
-        dashboard.record_usage(admin, model["id"], 300 - 80 * i, days=30)
+        dashboard.record_usage(admin, model["id"], 220 - 80 * i, days=30)
+    # The first model has two versions, the second a canary at 10 %, and usage of both.
+    canaried = dashboard.register_with_file(admin, "fraud-detector")
+    dashboard.http.post(f"/api/models/{canaried['id']}/versions", headers=admin.headers,
+                        data={"notes": "retrained"}, files={"file": ("w2.bin", b"weights-2")})
+    dashboard.http.put(f"/api/models/{canaried['id']}", headers=admin.headers,
+                       json={"serving": [{"version": 1, "weight": 90},
+                                         {"version": 2, "weight": 10}]})
+    dashboard.record_usage(admin, canaried["id"], 300, days=30)
+    dashboard.record_version_usage(admin, canaried["id"], 1, 90, failures=1)
+    dashboard.record_version_usage(admin, canaried["id"], 2, 10)
+    models.insert(0, canaried)
     dashboard.http.put(f"/api/models/{models[2]['id']}", headers=admin.headers,
-                       json={"status": "inactive"})
+                       json={"status": "inactive"})  # the image tagger
     dashboard.http.post("/api/keys", headers=admin.headers, json={"name": "batch jobs",
                                                                    "models": None})
     first = models[0]["id"]
