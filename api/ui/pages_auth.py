@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 PUBLIC = {"ui_public": True}
 DASHBOARD_SCOPES = frozenset({SCOPE_MODELS, SCOPE_ADMIN})
+NO_STORE = {"Cache-Control": "no-store"}
 INVALID_LINK = "This sign-in link is invalid or has expired."
 MAX_TOKEN = 16_384  # bytes of a pasted token; more is not a token this service issues
 NextParam = Annotated[str | None, QueryParameter(name="next", max_length=2000, required=False)]
@@ -37,7 +38,7 @@ def _sign_in_page(
     from api.ui.oidc import sign_in_button  # noqa: PLC0415
 
     button = sign_in_button(container(request).settings, next_path)
-    return Template("login.html", status_code=status,
+    return Template("login.html", status_code=status, headers=NO_STORE,
                     context={"next": safe_next(next_path), "error": error, "title": "Sign in",
                              **button})
 
@@ -85,8 +86,9 @@ class SignInController(Controller):
         claims = None if not token else verify_link_token(ui_context(request).link_key, token)
         if claims is None:
             return _sign_in_page(request, "/ui/", INVALID_LINK, 400)
-        return Template("link.html", context={"token": token, "subject": claims.subject,
-                                              "title": "Sign in"})
+        # The page holds the link's token: no cache may keep it.
+        return Template("link.html", headers=NO_STORE,
+                        context={"token": token, "subject": claims.subject, "title": "Sign in"})
 
     @post("/login/link", status_code=303)
     async def use_link(self, request: Request[Any, Any, Any]) -> Response[Any]:

@@ -212,3 +212,8 @@ def test_sign_out_ends_the_session_in_every_serve_worker(
                     for _ in range(20)} == {303}
     finally:
         serve.stop()
+
+
+def test_sign_in_pages_are_never_cached(dashboard: Dashboard) -> None:
+    for path in ("/ui/login", dashboard.link("ivy").removeprefix(dashboard.url)):
+        assert httpx.get(f"{dashboard.url}{path}").headers["cache-control"] == "no-store"
