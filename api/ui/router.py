@@ -36,7 +36,7 @@ from api.ui.pages_model import ModelPage
 from api.ui.pages_models import ModelsPage
 from api.ui.pages_usage import OperationsPage, UsagePage
 from api.ui.pages_versions import VersionsPage
-from api.ui.sessions import SESSION_COOKIE, UI_SCOPE_KEY, SessionStore, UiContext
+from api.ui.sessions import SESSION_COOKIE, UI_SCOPE_KEY, SessionStore, UiContext, is_https
 from domain.errors import ModelLedgerError
 from projections.usage.windows import WindowError
 
@@ -95,14 +95,15 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
 class _CSRF:
     """Litestar's double-submit CSRF check, with the cookie Secure on HTTPS requests."""
 
-    def __init__(self, app: ASGIApp, secret: str) -> None:
+    def __init__(self, app: ASGIApp, secret: str, *, https_base: bool) -> None:
+        self.https_base = https_base
         config = {"secret": secret, "cookie_name": "ml_csrf", "cookie_path": "/ui",
                   "cookie_httponly": True, "cookie_samesite": "lax"}
         self.plain = CSRFMiddleware(app, CSRFConfig(**config))  # type: ignore[arg-type]
         self.secure = CSRFMiddleware(app, CSRFConfig(**config, cookie_secure=True))  # type: ignore[arg-type]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        chosen = self.secure if scope.get("scheme") == "https" else self.plain
+        chosen = self.secure if is_https(scope, https_base=self.https_base) else self.plain
         await chosen(scope, receive, send)
 
 
@@ -134,7 +135,9 @@ async def not_found(rest: FromPath[str]) -> None:
 def ui_router(container: Container) -> Router:
     secret = resolve_secret(container.settings)
     csrf_secret = hmac.new(secret.encode(), b"modelledger ui csrf", hashlib.sha256).hexdigest()
-    context = UiContext(SessionStore(container.store), link_key(secret), csrf_secret)
+    https_base = container.settings.base_url.lower().startswith("https://")
+    context = UiContext(SessionStore(container.store), link_key(secret), csrf_secret,
+                        https_base)
 
     async def load_session(request: Request[Any, Any, Any]) -> Response[Any] | None:
         request.scope[UI_SCOPE_KEY] = context  # type: ignore[literal-required]
@@ -168,7 +171,7 @@ def ui_router(container: Container) -> Router:
             oidc_router(container.settings),
         ],
         before_request=load_session,
-        middleware=[lambda app: _CSRF(app, csrf_secret)],
+        middleware=[lambda app: _CSRF(app, csrf_secret, https_base=https_base)],
         # Every key the app maps too: the most specific class of any layer wins.
         exception_handlers=dict.fromkeys(
             (HTTPException, ModelLedgerError, WindowError, Exception), _error_page),

@@ -155,6 +155,7 @@ class UiContext:
     sessions: SessionStore
     link_key: bytes  # signs sign-in links; derived from the JWT secret, never a bearer key
     csrf_secret: str  # checks CSRF tokens (derived from the JWT secret: every process alike)
+    https_base: bool = False  # MODELLEDGER_BASE_URL is https: every cookie Secure
 
     def __deepcopy__(self, memo: dict[int, Any]) -> UiContext:
         return self  # Litestar copies layer arguments; this holds the process's store
@@ -173,11 +174,16 @@ def safe_next(path: str | None) -> str:
 
 
 def session_cookie(request: Request[Any, Any, Any], value: str, max_age: int) -> Cookie:
-    # Secure whenever this request came over HTTPS (a proxy's scheme when uvicorn trusts it).
     return Cookie(
         key=SESSION_COOKIE, value=value, path="/ui", httponly=True, samesite="lax",
-        secure=request.url.scheme == "https", max_age=max_age,
+        secure=is_https(request.scope, https_base=ui_context(request).https_base), max_age=max_age,
     )
+
+
+def is_https(scope: Any, *, https_base: bool) -> bool:
+    """Whether cookies must be Secure: the request came over HTTPS, or the service's public
+    base URL is HTTPS (TLS ended at a proxy, which uvicorn's scheme does not show)."""
+    return https_base or scope.get("scheme") == "https"
 
 
 async def begin_session(

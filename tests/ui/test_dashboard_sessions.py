@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jwt
 import pytest
@@ -95,24 +96,33 @@ def test_cookies_are_secure_over_https(app_container: Container) -> None:
     container = app_container
     for base, secure in (("https://ledger.example", True), ("http://ledger.example", False)):
         with TestClient(create_app(container), base_url=base) as client:
-            form = client.get("/ui/login")
-            assert ("Secure" in form.headers["set-cookie"]) is secure
-            signed_in = client.post("/ui/login", follow_redirects=False, data={
-                "token": issue_token(SECRET, "alice", ["models"]),
-                "_csrf_token": client.cookies["ml_csrf"],
-            })
-            cookie = signed_in.headers["set-cookie"]
-            assert cookie.startswith("ml_session=")
-            assert "HttpOnly" in cookie
-            assert "SameSite=lax" in cookie
-            assert ("Secure" in cookie) is secure
+            _check_cookies(client, secure=secure)
+    # TLS ended at a proxy: the request is plain HTTP, the public base URL says HTTPS.
+    container.settings = dataclasses.replace(container.settings,
+                                             base_url="https://ledger.example")
+    with TestClient(create_app(container), base_url="http://127.0.0.1:8000") as client:
+        # Plain HTTP from the proxy; Secure all the same, for the browser on the HTTPS side.
+        assert "Secure" in client.get("/ui/login").headers["set-cookie"]
+
+
+def _check_cookies(client: TestClient[Any], *, secure: bool) -> None:
+    form = client.get("/ui/login")
+    assert ("Secure" in form.headers["set-cookie"]) is secure
+    signed_in = client.post("/ui/login", follow_redirects=False, data={
+        "token": issue_token(SECRET, "alice", ["models"]),
+        "_csrf_token": client.cookies["ml_csrf"],
+    })
+    cookie = signed_in.headers["set-cookie"]
+    assert cookie.startswith("ml_session=")
+    assert "HttpOnly" in cookie
+    assert "SameSite=lax" in cookie
+    assert ("Secure" in cookie) is secure
 
 
 @pytest.fixture
 def app_container(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Container]:
-
     built = build(make_settings(backend, tmp_path, request, jwt_secret=SECRET))
     yield built
     built.close()
