@@ -35,6 +35,7 @@ from projections.usage import windows
 if TYPE_CHECKING:
     from projections.models.queries import ModelRow
     from projections.store.base import ReadStore
+    from projections.usage.windows import Windows
 
 ModelId = FromPath[UUID]
 HISTORY_PAGE = 50
@@ -64,11 +65,12 @@ def _detail_view(detail: Any) -> dict[str, Any]:
 
 
 def _versions(
-    store: ReadStore, row: ModelRow, chosen: charts.ChartRange,
+    store: ReadStore, row: ModelRow, chosen: charts.ChartRange, spans: Windows,
     compare: tuple[int | None, int | None],
 ) -> dict[str, Any]:
-    """The versions' table, the serving split and, for two versions (by default the two a
-    canary split serves), their comparison over the chart's range."""
+    """The versions' table, the serving split, each version's requests per window (as
+    ``GET /api/models/{id}/usage?group_by=version``) and, for two versions (by default the
+    two a canary split serves), their comparison over the chart's range."""
     model_id = row["id"]
     split = presenters.serving_of(row)
     weights = dict(split)
@@ -85,7 +87,14 @@ def _versions(
     compared = None
     if a is not None and b is not None and chosen.end - chosen.start <= MAX_COMPARE:
         compared = comparison(store, model_id, a, b, start=chosen.start, end=chosen.end)
+    used = usage_queries.versions_used(store, model_id, spans[0].first_hour, spans[-1].end_hour)
+    per_version = {
+        str(n): [b.figures.requests
+                 for b in usage_queries.usage_series(store, "version", (model_id, n), spans)]
+        for n in used
+    }
     return {"versions": listed, "serving": fmt.serving(split), "split": split,
+            "per_version": json.dumps(per_version) if len(used) > 1 else None,
             "live": [v for v in listed if v["removed"] is None], "compared": compared,
             "compare_a": a, "compare_b": b}
 
@@ -125,7 +134,7 @@ async def _model_page(
             owner, model_id, after_version=after, limit=HISTORY_PAGE)
     )
     versions = await sync_to_thread(
-        lambda: _versions(container(request).store, row, chosen, compare))
+        lambda: _versions(container(request).store, row, chosen, spans, compare))
     trail = [{"version": e.version, "type": e.type, "at": e.at, "actor": e.actor,
               "issuer": e.actor_issuer, "changes": _changes(e.changes)}
              for e in history.entries]

@@ -3,6 +3,7 @@ promote, roll back, a canary split, the comparison (equal to the API's), removal
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +99,15 @@ def test_the_comparison_is_the_apis_and_a_serving_version_cannot_be_removed(
     assert api["a"]["requests"] == api["b"]["requests"] == 300
     assert page.locator("#verdict").inner_text() == api["verdict"]["summary"]
     assert api["verdict"]["b_worse"]
+    # Each version's requests per window, plotted as GET .../usage?group_by=version answers.
+    grouped = dashboard.http.get(f"/api/models/{model['id']}/usage", headers=alice.headers,
+                                 params={n: charts.get_attribute(f"data-{n}")
+                                         for n in ("window", "tz", "from", "to")}
+                                 | {"group_by": "version"}).json()
+    page.locator("#chart-versions[data-plotted]").wait_for()
+    _, *plotted = json.loads(page.locator("#chart-versions").get_attribute("data-plotted") or "")
+    assert plotted == [[b["requests"] for b in v["buckets"]] for v in grouped["by_version"]]
+    assert [sum(series) for series in plotted] == [300, 300]
     # v2 serves half the traffic: it has no remove button, and a forged post is refused (409).
     assert page.locator("#remove-2").count() == 0
     csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "ml_csrf")

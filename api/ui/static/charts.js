@@ -49,6 +49,15 @@
   plots.push(draw("chart-success", [x, series.success_rate.map((r) => (r === null ? null : r * 100))], [
     { label: "Success rate", stroke: colour("--chart-1") },
   ], "%"));
+  const byVersion = document.getElementById("chart-versions");
+  if (byVersion) {
+    const versions = JSON.parse(byVersion.dataset.versions);
+    const palette = ["--chart-1", "--chart-2", "--chart-3"];
+    const numbers = Object.keys(versions);
+    plots.push(draw("chart-versions", [x, ...numbers.map((n) => versions[n])],
+      numbers.map((n, i) => ({ label: "v" + n, stroke: colour(palette[i % palette.length]) })),
+      "requests"));
+  }
   performance.mark("charts-end");
   performance.measure("charts", "charts-start", "charts-end");
   root.dataset.drawn = "true";
