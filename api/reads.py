@@ -131,9 +131,9 @@ class Reads:
         rows = await self._run(usage_queries.version_totals_statement(self.store, model_ids))
         found: dict[UUID, list[tuple[int, UsageFigures]]] = {}
         for model_id, of_model in groupby(rows, lambda row: row[0]):
-            found[model_id] = [
-                (int(r[1]), usage_queries.totals_figures(self.store, r[2:])) for r in of_model
-            ]
+            found[model_id] = usage_queries.versions_of_totals(
+                self.store, [row[1:] for row in of_model]
+            )
         return found
 
     # -- model list ---------------------------------------------------------------------------

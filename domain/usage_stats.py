@@ -112,3 +112,43 @@ class UsageStats:
         latency.merge_into(self.histogram, other.histogram)
         if other.last_at is not None and (self.last_at is None or other.last_at > self.last_at):
             self.last_at = other.last_at
+
+
+def without(total: UsageStats, part: UsageStats) -> UsageStats:
+    """The requests of ``total`` that are not in ``part`` (a subset of them).
+
+    Counts, sums and the histogram subtract exactly. An extreme is exact when ``part`` cannot
+    hold it (``part``'s minimum is above the total's, its maximum below), else it is the value
+    of the remaining histogram's first or last bucket, within ``latency.RELATIVE_ERROR``, kept
+    inside the total's extremes; ``last_at`` likewise is known only when ``part``'s is earlier.
+    """
+    if not part.requests and not part.rejected:
+        return UsageStats(total.requests, total.successes, total.failures, total.rejected,
+                          total.total_us, total.min_us, total.max_us, total.input_bytes,
+                          total.output_bytes, dict(total.histogram), total.last_at)
+    histogram = {
+        bucket: left for bucket, count in total.histogram.items()
+        if (left := count - part.histogram.get(bucket, 0)) > 0
+    }
+    requests = total.requests - part.requests
+    low = high = None
+    if requests and total.min_us is not None and total.max_us is not None:
+        low = total.min_us if part.min_us is None or part.min_us > total.min_us else min(
+            max(round(latency.bucket_value(min(histogram))), total.min_us), total.max_us)
+        high = total.max_us if part.max_us is None or part.max_us < total.max_us else max(
+            min(round(latency.bucket_value(max(histogram))), total.max_us), total.min_us)
+    last_at = total.last_at if part.last_at is None or (
+        total.last_at is not None and part.last_at < total.last_at) else None
+    return UsageStats(
+        requests=requests,
+        successes=total.successes - part.successes,
+        failures=total.failures - part.failures,
+        rejected=total.rejected - part.rejected,
+        total_us=total.total_us - part.total_us,
+        min_us=low,
+        max_us=high,
+        input_bytes=total.input_bytes - part.input_bytes,
+        output_bytes=total.output_bytes - part.output_bytes,
+        histogram=histogram,
+        last_at=last_at,
+    )

@@ -165,11 +165,17 @@ class PredictionService:
     ) -> Target:
         """The model at this endpoint (``version``: that version alone), if the caller may
         call it; else EndpointNotFoundError (also for a version it does not have)."""
-        row = await self._states.get((model_id, version), self._serving_state)
+        row = await self._states.get((model_id, None), self._serving_state)
         if row is None or not caller.covers(row.owner_id, model_id):
             raise EndpointNotFoundError(f"model {model_id} not found")
-        if version is not None and (version not in row.files or row.files[version].removed):
-            raise EndpointNotFoundError(f"model {model_id} has no version {version}")
+        if version is not None:
+            # Only the caller's own model's versions reach the cache: nobody can fill it with
+            # made-up (model, version) entries.
+            found = (await self._states.get((model_id, version), self._serving_state)
+                     if 1 <= version <= row.latest_version else None)
+            if found is None or version not in found.files or found.files[version].removed:
+                raise EndpointNotFoundError(f"model {model_id} has no version {version}")
+            row = found
         return self._target_of(model_id, row, version)
 
     def _serving_state(self, key: tuple[UUID, int | None]) -> ServingRow | None:

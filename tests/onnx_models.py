@@ -15,13 +15,14 @@ OPSET = 17
 
 
 @cache
-def logistic_regression(features: int = FEATURES) -> bytes:
+def logistic_regression(features: int = FEATURES, seed: int = 7) -> bytes:
     """A fitted 2-class logistic regression: input ``X`` FP32 [-1, features]; outputs
-    ``label`` INT64 [-1] and ``probabilities`` FP32 [-1, 2]."""
+    ``label`` INT64 [-1] and ``probabilities`` FP32 [-1, 2]. Another ``seed`` fits it to other
+    data: the same signature, other weights (a retrained version)."""
     from skl2onnx import to_onnx  # noqa: PLC0415 - slow import, only where needed
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
 
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(400, features)).astype(np.float32)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
     model = LogisticRegression(max_iter=200).fit(x, y)

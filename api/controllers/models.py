@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from uuid import UUID
 
 import msgspec
@@ -25,6 +24,10 @@ from domain.model import ModelStatus
 from domain.upstream import NO_UPSTREAM, Upstream
 from projections.usage import queries as usage_queries
 from services.usage import rfc3339_pattern
+
+if TYPE_CHECKING:
+    from projections.models.queries import ModelRow
+    from projections.usage.figures import UsageFigures
 
 Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"]
 ModelId = FromPath[UUID]
@@ -54,6 +57,15 @@ def _expected_version(if_match: str | None) -> int | None:
 
 def _upstream(given: schemas.Upstream | None) -> Upstream:
     return NO_UPSTREAM if given is None else Upstream(given.url, given.model)
+
+
+async def _by_version(request: ApiRequest, row: ModelRow) -> list[tuple[int, UsageFigures]]:
+    """The usage per version: a model that never had a second version has all its usage
+    from version 1 (its totals), with no further read."""
+    if row["latest_version"] < 2:  # noqa: PLR2004
+        usage = row.usage
+        return [(1, usage)] if usage.requests or usage.rejected else []
+    return await reads(request).version_totals(row["id"])
 
 
 def _serving(
@@ -155,18 +167,11 @@ class ModelController(Controller):
         version: Annotated[int | None, QueryParameter(ge=1, le=MAX_VERSION)] = None,
     ) -> Response[ModelDetail]:
         owner_id = principal(request).user_id
-        if as_of is None and version is None:
-            # Both at once (the breakdown is shown only once the model proves the caller's).
-            row, by_version = await asyncio.gather(
-                reads(request).get_model(owner_id, model_id),
-                reads(request).version_totals(model_id),
-            )
-            if row is None:
-                raise ModelNotFoundError(str(model_id))
-            return _with_etag(presenters.detail(row, by_version))
         row = await reads(request).get_model(owner_id, model_id)
         if row is None:
             raise ModelNotFoundError(str(model_id))
+        if as_of is None and version is None:
+            return _with_etag(presenters.detail(row, await _by_version(request, row)))
         if as_of is not None and version is not None:
             raise InvalidParameterError("version", "give as_of or version, not both")
         moment = None if as_of is None else _moment(as_of)
@@ -213,7 +218,9 @@ class ModelController(Controller):
             if expected is None:
                 raise
             raise PreconditionFailedError(detail=str(error)) from None
-        by_version = usage_queries.version_totals(container(request).store, model_id)
+        by_version = (usage_queries.version_totals(container(request).store, model_id)
+                      if row["latest_version"] >= 2 else  # noqa: PLR2004
+                      [(1, row.usage)] if row.usage.requests or row.usage.rejected else [])
         return _with_etag(presenters.detail(row, by_version))
 
     @delete(

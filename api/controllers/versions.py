@@ -23,6 +23,7 @@ from projections.usage import queries as usage_queries
 from projections.usage.figures import figures_of
 
 if TYPE_CHECKING:
+    from projections.models.queries import ModelRow, VersionView
     from projections.store.base import ReadStore
 
 ModelId = FromPath[UUID]
@@ -94,18 +95,21 @@ class VersionsController(Controller):
         self, request: ApiRequest, model_id: ModelId
     ) -> Response[schemas.ModelVersion]:
         c, who = container(request), actor(request)
-        c.models.get(who.user_id, model_id)  # another owner's model: 404 before any upload
+        # Another owner's model: 404 before any of the body is read.
+        await sync_to_thread(c.models.get, who.user_id, model_id)
         given = await read_version_upload(request, artifacts(request))
-        try:
-            view = await sync_to_thread(
-                lambda: c.models.upload_version(
-                    who, model_id, given.upload, filename=given.filename, notes=given.notes
-                )
+
+        def store() -> tuple[VersionView, ModelRow]:
+            view = c.models.upload_version(
+                who, model_id, given.upload, filename=given.filename, notes=given.notes
             )
+            return view, c.models.get(who.user_id, model_id)
+
+        try:
+            view, row = await sync_to_thread(store)
         except BaseException:
             given.upload.discard()
             raise
-        row = c.models.get(who.user_id, model_id)
         return Response(
             presenters.model_version(view, presenters.serving_of(row)), status_code=201,
             headers={"Location": f"/api/models/{model_id}/versions/{view.number}"},

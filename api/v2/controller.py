@@ -22,7 +22,7 @@ from litestar.response import Stream
 
 from api.metrics import INFERENCE_REQUESTS
 from api.v2.callers import EndpointAuthError, caller_of
-from domain.usage import ERROR_MAX, MAX_MODEL_VERSION, REQUEST_ID_MAX, USER_AGENT_MAX
+from domain.usage import ERROR_MAX, REQUEST_ID_MAX, USER_AGENT_MAX
 from services.metering import MeteredUsage
 from services.predictions import Backend, EndpointNotFoundError
 from services.serving_cache import StateUnavailableError
@@ -280,8 +280,6 @@ async def infer_version(
     request: V2Request, model_id: FromPath[UUID], version: FromPath[int]
 ) -> Response[Any]:
     """One version directly, whatever ``serving`` says (its stored file, served here)."""
-    if not 1 <= version <= MAX_MODEL_VERSION:
-        return _error(404, f"model {model_id} has no version {version}")
     return await _infer(request, model_id, version)
 
 
@@ -300,8 +298,6 @@ async def model_metadata(request: V2Request, model_id: FromPath[UUID]) -> Respon
 async def version_metadata(
     request: V2Request, model_id: FromPath[UUID], version: FromPath[int]
 ) -> Response[bytes]:
-    if not 1 <= version <= MAX_MODEL_VERSION:
-        return _error(404, f"model {model_id} has no version {version}")
     return await _metadata(request, model_id, version)
 
 
@@ -358,8 +354,6 @@ async def model_ready(request: V2Request, model_id: FromPath[UUID]) -> Response[
 async def version_ready(
     request: V2Request, model_id: FromPath[UUID], version: FromPath[int]
 ) -> Response[bytes]:
-    if not 1 <= version <= MAX_MODEL_VERSION:
-        return _error(404, f"model {model_id} has no version {version}")
     return await _ready(request, model_id, version)
 
 

@@ -1,8 +1,11 @@
 """The ``usage`` projection's fold: usage events become mergeable ``UsageStats`` deltas.
 
-Each event is added once, to its model-version-hour; the model-hour, the owner-hour, the
-(UTC) days and the all-time totals are merged from those, so a batch costs one
-``add_request`` per event plus one merge per key.
+Each event is added once to its model-hour (and, served by a version other than 1, to its
+model-version-hour); the owner-hour, the (UTC) days and the all-time totals are merged from
+those, so a batch costs one ``add_request`` per event plus one merge per key. Version 1 has no
+rows of its own: its figures are the model's minus the other versions' (``usage_stats.without``),
+so models that never had a second version (nearly all, and every one recorded before versions)
+cost the projection nothing more.
 
 A ``UsageRollup.Recorded`` (written by compaction) is merged into its model-hour like the raw
 events it replaces. No projection ever counts both: compaction gives each roll-up the
@@ -67,7 +70,7 @@ class UsageDelta:
     keys: dict[UUID, KeyUse] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.version_hourly)
+        return bool(self.model_hourly)
 
 
 def fold_usage_events(events: Iterable[object]) -> UsageDelta:
@@ -79,10 +82,8 @@ def fold_usage_events(events: Iterable[object]) -> UsageDelta:
             _add_recorded(domain_event, delta)
         else:
             _add(domain_event, delta)
-    # Each level merges from the finest one with fewer keys: a version's hours into the model's
-    # hours and the version's days, hours into days, days into totals.
+    # Each level merges from the finest one with fewer keys: hours into days, days into totals.
     for (model_id, version, hour), stats in delta.version_hourly.items():
-        _merged(delta.model_hourly, (model_id, hour)).merge(stats)
         _merged(delta.version_daily, (model_id, version, hour // 24)).merge(stats)
     for (model_id, version, _), stats in delta.version_daily.items():
         _merged(delta.version_totals, (model_id, version)).merge(stats)
@@ -129,8 +130,8 @@ def _add(domain_event: object, delta: UsageDelta) -> None:
 @_add.register
 def _add_recorded(e: PredictionUsage.Recorded, delta: UsageDelta) -> None:
     delta.model_owner[e.model_id] = e.owner_id
-    key = (e.model_id, e.model_version, hour_of(e.occurred_at))
-    _merged(delta.version_hourly, key).add_request(
+    hour = hour_of(e.occurred_at)
+    _merged(delta.model_hourly, (e.model_id, hour)).add_request(
         response_us=to_micros(e.response_time_ms),
         success=e.success,
         input_bytes=e.input_bytes,
@@ -138,6 +139,15 @@ def _add_recorded(e: PredictionUsage.Recorded, delta: UsageDelta) -> None:
         occurred_at=e.occurred_at,
         rejected=e.rejected,
     )
+    if e.model_version != 1:  # version 1's rows are the model's minus the others'
+        _merged(delta.version_hourly, (e.model_id, e.model_version, hour)).add_request(
+            response_us=to_micros(e.response_time_ms),
+            success=e.success,
+            input_bytes=e.input_bytes,
+            output_bytes=e.output_bytes,
+            occurred_at=e.occurred_at,
+            rejected=e.rejected,
+        )
     if e.api_key_id:
         _add_key_use(delta.key_use, e.api_key_id, 1, e.occurred_at)
 
@@ -145,7 +155,10 @@ def _add_recorded(e: PredictionUsage.Recorded, delta: UsageDelta) -> None:
 @_add.register
 def _(e: UsageRollup.Recorded, delta: UsageDelta) -> None:
     delta.model_owner[e.model_id] = e.owner_id
-    _merged(delta.version_hourly, (e.model_id, e.model_version, e.hour)).merge(stats_of(e))
+    stats = stats_of(e)
+    _merged(delta.model_hourly, (e.model_id, e.hour)).merge(stats)
+    if e.model_version != 1:
+        _merged(delta.version_hourly, (e.model_id, e.model_version, e.hour)).merge(stats)
     for text, (requests, last_us) in e.api_keys.items():
         _add_key_use(delta.key_use, text, requests, from_epoch_us(last_us))
 

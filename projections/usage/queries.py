@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec.structs import astuple
 
-from domain.usage_stats import UsageStats
+from domain.usage_stats import UsageStats, without
 from projections.usage.figures import (
     EMPTY,
     SHOWN,
@@ -34,12 +34,16 @@ if TYPE_CHECKING:
 _STATS_KIND_LIST = tuple(kind for _, kind in STATS_COLUMNS)
 
 
-def totals_figures(store: ReadStore, values: Sequence[Any]) -> UsageFigures:
-    """A totals row's figures (NULLs: no usage yet). Totals store no percentile buckets
-    (``usage.writer``): they come from the histogram."""
+def totals_figures(
+    store: ReadStore, values: Sequence[Any], *, converted: bool = False
+) -> UsageFigures:
+    """A totals row's figures (NULLs: no usage yet; ``converted``: in Python types already).
+    A model's totals store no percentile buckets (``usage.writer``): they come from the
+    histogram."""
     if values[0] is None:
         return EMPTY
-    values = store.row_from_db(values, _STATS_KIND_LIST)
+    if not converted:
+        values = store.row_from_db(values, _STATS_KIND_LIST)
     if values[0] and values[P50] is None:
         return figures_of(stats_of(values))
     return figures_from_row(values)
@@ -170,6 +174,9 @@ def usage_series(
     their percentiles, no histogram is decoded (as ``model_windows_statement`` reads them)."""
     unit = spans.unit if unit is None else unit
     start, end = spans[0].first_hour // unit, spans[-1].end_hour // unit
+    if scope == "version" and key[1] == 1:
+        return bucketise(first_version_rows(store, key[0], unit=unit, start=start, end=end),
+                         spans, unit)
     if scope in _STORED_PERCENTILES and len(spans) == end - start:
         stored = dict(_usage_values(store, scope, key, unit=unit, start=start, end=end))
         return [
@@ -213,25 +220,79 @@ def owner_usage(
 def version_totals(store: ReadStore, model_id: UUID) -> list[tuple[int, UsageFigures]]:
     """Each version's all-time figures (versions with usage only), by version."""
     with store.read() as cur:
-        cur.execute(
-            store.sql(
-                f"SELECT model_version, {', '.join(STATS_NAMES)} FROM usage_version_totals "
-                "WHERE model_id = ? ORDER BY model_version"
-            ),
-            (store.to_db(model_id, "uuid"),),
-        )
-        return [(int(r[0]), totals_figures(store, r[1:])) for r in cur.fetchall()]
+        cur.execute(*version_totals_statement(store, [model_id]))
+        rows = cur.fetchall()
+    return versions_of_totals(store, [row[1:] for row in rows])
 
 
 def version_totals_statement(store: ReadStore, model_ids: Sequence[UUID]) -> Statement:
-    """PostgreSQL: ``version_totals`` of many models; rows (model id, version, stats...)."""
+    """The model totals (as version 0) and the other versions' totals of each model; rows
+    (model id, version, stats...) by model and version, for ``versions_of_totals``."""
+    names = ", ".join(STATS_NAMES)
+    matches, params = store.any_of(model_ids, "uuid")
     return (
         store.sql(
-            f"SELECT model_id, model_version, {', '.join(STATS_NAMES)} FROM usage_version_totals "
-            "WHERE model_id = ANY(?) ORDER BY model_id, model_version"
+            f"SELECT model_id, 0, {names} FROM usage_model_totals WHERE model_id {matches} "
+            f"UNION ALL SELECT model_id, model_version, {names} FROM usage_version_totals "
+            f"WHERE model_id {matches} ORDER BY 1, 2"
         ),
-        [list(model_ids)],
+        [*params, *params],
     )
+
+
+def versions_of_totals(
+    store: ReadStore, rows: Sequence[Sequence[Any]]
+) -> list[tuple[int, UsageFigures]]:
+    """A model's totals rows from ``version_totals_statement`` (version, stats...) as each
+    version's figures: version 1's are the model's minus the others' (``without``)."""
+    model = None
+    others: list[tuple[int, Sequence[Any]]] = []
+    for row in rows:
+        values = store.row_from_db(row[1:], _STATS_KIND_LIST)
+        if int(row[0]) == 0:
+            model = values
+        else:
+            others.append((int(row[0]), values))
+    found = [(version, totals_figures(store, values, converted=True)) for version, values in others]
+    if model is None:
+        return found
+    if not others:
+        first = totals_figures(store, model, converted=True)
+    else:
+        rest = UsageStats()
+        for _, values in others:
+            rest.merge(stats_of(values))
+        first = figures_of(without(stats_of(model), rest))
+    if first.requests or first.rejected:
+        found.insert(0, (1, first))
+    return found
+
+
+def first_version_rows(
+    store: ReadStore, model_id: UUID, *, unit: int, start: int, end: int
+) -> list[tuple[int, UsageStats]]:
+    """Version 1's statistics rows (hours or days, ``start <= index < end``): the model's rows
+    minus the other versions' rows of the same index."""
+    table, index = ("usage_version_hourly", "hour") if unit == 1 else ("usage_version_daily",
+                                                                       "day")
+    others: dict[int, UsageStats] = {}
+    with store.read() as cur:
+        cur.execute(
+            store.sql(
+                f"SELECT {index}, {', '.join(STATS_NAMES)} FROM {table} "
+                f"WHERE model_id = ? AND {index} >= ? AND {index} < ?"
+            ),
+            (store.to_db(model_id, "uuid"), start, end),
+        )
+        for row in cur.fetchall():
+            stats = stats_of(store.row_from_db(row[1:], _STATS_KIND_LIST))
+            others.setdefault(int(row[0]), UsageStats()).merge(stats)
+    found = []
+    for at, stats in usage_rows(store, "model", model_id, unit=unit, start=start, end=end):
+        first = without(stats, others[at]) if at in others else stats
+        if first.requests or first.rejected:
+            found.append((at, first))
+    return found
 
 
 def versions_used(store: ReadStore, model_id: UUID, start_hour: int, end_hour: int) -> list[int]:
@@ -244,18 +305,40 @@ def versions_used(store: ReadStore, model_id: UUID, start_hour: int, end_hour: i
             ),
             (store.to_db(model_id, "uuid"), start_hour, end_hour),
         )
-        return [int(r[0]) for r in cur.fetchall()]
+        others = [int(r[0]) for r in cur.fetchall()]
+    first = version_window(store, model_id, 1, start_hour, end_hour)
+    return [1, *others] if first.requests or first.rejected else others
 
 
 def version_window(
     store: ReadStore, model_id: UUID, version: int, start_hour: int, end_hour: int
 ) -> UsageStats:
     """A version's statistics over the hours ``start_hour <= hour < end_hour``, merged exactly
-    (sums, extremes and histograms)."""
+    (sums, histograms; version 1's extremes as ``without`` says)."""
+    rows = (first_version_rows(store, model_id, unit=1, start=start_hour, end=end_hour)
+            if version == 1 else
+            usage_rows(store, "version", (model_id, version), unit=1, start=start_hour,
+                       end=end_hour))
+    if version == 1:
+        # Merging the hours' differences would lose exact extremes an hour knows; the
+        # window's own difference keeps every one the whole window can prove.
+        model, rest = UsageStats(), UsageStats()
+        for _, stats in usage_rows(store, "model", model_id, unit=1, start=start_hour,
+                                   end=end_hour):
+            model.merge(stats)
+        with store.read() as cur:
+            cur.execute(
+                store.sql(
+                    f"SELECT {', '.join(STATS_NAMES)} FROM usage_version_hourly "
+                    "WHERE model_id = ? AND hour >= ? AND hour < ?"
+                ),
+                (store.to_db(model_id, "uuid"), start_hour, end_hour),
+            )
+            for row in cur.fetchall():
+                rest.merge(stats_of(store.row_from_db(row, _STATS_KIND_LIST)))
+        return without(model, rest)
     merged = UsageStats()
-    for _, stats in usage_rows(
-        store, "version", (model_id, version), unit=1, start=start_hour, end=end_hour
-    ):
+    for _, stats in rows:
         merged.merge(stats)
     return merged
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from domain import latency
 from domain.errors import ValidationError
 from domain.usage import record_usage, usage_id
-from domain.usage_stats import UsageStats, to_micros
+from domain.usage_stats import UsageStats, to_micros, without
 
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
 
@@ -116,3 +116,41 @@ def test_folding_many_requests_at_once_equals_adding_them_one_by_one() -> None:
                                input_bytes=r.input_bytes, output_bytes=r.output_bytes,
                                occurred_at=r.occurred_at, rejected=r.rejected)
     assert UsageStats.of_requests(requests) == one_by_one
+
+
+class TestWithout:
+    """Version 1's figures are the model's minus the other versions' (``without``)."""
+
+    @staticmethod
+    def stats(*micros: int, at_minute: int = 0) -> UsageStats:
+        found = UsageStats()
+        for i, us in enumerate(micros):
+            found.add_request(response_us=us, success=i % 2 == 0, input_bytes=1, output_bytes=2,
+                              occurred_at=NOW + timedelta(minutes=at_minute + i - 60),
+                              rejected=False)
+        return found
+
+    def test_counts_sums_and_histogram_subtract_exactly(self) -> None:
+        first, second = self.stats(1_000, 2_000, 40_000), self.stats(5_000, 6_000, at_minute=10)
+        total = UsageStats()
+        total.merge(first)
+        total.merge(second)
+        left = without(total, second)
+        assert (left.requests, left.successes, left.failures, left.total_us, left.input_bytes,
+                left.histogram) == (3, first.successes, first.failures, first.total_us, 3,
+                                    first.histogram)
+
+    def test_an_extreme_the_part_cannot_hold_is_exact_else_within_one_percent(self) -> None:
+        first, second = self.stats(1_000, 40_000), self.stats(500, 5_000, at_minute=10)
+        total = UsageStats()
+        total.merge(first)
+        total.merge(second)
+        left = without(total, second)
+        assert left.max_us == 40_000  # the part's maximum is lower: the total's is the first's
+        assert left.min_us is not None
+        assert abs(left.min_us - 1_000) <= 0.01 * 1_000 + 1
+        assert left.last_at is None  # the part's last request is the latest: unknown
+
+    def test_nothing_taken_away_leaves_the_total(self) -> None:
+        total = self.stats(1_000, 2_000)
+        assert without(total, UsageStats()) == total

@@ -25,7 +25,7 @@ from domain.usage import PredictionUsage, hour_of
 from domain.usage_stats import to_micros
 from modelledger.bootstrap import build
 from projections.catalogue import PROJECTION_TABLES
-from projections.usage import queries
+from projections.usage import queries, windows
 from projections.usage.figures import figures_from_row, figures_of
 from projections.usage.rows import stats_of
 from projections.usage.tables import STATS_COLUMNS, STATS_NAMES
@@ -183,19 +183,31 @@ def check_versions(
         by_version[e.model_version].append(e)
     totals = dict(queries.version_totals(container.store, model_id))
     assert set(totals) == set(by_version)
+    shared = len(by_version) > 1  # version 1's extremes are then derived (``without``)
     for version, events in by_version.items():
         expected = exact_stats(events)
         got = totals[version]
-        assert (got.requests, got.successes, got.rejected, got.total_us, got.min_us,
-                got.max_us, got.input_bytes) == (
+        assert (got.requests, got.successes, got.rejected, got.total_us, got.input_bytes) == (
             expected["requests"], expected["successes"], expected["rejected"],
-            expected["total_us"], expected["min_us"], expected["max_us"], expected["input_bytes"])
-        hours = queries.usage_rows(container.store, "version", (model_id, version), unit=1,
-                                   start=0, end=10**7)
-        per_hour: dict[int, int] = defaultdict(int)
+            expected["total_us"], expected["input_bytes"])
+        for value, exact in ((got.min_us, expected["min_us"]), (got.max_us, expected["max_us"])):
+            if version != 1 or not shared or exact is None:
+                assert value == exact
+            else:
+                assert value is not None
+                assert abs(value - exact) <= latency.RELATIVE_ERROR * exact + 1
+        spans = windows.spans("hour", windows.zone("UTC"), T0 - timedelta(hours=1),
+                              T0 + timedelta(hours=80))
+        series = queries.usage_series(container.store, "version", (model_id, version), spans)
+        per_hour: dict[datetime, int] = defaultdict(int)
         for e in events:
-            per_hour[hour_of(e.occurred_at)] += not e.rejected
-        assert {h: s.requests for h, s in hours} == dict(per_hour)
+            per_hour[e.occurred_at.replace(minute=0, second=0, microsecond=0)] += not e.rejected
+        assert {b.start: b.figures.requests for b in series if b.figures.requests} == {
+            at: n for at, n in per_hour.items() if n}
+        window = queries.version_window(container.store, model_id, version, 0, 10**7)
+        assert (window.requests, window.failures, window.rejected) == (
+            expected["requests"], expected["requests"] - expected["successes"],
+            expected["rejected"])
 
 
 def check_stored_percentiles(container: Any) -> None:

@@ -34,8 +34,8 @@ OTHER_MODEL = uuid.UUID("00000000-0000-4000-8000-000000000003")  # OTHER_OWNER's
 
 TABLES = (
     "model_hourly", "owner_hourly", "model_daily", "owner_daily", "model_totals", "owner_totals",
-    "version_hourly", "version_daily", "version_totals",
 )
+VERSION_TABLES = ("version_hourly", "version_daily", "version_totals")
 _request_ids = itertools.count()
 
 
@@ -59,7 +59,7 @@ def merged(*deltas: UsageDelta) -> UsageDelta:
     """What the tables hold after the deltas are applied one after another: rows merge."""
     total = UsageDelta()
     for delta in deltas:
-        for table in TABLES:
+        for table in (*TABLES, *VERSION_TABLES):
             rows = getattr(total, table)
             for key, stats in getattr(delta, table).items():
                 rows.setdefault(key, UsageStats()).merge(stats)
@@ -114,6 +114,18 @@ class TestWhereARequestLands:
         self, table: str, key: object
     ) -> None:
         assert getattr(fold_usage_events([usage()]), table) == {key: ONE_REQUEST}
+
+    def test_version_1_adds_no_version_rows(self) -> None:
+        delta = fold_usage_events([usage(), usage(model_version=1)])
+        assert (delta.version_hourly, delta.version_daily, delta.version_totals) == ({}, {}, {})
+        assert delta.model_hourly[MODEL, HOUR].requests == 2
+
+    def test_another_version_is_counted_in_the_model_and_in_its_own_rows(self) -> None:
+        delta = fold_usage_events([usage(), usage(model_version=2)])
+        assert delta.model_hourly[MODEL, HOUR].requests == 2
+        assert delta.version_hourly == {(MODEL, 2, HOUR): ONE_REQUEST}
+        assert delta.version_daily == {(MODEL, 2, DAY): ONE_REQUEST}
+        assert delta.version_totals == {(MODEL, 2): ONE_REQUEST}
 
     def test_the_delta_names_each_models_owner(self) -> None:
         delta = fold_usage_events(mixed_usage())
