@@ -4,7 +4,10 @@ example call, usage charts over a chosen range, and the audit trail with time tr
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, Any
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlencode
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
@@ -13,7 +16,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
 from api import presenters
-from api.controllers.versions import MAX_COMPARE, comparison
+from api.controllers.versions import comparison
 from api.deps import actor, container, reads
 from api.errors import status_of
 from api.ui import charts
@@ -43,6 +46,20 @@ MAX_VERSIONS_SHOWN = 100
 VersionParam = Annotated[int | None, QueryParameter(name="version", ge=1, le=2**63 - 1,
                                                required=False)]
 CompareParam = Annotated[int | None, QueryParameter(ge=1, le=2**31 - 1, required=False)]
+Over = Literal["24h", "7d", "30d"]
+COMPARE_SPANS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+COMPARE_LABELS = {"24h": "the last 24 hours", "7d": "the last 7 days", "30d": "the last 30 days"}
+
+
+@dataclass(frozen=True)
+class Compare:
+    """What the versions section is asked for: two versions over a span, the per-version
+    series."""
+
+    a: int | None = None
+    b: int | None = None
+    over: str = "24h"
+    per_version: bool = False
 AfterParam = Annotated[int, QueryParameter(name="after", ge=0, le=2**63 - 1)]
 
 
@@ -66,11 +83,15 @@ def _detail_view(detail: Any) -> dict[str, Any]:
 
 def _versions(
     store: ReadStore, row: ModelRow, chosen: charts.ChartRange, spans: Windows,
-    compare: tuple[int | None, int | None],
+    compare: Compare,
 ) -> dict[str, Any]:
-    """The versions' table, the serving split, each version's requests per window (as
-    ``GET /api/models/{id}/usage?group_by=version``) and, for two versions (by default the
-    two a canary split serves), their comparison over the chart's range."""
+    """The versions' table, the serving split, for two versions (by default the two a canary
+    split serves) their comparison over the last 24 hours, 7 or 30 days, and when asked each
+    version's requests per window of the chart (as ``usage?group_by=version``).
+
+    The comparison and the per-version series merge hourly rows (histograms included): over
+    30 days that is most of the page's time, hence the short default and the series on demand.
+    """
     model_id = row["id"]
     split = presenters.serving_of(row)
     weights = dict(split)
@@ -81,22 +102,26 @@ def _versions(
          "weight": weights.get(v.number, 0), "usage": totals.get(v.number)}
         for v in model_queries.list_versions(store, model_id, limit=MAX_VERSIONS_SHOWN)
     ]
-    a, b = compare
+    a, b = compare.a, compare.b
     if (a is None or b is None) and len(split) >= 2:  # noqa: PLR2004 - a canary split
         a, b = split[0][0], split[1][0]
     compared = None
-    if a is not None and b is not None and chosen.end - chosen.start <= MAX_COMPARE:
-        compared = comparison(store, model_id, a, b, start=chosen.start, end=chosen.end)
-    used = usage_queries.versions_used(store, model_id, spans[0].first_hour, spans[-1].end_hour)
-    per_version = {
-        str(n): [b.figures.requests
-                 for b in usage_queries.usage_series(store, "version", (model_id, n), spans)]
-        for n in used
-    }
+    if a is not None and b is not None:
+        compared = comparison(store, model_id, a, b, start=chosen.end - COMPARE_SPANS[
+            compare.over], end=chosen.end)
+    per_version = None
+    if compare.per_version:
+        used = usage_queries.versions_used(store, model_id, spans[0].first_hour,
+                                           spans[-1].end_hour)
+        per_version = json.dumps({
+            str(n): [w.figures.requests for w in
+                     usage_queries.usage_series(store, "version", (model_id, n), spans)]
+            for n in used
+        })
     return {"versions": listed, "serving": fmt.serving(split), "split": split,
-            "per_version": json.dumps(per_version) if len(used) > 1 else None,
-            "live": [v for v in listed if v["removed"] is None], "compared": compared,
-            "compare_a": a, "compare_b": b}
+            "per_version": per_version, "live": [v for v in listed if v["removed"] is None],
+            "compared": compared, "compare_a": a, "compare_b": b, "compare_over": compare.over,
+            "compare_spans": COMPARE_LABELS, "per_version_shown": compare.per_version}
 
 
 def _changes(changes: dict[str, Any]) -> list[tuple[str, str]]:
@@ -112,7 +137,7 @@ def _changes(changes: dict[str, Any]) -> list[tuple[str, str]]:
 async def _model_page(
     request: Request[Any, Any, Any], model_id: UUID, chosen: charts.ChartRange, *,
     version: int | None = None, after: int = 0, saved: str | None = None, error: str = "",
-    status_code: int = 200, compare: tuple[int | None, int | None] = (None, None),
+    status_code: int = 200, compare: Compare = Compare(),
 ) -> Template:
     """The page; ``error``: why the change just posted was refused (shown by its form)."""
     owner = user(request).user_id
@@ -145,6 +170,8 @@ async def _model_page(
         chart=chosen, series=charts.series_json(buckets or []),
         ranges=charts.RANGE_LABELS, buckets=windows.WINDOWS, trail=trail,
         history_next=history.next_after, saved=saved, error=error, **versions,
+        per_version_link=f"/ui/models/{model_id}?" + urlencode(
+            {**dict(request.query_params), "per_version": "true"}) + "#versions",
     )
 
 
@@ -176,11 +203,14 @@ class ModelPage(Controller):
                                                required=False)] = None,
         a: CompareParam = None,
         b: CompareParam = None,
+        over: Annotated[Over, QueryParameter()] = "24h",
+        per_version: Annotated[bool, QueryParameter()] = False,
     ) -> Template:
         return await _model_page(
             request, model_id, charts.chart_range(range_, bucket, browser_zone(request),
                                                   first_day=from_, last_day=to),
-            version=version, after=after, saved=saved, compare=(a, b),
+            version=version, after=after, saved=saved,
+            compare=Compare(a, b, over, per_version),
         )
 
     @post("/edit", status_code=303)

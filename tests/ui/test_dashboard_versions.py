@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -85,12 +86,17 @@ def test_the_comparison_is_the_apis_and_a_serving_version_cannot_be_removed(
     dashboard.record_version_usage(alice, model["id"], 2, 300, slow=True, failures=40)
     sign_in(page, dashboard, alice)
     page.goto(f"{dashboard.url}/ui/models/{model['id']}?range=24h")
+    page.click("#show-per-version")
+    page.wait_for_url("**per_version=true*")
     charts = page.locator("#charts")
+    compared = page.locator("#comparison")
     api = dashboard.http.get(
         f"/api/models/{model['id']}/versions/compare", headers=alice.headers,
-        params={"a": 1, "b": 2, "from": charts.get_attribute("data-from"),
-                "to": charts.get_attribute("data-to")},
+        params={"a": 1, "b": 2, "from": compared.get_attribute("data-from"),
+                "to": compared.get_attribute("data-to")},
     ).json()
+    start, end = (datetime.fromisoformat(api[n]) for n in ("start", "end"))
+    assert end - start == timedelta(hours=24)  # by default the last 24 hours, as the API's
     table = page.locator("#comparison tbody").inner_text()
     requests = re.search(r"Requests\s+(\S+)\s+(\S+)", table)
     assert requests is not None
