@@ -26,6 +26,7 @@ from api.rate_limit import rate_limit_middleware
 from api.reads import Reads
 from api.request_metrics import RequestMetricsMiddleware
 from api.tokens import verifier_for
+from api.ui.router import security_headers, template_config, ui_router
 from api.uploads import UploadLimits
 from api.v2.callers import ClientAddress
 from api.v2.controller import predict_router, v2_router
@@ -120,7 +121,9 @@ def create_app(
         route_handlers=[
             api, HealthController, MetricsController,
             v2_router(settings.infer_max_body_bytes), predict_router(settings.infer_max_body_bytes),
+            ui_router(container),
         ],
+        template_config=template_config(),
         state=State({
             "container": container,
             "artifacts": container.artifacts,
@@ -133,7 +136,7 @@ def create_app(
             "client_address": ClientAddress.of(settings.trusted_proxies),
         }),
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[RequestMetricsMiddleware()],
+        middleware=[RequestMetricsMiddleware(), security_headers],
         openapi_config=OpenAPIConfig(
             title="Model Ledger",
             version="0.1.0",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -98,6 +99,39 @@ class Settings:
             "Keep the JWKS keys (and tokens verified with them) this long; an unknown `kid` "
             "fetches the keys again, at most every 10 s."
         )},
+    )
+    oidc_issuer: str = field(
+        default="",
+        metadata={"doc": (
+            "An OpenID Connect provider's issuer URL: the dashboard offers sign-in through it "
+            "(https, or http on loopback; discovery at ISSUER/.well-known/openid-configuration; "
+            "empty: no OIDC sign-in)."
+        )},
+    )
+    oidc_client_id: str = field(
+        default="",
+        metadata={"doc": (
+            "The dashboard's client id at the OIDC provider (the ID token's `aud`); the "
+            "provider must allow the redirect URI BASE_URL/ui/oidc/callback."
+        )},
+    )
+    oidc_client_secret: str = field(
+        default="",
+        repr=False,
+        metadata={"doc": (
+            "The client's secret at the OIDC provider (empty: a public client, PKCE only)."
+        )},
+    )
+    oidc_scopes: str = field(
+        default="openid profile",
+        metadata={"doc": (
+            "Space-separated scopes asked of the OIDC provider (`openid` is always asked); a "
+            "dashboard user gets the service's `models` scope, whatever these are."
+        )},
+    )
+    oidc_name: str = field(
+        default="",
+        metadata={"doc": "The provider's name on the sign-in button (empty: the issuer's host)."},
     )
     rate_limit_per_minute: int = field(
         default=3000,
@@ -334,7 +368,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
              "window_cache_bytes": int, "onnx_cache_bytes": int, "inference_threads": int,
              "infer_max_body_bytes": int, "upstream_hosts": str, "upstream_timeout": float,
              "upstream_max_connections": int, "trusted_proxies": str, "metering": bool,
-             "spool_ship_batch": int, "endpoint_cache_seconds": float, "job_nice": int}
+             "spool_ship_batch": int, "endpoint_cache_seconds": float, "job_nice": int,
+             "oidc_issuer": str, "oidc_client_id": str, "oidc_client_secret": str,
+             "oidc_scopes": str, "oidc_name": str}
     values: dict[str, object] = {}
     for f in fields(Settings):
         raw = environ.get(PREFIX + f.name.upper())
@@ -343,4 +379,34 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
     settings.backend  # noqa: B018 - validate the URL early
+    _check_oidc(settings)
     return settings
+
+
+def _check_oidc(settings: Settings) -> None:
+    """Both or neither of the OIDC issuer and client id, and an issuer fit to trust."""
+    if bool(settings.oidc_issuer) != bool(settings.oidc_client_id):
+        raise SettingsError(
+            f"{PREFIX}OIDC_ISSUER and {PREFIX}OIDC_CLIENT_ID must be set together"
+        )
+    if settings.oidc_issuer:
+        check_provider_url(settings.oidc_issuer, f"{PREFIX}OIDC_ISSUER")
+
+
+def check_provider_url(url: str, name: str) -> str:
+    """``url`` if https, or http on a loopback host (a provider run beside the service, or in
+    tests); else ``SettingsError`` naming ``name``: tokens and codes cross it in clear."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if (parts.scheme == "https" and host) or (parts.scheme == "http" and _is_loopback(host)):
+        return url
+    raise SettingsError(f"{name} must be an https URL (http only on loopback), not {url!r}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

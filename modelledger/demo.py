@@ -300,3 +300,13 @@ def demo_key(container: Container, subject: str = "alice") -> str:
         if key.name == "demo":
             container.keys.revoke(user.user_id, key.id, who)
     return container.keys.create(user.user_id, "demo", None, who)[1]
+
+
+def demo_sign_in_link(settings: Settings, base_url: str, subject: str = "alice") -> str:
+    """A one-time dashboard sign-in link for a demo user (``modelledger login-url``'s)."""
+    from api.tokens import SCOPE_MODELS, resolve_secret  # noqa: PLC0415 - the API's tokens
+    from api.ui.links import issue_link_token, link_key, login_url  # noqa: PLC0415
+
+    key = link_key(resolve_secret(settings))
+    return login_url(base_url, issue_link_token(key, subject, [SCOPE_MODELS],
+                                                issuer=settings.jwt_issuer))

@@ -24,6 +24,7 @@ from projections.usage.figures import figures_of
 
 if TYPE_CHECKING:
     from projections.models.queries import ModelRow, VersionView
+    from projections.store.base import ReadStore
 
 ModelId = FromPath[UUID]
 Number = Annotated[int, QueryParameter(ge=1, le=2**31 - 1)]
@@ -44,6 +45,37 @@ def _figures(version: int, stats: object) -> schemas.VersionFigures:
 
 def _minus(b: float | None, a: float | None) -> float | None:
     return None if a is None or b is None else b - a
+
+
+def comparison(
+    store: ReadStore, model_id: UUID, a: int, b: int, *, start: datetime, end: datetime
+) -> schemas.VersionComparison:
+    """Versions ``a`` and ``b`` of a model over the whole hours that begin in [start, end), and
+    the rollout verdict (``compareModelVersions``; the dashboard's comparison too). The caller
+    checks that the model is the caller's."""
+    first = hour_of(start) + (start.timestamp() % 3600 > 0)
+    last = hour_of(end) + (end.timestamp() % 3600 > 0)
+    stats_a = usage_queries.version_window(store, model_id, a, first, last)
+    stats_b = usage_queries.version_window(store, model_id, b, first, last)
+    verdict = rollout.judge(stats_a, stats_b)
+    fa, fb = _figures(a, stats_a), _figures(b, stats_b)
+    return schemas.VersionComparison(
+        start=datetime.fromtimestamp(first * 3600, UTC),
+        end=datetime.fromtimestamp(max(first, last) * 3600, UTC),
+        a=fa, b=fb,
+        difference=schemas.VersionDifference(
+            success_rate=_minus(fb.success_rate, fa.success_rate),
+            error_rate=_minus(fb.error_rate, fa.error_rate),
+            p50_response_ms=_minus(fb.p50_response_ms, fa.p50_response_ms),
+            p95_response_ms=_minus(fb.p95_response_ms, fa.p95_response_ms),
+            p99_response_ms=_minus(fb.p99_response_ms, fa.p99_response_ms),
+        ),
+        verdict=schemas.Verdict(
+            b_worse=verdict.b_worse, error_rate_worse=verdict.error_rate_worse,
+            p95_worse=verdict.p95_worse, error_rate_z=verdict.error_rate_z,
+            p95_ratio=verdict.p95_ratio, summary=verdict.summary, method=rollout.METHOD,
+        ),
+    )
 
 
 class VersionsController(Controller):
@@ -135,30 +167,7 @@ class VersionsController(Controller):
             raise InvalidParameterError("from", "the window may be at most 366 days long")
         c = container(request)
         c.models.get(principal(request).user_id, model_id)
-        # Whole hours: the hours that begin in [from, to) (the rows are hourly).
-        first = hour_of(start) + (start.timestamp() % 3600 > 0)
-        last = hour_of(end) + (end.timestamp() % 3600 > 0)
-        stats_a = usage_queries.version_window(c.store, model_id, a, first, last)
-        stats_b = usage_queries.version_window(c.store, model_id, b, first, last)
-        verdict = rollout.judge(stats_a, stats_b)
-        fa, fb = _figures(a, stats_a), _figures(b, stats_b)
-        return schemas.VersionComparison(
-            start=datetime.fromtimestamp(first * 3600, UTC),
-            end=datetime.fromtimestamp(max(first, last) * 3600, UTC),
-            a=fa, b=fb,
-            difference=schemas.VersionDifference(
-                success_rate=_minus(fb.success_rate, fa.success_rate),
-                error_rate=_minus(fb.error_rate, fa.error_rate),
-                p50_response_ms=_minus(fb.p50_response_ms, fa.p50_response_ms),
-                p95_response_ms=_minus(fb.p95_response_ms, fa.p95_response_ms),
-                p99_response_ms=_minus(fb.p99_response_ms, fa.p99_response_ms),
-            ),
-            verdict=schemas.Verdict(
-                b_worse=verdict.b_worse, error_rate_worse=verdict.error_rate_worse,
-                p95_worse=verdict.p95_worse, error_rate_z=verdict.error_rate_z,
-                p95_ratio=verdict.p95_ratio, summary=verdict.summary, method=rollout.METHOD,
-            ),
-        )
+        return comparison(c.store, model_id, a, b, start=start, end=end)
 
     @get(
         "/{number:int}",

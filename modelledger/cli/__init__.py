@@ -12,7 +12,7 @@ def _register() -> None:
     for module in (projections_cmd, audit, operations):
         module.register(cli)
     # Optional groups owned by other parts of the service; absent modules are skipped.
-    for name in ("api_cmd", "scheduler_cmd", "deploy_cmd"):
+    for name in ("api_cmd", "scheduler_cmd", "deploy_cmd", "ui_cmd"):
         try:
             module = __import__(f"modelledger.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as error:

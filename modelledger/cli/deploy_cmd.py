@@ -55,6 +55,7 @@ def demo(days: int, scale: float, ttl_hours: int, base_url: str | None) -> None:
     from modelledger.demo import (  # noqa: PLC0415 - only this command
         FEATURES,
         demo_key,
+        demo_sign_in_link,
         demo_tokens,
         load_demo,
     )
@@ -106,4 +107,7 @@ curl -s -X POST -H "Authorization: Bearer $GATEWAY_TOKEN" -H 'Content-Type: appl
   -d '{body}' \\
   '{base}/api/models/{model}/usage'
 curl -s -H "Authorization: Bearer $ADMIN_TOKEN" '{base}/api/projections'
-# API documentation: {base}/schema""")
+# API documentation: {base}/schema
+# Dashboard, signed in as alice (one-time link, valid 10 minutes; another:
+#   modelledger login-url --sub alice):
+{demo_sign_in_link(settings, base)}""")

@@ -341,3 +341,38 @@ def version_window(
     for _, stats in rows:
         merged.merge(stats)
     return merged
+
+
+def models_overview(
+    store: ReadStore, model_ids: Sequence[UUID], *, days: tuple[int, int],
+    hours: tuple[int, int],
+) -> dict[UUID, tuple[dict[int, int], int, UsageFigures]]:
+    """For a list page's models: requests per UTC day in ``days`` (start, end), the sum of
+    requests in ``hours`` and the all-time figures, by model (three SELECTs, one snapshot)."""
+    if not model_ids:
+        return {}
+    found: dict[UUID, tuple[dict[int, int], int, UsageFigures]] = {
+        m: ({}, 0, EMPTY) for m in model_ids
+    }
+    matches, params = store.any_of(list(model_ids), "uuid")
+    with store.read() as cur:
+        cur.execute(
+            store.sql(f"SELECT model_id, day, requests FROM usage_model_daily WHERE model_id "
+                      f"{matches} AND day >= ? AND day < ?"), [*params, *days],
+        )
+        for model, day, requests in cur.fetchall():
+            found[store.from_db(model, "uuid")][0][int(day)] = int(requests)
+        cur.execute(
+            store.sql(f"SELECT model_id, sum(requests) FROM usage_model_hourly WHERE model_id "
+                      f"{matches} AND hour >= ? AND hour < ? GROUP BY model_id"),
+            [*params, *hours],
+        )
+        recent = {store.from_db(m, "uuid"): int(n) for m, n in cur.fetchall()}
+        cur.execute(
+            store.sql(f"SELECT model_id, {', '.join(STATS_NAMES)} FROM usage_model_totals "
+                      f"WHERE model_id {matches}"), params,
+        )
+        totals = {store.from_db(r[0], "uuid"): totals_figures(store, r[1:])
+                  for r in cur.fetchall()}
+    return {m: (daily, recent.get(m, 0), totals.get(m, EMPTY))
+            for m, (daily, _, _) in found.items()}
