@@ -4,8 +4,6 @@ every acknowledged record is stored, and the clients' retries are counted once."
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,17 +22,6 @@ from tests.faults.traffic import (
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 CLIENTS, RECORDS = 24, 100  # concurrent clients: group commit gathers their records
 ABANDON_EVERY = 10  # a client gives up waiting for every 10th answer and sends it again
-
-
-@pytest.fixture
-def service(tmp_path: Path, pg_schema: tuple[str, str]) -> Iterator[Service]:
-    url, schema = pg_schema
-    serve = Service(tmp_path, url, schema, workers=2)
-    try:
-        serve.start()
-        yield serve
-    finally:
-        serve.stop()
 
 
 def test_sigkilled_api_loses_no_acknowledged_record_and_counts_retries_once(

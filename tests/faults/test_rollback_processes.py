@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -14,26 +13,11 @@ from tests.faults.processes import Service
 from tests.faults.traffic import owner_token
 from tests.onnx_models import FEATURES, logistic_regression
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
-
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 BODY = {"inputs": [{"name": "X", "shape": [1, FEATURES], "datatype": "FP32",
                     "data": [0.1] * FEATURES}]}
 LIMIT = 2.0  # seconds from the rollback's answer until every process serves the old version
-
-
-@pytest.fixture
-def service(tmp_path: Path, pg_schema: tuple[str, str]) -> Iterator[Service]:
-    url, schema = pg_schema
-    serve = Service(tmp_path, url, schema, workers=2)
-    try:
-        serve.start()
-        yield serve
-    finally:
-        serve.stop()
 
 
 def test_a_rollback_reaches_both_workers_within_two_seconds_and_no_call_fails(
