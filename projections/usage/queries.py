@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from msgspec.structs import astuple
 
 from domain.usage_stats import UsageStats, without
@@ -184,7 +185,40 @@ def usage_series(
                    figures_from_row(stored[start + i]) if start + i in stored else EMPTY)
             for i, span in enumerate(spans)
         ]
-    return bucketise(usage_rows(store, scope, key, unit=unit, start=start, end=end), spans, unit)
+    return bucketise(_merged_rows(store, scope, key, unit=unit, start=start, end=end), spans,
+                     unit)
+
+
+# What a window of several rows merges: every statistic but the stored percentile buckets (the
+# merged histogram gives them). Integers and bytes come from both backends as Python needs
+# them, so only ``last_at`` is converted: for a 90-day series in a zone other than UTC (2,160
+# hourly rows) converting every column was a fifth of its time.
+_MERGED = ("requests", "successes", "failures", "rejected", "total_us", "min_us", "max_us",
+           "input_bytes", "output_bytes", "histogram", "last_at")
+_hist_decode = msgspec.msgpack.Decoder(dict[int, int]).decode
+
+
+def _merged_rows(
+    store: ReadStore, scope: str, key: Any, *, unit: int, start: int, end: int
+) -> list[tuple[int, UsageStats]]:
+    """``usage_rows``, read for ``bucketise``."""
+    table, column, index = _USAGE_TABLES[scope, unit]
+    with store.read() as cur:
+        cur.execute(
+            store.sql(
+                f"SELECT {index}, {', '.join(_MERGED)} FROM {table} "
+                f"WHERE {column} = ? AND {index} >= ? AND {index} < ? ORDER BY {index}"
+            ),
+            (*_key_params(store, scope, key), start, end),
+        )
+        rows = cur.fetchall()
+    when = store.from_db
+    return [
+        (int(at), UsageStats(requests, successes, failures, rejected, total_us, min_us, max_us,
+                             in_bytes, out_bytes, _hist_decode(histogram), when(last, "ts")))
+        for at, requests, successes, failures, rejected, total_us, min_us, max_us, in_bytes,
+        out_bytes, histogram, last in rows
+    ]
 
 
 def owner_usage(
