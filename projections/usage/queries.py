@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from msgspec.structs import astuple
 
 from domain.usage_stats import UsageStats, without
@@ -21,7 +20,7 @@ from projections.usage.figures import (
     figures_of,
     shown_from_row,
 )
-from projections.usage.rows import HISTOGRAM, P50, stats_of
+from projections.usage.rows import HISTOGRAM, P50, decode_histogram, stats_of
 from projections.usage.tables import ROW_READ, STATS_COLUMNS, STATS_NAMES
 from projections.usage.windows import Bucket, bucketise
 
@@ -58,6 +57,9 @@ _USAGE_TABLES = {
     # A version's rows: the key is (model id, version).
     ("version", 1): ("usage_version_hourly", "model_id = ? AND model_version", "hour"),
     ("version", 24): ("usage_version_daily", "model_id = ? AND model_version", "day"),
+    # All of a model's versions but 1 (the key is the model id): what version 1's are less.
+    ("others", 1): ("usage_version_hourly", "model_id", "hour"),
+    ("others", 24): ("usage_version_daily", "model_id", "day"),
 }
 # Scopes whose rows store their percentile buckets (``usage.writer``).
 _STORED_PERCENTILES = frozenset({"model", "version"})
@@ -137,14 +139,36 @@ def window_index_and_figures(row: Sequence[Any]) -> tuple[int, tuple[Any, ...]]:
     return row[0], astuple(figures_from_sums(values))[:SHOWN]
 
 
+# What ``usage_rows`` reads: every statistic but the stored percentile buckets (a merged
+# histogram gives them). Integers and bytes come from both backends as Python needs them, so
+# only ``last_at`` is converted: for a 90-day series in a zone other than UTC (2,160 hourly
+# rows) converting every column was a fifth of its time.
+_MERGED = ("requests", "successes", "failures", "rejected", "total_us", "min_us", "max_us",
+           "input_bytes", "output_bytes", "histogram", "last_at")
+
+
 def usage_rows(
     store: ReadStore, scope: str, key: Any, *, unit: int, start: int, end: int
 ) -> list[tuple[int, UsageStats]]:
-    """Statistics rows of a model or an owner (``scope``) by hour (``unit`` 1) or UTC day
-    (``unit`` 24), ``start <= index < end``, in order."""
+    """Statistics rows of a model, an owner, a version or a model's other versions
+    (``scope``) by hour (``unit`` 1) or UTC day (``unit`` 24), ``start <= index < end``, in
+    order (``others``: every version but 1, so an index may come once per version)."""
+    table, column, index = _USAGE_TABLES[scope, unit]
+    with store.read() as cur:
+        cur.execute(
+            store.sql(
+                f"SELECT {index}, {', '.join(_MERGED)} FROM {table} "
+                f"WHERE {column} = ? AND {index} >= ? AND {index} < ? ORDER BY {index}"
+            ),
+            (*_key_params(store, scope, key), start, end),
+        )
+        rows = cur.fetchall()
+    when = store.from_db
     return [
-        (index, stats_of(values))
-        for index, values in _usage_values(store, scope, key, unit=unit, start=start, end=end)
+        (int(at), UsageStats(requests, successes, failures, rejected, total_us, min_us, max_us,
+                             in_bytes, out_bytes, decode_histogram(histogram), when(last, "ts")))
+        for at, requests, successes, failures, rejected, total_us, min_us, max_us, in_bytes,
+        out_bytes, histogram, last in rows
     ]
 
 
@@ -185,40 +209,7 @@ def usage_series(
                    figures_from_row(stored[start + i]) if start + i in stored else EMPTY)
             for i, span in enumerate(spans)
         ]
-    return bucketise(_merged_rows(store, scope, key, unit=unit, start=start, end=end), spans,
-                     unit)
-
-
-# What a window of several rows merges: every statistic but the stored percentile buckets (the
-# merged histogram gives them). Integers and bytes come from both backends as Python needs
-# them, so only ``last_at`` is converted: for a 90-day series in a zone other than UTC (2,160
-# hourly rows) converting every column was a fifth of its time.
-_MERGED = ("requests", "successes", "failures", "rejected", "total_us", "min_us", "max_us",
-           "input_bytes", "output_bytes", "histogram", "last_at")
-_hist_decode = msgspec.msgpack.Decoder(dict[int, int]).decode
-
-
-def _merged_rows(
-    store: ReadStore, scope: str, key: Any, *, unit: int, start: int, end: int
-) -> list[tuple[int, UsageStats]]:
-    """``usage_rows``, read for ``bucketise``."""
-    table, column, index = _USAGE_TABLES[scope, unit]
-    with store.read() as cur:
-        cur.execute(
-            store.sql(
-                f"SELECT {index}, {', '.join(_MERGED)} FROM {table} "
-                f"WHERE {column} = ? AND {index} >= ? AND {index} < ? ORDER BY {index}"
-            ),
-            (*_key_params(store, scope, key), start, end),
-        )
-        rows = cur.fetchall()
-    when = store.from_db
-    return [
-        (int(at), UsageStats(requests, successes, failures, rejected, total_us, min_us, max_us,
-                             in_bytes, out_bytes, _hist_decode(histogram), when(last, "ts")))
-        for at, requests, successes, failures, rejected, total_us, min_us, max_us, in_bytes,
-        out_bytes, histogram, last in rows
-    ]
+    return bucketise(usage_rows(store, scope, key, unit=unit, start=start, end=end), spans, unit)
 
 
 def owner_usage(
@@ -307,20 +298,9 @@ def first_version_rows(
 ) -> list[tuple[int, UsageStats]]:
     """Version 1's statistics rows (hours or days, ``start <= index < end``): the model's rows
     minus the other versions' rows of the same index."""
-    table, index = ("usage_version_hourly", "hour") if unit == 1 else ("usage_version_daily",
-                                                                       "day")
     others: dict[int, UsageStats] = {}
-    with store.read() as cur:
-        cur.execute(
-            store.sql(
-                f"SELECT {index}, {', '.join(STATS_NAMES)} FROM {table} "
-                f"WHERE model_id = ? AND {index} >= ? AND {index} < ?"
-            ),
-            (store.to_db(model_id, "uuid"), start, end),
-        )
-        for row in cur.fetchall():
-            stats = stats_of(store.row_from_db(row[1:], _STATS_KIND_LIST))
-            others.setdefault(int(row[0]), UsageStats()).merge(stats)
+    for at, stats in usage_rows(store, "others", model_id, unit=unit, start=start, end=end):
+        others.setdefault(at, UsageStats()).merge(stats)
     found = []
     for at, stats in usage_rows(store, "model", model_id, unit=unit, start=start, end=end):
         first = without(stats, others[at]) if at in others else stats
@@ -349,32 +329,17 @@ def version_window(
 ) -> UsageStats:
     """A version's statistics over the hours ``start_hour <= hour < end_hour``, merged exactly
     (sums, histograms; version 1's extremes as ``without`` says)."""
-    rows = (first_version_rows(store, model_id, unit=1, start=start_hour, end=end_hour)
-            if version == 1 else
-            usage_rows(store, "version", (model_id, version), unit=1, start=start_hour,
-                       end=end_hour))
-    if version == 1:
-        # Merging the hours' differences would lose exact extremes an hour knows; the
-        # window's own difference keeps every one the whole window can prove.
-        model, rest = UsageStats(), UsageStats()
-        for _, stats in usage_rows(store, "model", model_id, unit=1, start=start_hour,
-                                   end=end_hour):
-            model.merge(stats)
-        with store.read() as cur:
-            cur.execute(
-                store.sql(
-                    f"SELECT {', '.join(STATS_NAMES)} FROM usage_version_hourly "
-                    "WHERE model_id = ? AND hour >= ? AND hour < ?"
-                ),
-                (store.to_db(model_id, "uuid"), start_hour, end_hour),
-            )
-            for row in cur.fetchall():
-                rest.merge(stats_of(store.row_from_db(row, _STATS_KIND_LIST)))
-        return without(model, rest)
-    merged = UsageStats()
-    for _, stats in rows:
-        merged.merge(stats)
-    return merged
+    def merged(scope: str, key: Any) -> UsageStats:
+        total = UsageStats()
+        for _, stats in usage_rows(store, scope, key, unit=1, start=start_hour, end=end_hour):
+            total.merge(stats)
+        return total
+
+    if version != 1:
+        return merged("version", (model_id, version))
+    # The window's own difference, not the sum of the hours' differences: it keeps every exact
+    # extreme the whole window can prove.
+    return without(merged("model", model_id), merged("others", model_id))
 
 
 def models_overview(

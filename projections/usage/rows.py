@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 QUANTILES = (0.5, 0.95, 0.99)
 _hist_encoder = msgspec.msgpack.Encoder()
 _hist_decoder = msgspec.msgpack.Decoder(dict[int, int])
+decode_histogram = _hist_decoder.decode  # a row's ``histogram`` bytes as {bucket: count}
 
 
 class StatsRow(NamedTuple):
