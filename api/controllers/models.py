@@ -59,13 +59,18 @@ def _upstream(given: schemas.Upstream | None) -> Upstream:
     return NO_UPSTREAM if given is None else Upstream(given.url, given.model)
 
 
+def _only_version_1(row: ModelRow) -> list[tuple[int, UsageFigures]] | None:
+    """The usage per version of a model that never had a second version: all of it is
+    version 1's (its totals), with no further read; None for a model with more versions."""
+    if row["latest_version"] >= 2:  # noqa: PLR2004
+        return None
+    usage = row.usage
+    return [(1, usage)] if usage.requests or usage.rejected else []
+
+
 async def _by_version(request: ApiRequest, row: ModelRow) -> list[tuple[int, UsageFigures]]:
-    """The usage per version: a model that never had a second version has all its usage
-    from version 1 (its totals), with no further read."""
-    if row["latest_version"] < 2:  # noqa: PLR2004
-        usage = row.usage
-        return [(1, usage)] if usage.requests or usage.rejected else []
-    return await reads(request).version_totals(row["id"])
+    found = _only_version_1(row)
+    return found if found is not None else await reads(request).version_totals(row["id"])
 
 
 def _serving(
@@ -218,9 +223,9 @@ class ModelController(Controller):
             if expected is None:
                 raise
             raise PreconditionFailedError(detail=str(error)) from None
-        by_version = (usage_queries.version_totals(container(request).store, model_id)
-                      if row["latest_version"] >= 2 else  # noqa: PLR2004
-                      [(1, row.usage)] if row.usage.requests or row.usage.rejected else [])
+        by_version = _only_version_1(row)
+        if by_version is None:
+            by_version = usage_queries.version_totals(container(request).store, model_id)
         return _with_etag(presenters.detail(row, by_version))
 
     @delete(
