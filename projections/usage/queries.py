@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from msgspec.structs import astuple
 
 from domain.usage_stats import UsageStats, without
+from projections.usage import zoned
 from projections.usage.figures import (
     EMPTY,
     SHOWN,
@@ -22,7 +23,7 @@ from projections.usage.figures import (
 )
 from projections.usage.rows import HISTOGRAM, P50, decode_histogram, stats_of
 from projections.usage.tables import ROW_READ, STATS_COLUMNS, STATS_NAMES
-from projections.usage.windows import Bucket, bucketise
+from projections.usage.windows import DAY, Bucket, bucketise
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -209,7 +210,40 @@ def usage_series(
                    figures_from_row(stored[start + i]) if start + i in stored else EMPTY)
             for i, span in enumerate(spans)
         ]
+    if unit == 1 and scope in _ZONED:
+        return _zoned_series(store, scope, key, spans)
     return bucketise(usage_rows(store, scope, key, unit=unit, start=start, end=end), spans, unit)
+
+
+# The scopes whose daily rows are their hours' sums (``others`` holds several versions a row).
+_ZONED = frozenset({"model", "owner", "version"})
+
+
+def _zoned_series(store: ReadStore, scope: str, key: Any, spans: Windows) -> list[Bucket]:
+    """``usage_series`` of windows that are not whole UTC days (``zoned`` says how): the
+    hourly rows of the UTC days the windows touch, and those days' histograms."""
+    first_day, end_day = spans[0].first_hour // DAY, -(-spans[-1].end_hour // DAY)
+    params = _key_params(store, scope, key)
+    hours, _, hour = _USAGE_TABLES[scope, 1]
+    days, column, day = _USAGE_TABLES[scope, DAY]
+    with store.read() as cur:
+        cur.execute(
+            store.sql(
+                f"SELECT {hour}, {', '.join(_MERGED)} FROM {hours} "
+                f"WHERE {column} = ? AND {hour} >= ? AND {hour} < ? ORDER BY {hour}"
+            ),
+            (*params, first_day * DAY, end_day * DAY),
+        )
+        hour_rows = cur.fetchall()
+        cur.execute(
+            store.sql(
+                f"SELECT {day}, histogram FROM {days} "
+                f"WHERE {column} = ? AND {day} >= ? AND {day} < ?"
+            ),
+            (*params, first_day, end_day),
+        )
+        day_histograms = {int(at): histogram for at, histogram in cur.fetchall()}
+    return zoned.buckets(spans, hour_rows, day_histograms, store.from_db)
 
 
 def owner_usage(

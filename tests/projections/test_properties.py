@@ -171,7 +171,36 @@ def check_against_raw(
             for d in {h // 24 for h, _ in hours}
         }
         check_versions(container, model_id, [e for e in raw if e.model_id == model_id])
+        check_zoned_series(container, "model", model_id,
+                           [e for e in raw if e.model_id == model_id])
+        for version in (2, 3):
+            check_zoned_series(container, "version", (model_id, version), [
+                e for e in raw if e.model_id == model_id and e.model_version == version])
+    check_zoned_series(container, "owner", owner, raw)
     check_stored_percentiles(container)
+
+
+ZONES_WHOSE_DAYS_ARE_NOT_UTC_DAYS = ("Europe/Berlin", "America/New_York", "Asia/Tokyo",
+                                     "Pacific/Kiritimati", "America/Adak")
+
+
+def check_zoned_series(
+    container: Any, scope: str, key: Any, raw: list[PredictionUsage.Recorded]
+) -> None:
+    """Day and week windows of zones whose days are not UTC days (read from day rows less
+    or plus the hours at their edges) equal the merge of their hours, and count the raw
+    events they hold."""
+    for name in ZONES_WHOSE_DAYS_ARE_NOT_UTC_DAYS:
+        for window in ("day", "week"):
+            spans = windows.spans(window, windows.zone(name), T0 - timedelta(days=2),
+                                  T0 + timedelta(days=5))
+            series = queries.usage_series(container.store, scope, key, spans)
+            hours = queries.usage_rows(container.store, scope, key, unit=1,
+                                       start=spans[0].first_hour, end=spans[-1].end_hour)
+            assert series == windows.bucketise(hours, spans)
+            assert [b.figures.requests for b in series] == [
+                sum(1 for e in raw if b.start <= e.occurred_at < b.end and not e.rejected)
+                for b in series]
 
 
 def check_versions(
