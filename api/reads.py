@@ -13,6 +13,7 @@ The SQL and the row conversion are the read models' (``projections.models.querie
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from api.read_batching import Coalescer
 from projections.models import queries
 from projections.store.postgres import server_may_have_ended
 from projections.usage import queries as usage_queries
-from projections.usage import windows
+from projections.usage import windows, zoned
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -191,15 +192,30 @@ class Reads:
             window, tz, first_hour, end_hour = shared
             spans = windows.spans(window, windows.zone(tz), _hour(first_hour), _hour(end_hour))
             unit = spans.unit
+            # Days, weeks or months that are not whole UTC days: their histograms are made of
+            # day rows and edge hours (``zoned``), not the merge of all their hours.
+            covers = [zoned.Cover(s.first_hour, s.end_hour) for s in spans] if (
+                unit == 1 and len(spans) < end_hour - first_hour) else None
             rows = await self._run(usage_queries.model_windows_statement(
                 self.store, models, unit, [span.first_hour // unit for span in spans],
-                end_hour // unit,
+                end_hour // unit, histograms=covers is None,
             ))
+            parts: dict[int, tuple[dict[int, bytes], dict[int, bytes]]] = defaultdict(
+                lambda: ({}, {}))
+            if covers is not None:
+                for position, kind, at, histogram in await self._run(
+                        usage_queries.zoned_histograms_statement(self.store, models, covers)):
+                    parts[position][kind][at] = histogram
             for position, of_model in groupby(rows, lambda row: row[0]):
                 header, *listed = of_model
                 if header[1] != -1:  # no such model
                     continue
-                shown = dict(usage_queries.window_index_and_figures(row[1:]) for row in listed)
+                if covers is None:
+                    shown = dict(usage_queries.window_index_and_figures(row[1:]) for row in listed)
+                else:
+                    days, hours = parts[position]
+                    shown = dict(usage_queries.zoned_index_and_figures(
+                        row[1:], covers[row[1]], days, hours) for row in listed)
                 buckets = presenters.series(spans, shown)
                 found[(models[position - 1], *shared)] = (header[2], buckets)
         return found

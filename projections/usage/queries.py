@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec.structs import astuple
 
+from domain import latency
 from domain.usage_stats import UsageStats, without
 from projections.usage import zoned
 from projections.usage.figures import (
@@ -21,12 +22,12 @@ from projections.usage.figures import (
     figures_of,
     shown_from_row,
 )
-from projections.usage.rows import HISTOGRAM, P50, decode_histogram, stats_of
+from projections.usage.rows import HISTOGRAM, P50, QUANTILES, decode_histogram, stats_of
 from projections.usage.tables import ROW_READ, STATS_COLUMNS, STATS_NAMES
 from projections.usage.windows import DAY, Bucket, bucketise
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from uuid import UUID
 
     from projections.store.base import ReadStore, Statement
@@ -75,7 +76,7 @@ def _key_params(store: ReadStore, scope: str, key: Any) -> tuple[Any, ...]:
 
 def model_windows_statement(
     store: ReadStore, model_ids: Sequence[UUID], unit: int, window_starts: Sequence[int],
-    end: int,
+    end: int, *, histograms: bool = True,
 ) -> Statement:
     """PostgreSQL: the owner of each known model among ``model_ids`` and its statistics rows
     summed per window, the windows being consecutive and starting at the ``window_starts``
@@ -86,7 +87,8 @@ def model_windows_statement(
     the window's 0-based index, NULL and ``window_index_and_figures``'s columns. Positions, not
     ids: a series has up to 91 rows per model, and a UUID per row costs more than the rest.
     When each window is one row (a daily series in UTC, an hourly series) nothing is summed:
-    the rows are read as stored, percentiles included.
+    the rows are read as stored, percentiles included. ``histograms`` False: the windows' are
+    not read (``zoned_histograms_statement`` reads what makes them up).
     """
     table, _, index = _USAGE_TABLES["model", unit]
     start = window_starts[0]
@@ -99,7 +101,8 @@ def model_windows_statement(
     else:
         windows = (
             "SELECT k.ord, w.* FROM k CROSS JOIN LATERAL ("
-            f"SELECT width_bucket(h.{index}, ?::bigint[]) - 1, NULL::uuid, {_SUMS} "
+            f"SELECT width_bucket(h.{index}, ?::bigint[]) - 1, NULL::uuid, "
+            f"{_SUMS if histograms else _SUMS_ONLY} "
             f"FROM {table} h WHERE h.model_id = k.id AND h.{index} >= ? AND h.{index} < ? "
             "GROUP BY 1) AS w"
         )
@@ -127,6 +130,39 @@ _SUMS = ", ".join(
     else "array_agg(h.histogram)" if n == "histogram" else f"sum(h.{n})::bigint"
     for n in STATS_NAMES
 )
+
+_SUMS_ONLY = _SUMS.replace("array_agg(h.histogram)", "NULL::bytea[]")
+
+
+def zoned_histograms_statement(
+    store: ReadStore, model_ids: Sequence[UUID], covers: Sequence[zoned.Cover]
+) -> Statement:
+    """PostgreSQL: what the histograms of windows that are not whole UTC days are made of
+    (``zoned``): rows of the model's 1-based position in ``model_ids``, 0 and a day or 1 and an
+    hour, and that row's histogram, for the days and edge hours of ``covers``."""
+    days = sorted({day for cover in covers for day in cover.days})
+    hours = sorted({hour for cover in covers for hour in (*cover.plus, *cover.minus)})
+    return (
+        store.sql(
+            "WITH k AS (SELECT * FROM unnest(?::uuid[]) WITH ORDINALITY AS k(id, ord)) "
+            "SELECT k.ord, 0, d.day, d.histogram FROM k JOIN usage_model_daily d "
+            "ON d.model_id = k.id AND d.day = ANY(?::bigint[]) UNION ALL "
+            "SELECT k.ord, 1, h.hour, h.histogram FROM k JOIN usage_model_hourly h "
+            "ON h.model_id = k.id AND h.hour = ANY(?::bigint[]) ORDER BY 1"
+        ),
+        [list(model_ids), days, hours],
+    )
+
+
+def zoned_index_and_figures(
+    row: Sequence[Any], cover: zoned.Cover, days: Mapping[int, bytes], hours: Mapping[int, bytes]
+) -> tuple[int, tuple[Any, ...]]:
+    """``window_index_and_figures`` of a window read without its histogram (``histograms``
+    False), which ``cover``'s days and hours make up."""
+    values = row[2:]
+    histogram = zoned.histogram_of(cover, days, hours)
+    return row[0], shown_from_row(
+        (*values[:HISTOGRAM], None, None, *latency.percentile_buckets(histogram, QUANTILES)))
 
 
 def window_index_and_figures(row: Sequence[Any]) -> tuple[int, tuple[Any, ...]]:

@@ -159,7 +159,8 @@ async def test_concurrent_api_reads_share_statements_and_each_sees_only_its_owne
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 @pytest.mark.parametrize(("window", "tz"), [
     ("hour", "UTC"), ("day", "UTC"), ("day", "America/New_York"), ("week", "Europe/Berlin"),
-    ("week", "UTC"), ("month", "UTC"), ("month", "Asia/Tokyo"),
+    ("week", "UTC"), ("month", "UTC"), ("month", "Asia/Tokyo"), ("day", "Europe/Berlin"),
+    ("day", "Asia/Tokyo"), ("day", "Pacific/Kiritimati"),
 ])
 async def test_series_read_in_sql_equal_the_hourly_rows_merged_in_python(
     container: Container, window: str, tz: str
@@ -181,9 +182,10 @@ async def test_series_read_in_sql_equal_the_hourly_rows_merged_in_python(
     finally:
         await reads.close()
     for model_id, buckets in zip((busy, quiet, busy), summed, strict=True):
-        hourly = queries.usage_series(container.store, "model", model_id, spans, unit=1)
+        hours = queries.usage_rows(container.store, "model", model_id, unit=1,
+                                   start=spans[0].first_hour, end=spans[-1].end_hour)
         assert buckets is not None
-        assert buckets == [presenters.bucket(b) for b in hourly]
+        assert buckets == [presenters.bucket(b) for b in windows.bucketise(hours, spans)]
     assert summed[0] is not None
     assert sum(b.requests for b in summed[0]) == 700
     assert stranger is None
