@@ -30,6 +30,9 @@ _TOKEN_PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
     re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),  # a JWT anywhere
     re.compile(r"mlk_[0-9a-f]{32}_[A-Za-z0-9_-]+"),  # an endpoint API key anywhere
+    # A credential in a URL's query (an access log's line): a sign-in link's token, an OpenID
+    # Connect callback's code and state.
+    re.compile(r"(?i)([?&](?:token|code|state|access_token|id_token)=)[^&#\s\"']+"),
 )
 _HANDLER_MARK = "_modelledger_json"
 

@@ -137,7 +137,7 @@ def _changes(changes: dict[str, Any]) -> list[tuple[str, str]]:
 async def _model_page(
     request: Request[Any, Any, Any], model_id: UUID, chosen: charts.ChartRange, *,
     version: int | None = None, after: int = 0, saved: str | None = None, error: str = "",
-    status_code: int = 200, compare: Compare = Compare(),
+    status_code: int = 200, compare: Compare = Compare(), typed: dict[str, str] | None = None,
 ) -> Template:
     """The page; ``error``: why the change just posted was refused (shown by its form)."""
     owner = user(request).user_id
@@ -169,19 +169,21 @@ async def _model_page(
         example=example_call(detail.endpoint.url),
         chart=chosen, series=charts.series_json(buckets or []),
         ranges=charts.RANGE_LABELS, buckets=windows.WINDOWS, trail=trail,
-        history_next=history.next_after, saved=saved, error=error, **versions,
+        history_next=history.next_after, saved=saved, error=error, typed=typed or {}, **versions,
         per_version_link=f"/ui/models/{model_id}?" + urlencode(
             {**dict(request.query_params), "per_version": "true"}) + "#versions",
     )
 
 
 async def refused(
-    request: Request[Any, Any, Any], model_id: UUID, error: ModelLedgerError
+    request: Request[Any, Any, Any], model_id: UUID, error: ModelLedgerError,
+    typed: dict[str, str] | None = None,
 ) -> Template:
-    """The model's page again, saying why the change was refused (409 or 422, as the API)."""
+    """The model's page again, saying why the change was refused (409 or 422, as the API);
+    ``typed``: what the user typed in the refused form, shown again in it."""
     chosen = charts.chart_range("30d", None, browser_zone(request))
     return await _model_page(request, model_id, chosen, error=str(error),
-                             status_code=status_of(error))
+                             status_code=status_of(error), typed=typed)
 
 
 class ModelPage(Controller):
@@ -222,7 +224,8 @@ class ModelPage(Controller):
             await sync_to_thread(lambda: container(request).models.update(
                 who, model_id, name=name, description=description))
         except (ValidationError, NameTakenError, ModelDeletedError) as error:
-            return await refused(request, model_id, error)
+            return await refused(request, model_id, error,
+                                 {"name": name, "description": description})
         return Redirect(f"/ui/models/{model_id}?saved=details", status_code=303)
 
     @post("/status", status_code=303)

@@ -69,6 +69,20 @@ def test_tokens_and_bodies_never_reach_the_log(output: io.StringIO) -> None:
     assert issued["event"] == f"issued {REDACTED}"
 
 
+def test_credentials_in_a_logged_url_are_masked(output: io.StringIO) -> None:
+    access = logging.getLogger("uvicorn.access")
+    access.propagate = True
+    access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET",
+                "/ui/oidc/callback?code=c0de-Secret&state=st4te.Value&x=1", "1.1", 303)
+    access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET",
+                "/ui/login/link?token=opaque-link-token", "1.1", 200)
+    callback, link = lines(output)
+    assert callback["event"] == (f'127.0.0.1:5000 - "GET /ui/oidc/callback?code={REDACTED}'
+                                 f'&state={REDACTED}&x=1 HTTP/1.1" 303')
+    assert "opaque-link-token" not in link["event"]
+    assert "/ui/login/link?token=" in link["event"]
+
+
 def test_level_filters_records(output: io.StringIO) -> None:
     configure_logging("WARNING", stream=output)
     logging.getLogger("x").info("hidden")

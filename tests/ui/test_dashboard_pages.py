@@ -238,6 +238,7 @@ def test_a_refused_change_is_explained_on_the_page(dashboard: Dashboard, page: P
         page.click("#edit-form button[type=submit]")
     assert posted.value.status == 409
     assert "Not changed" in page.locator("#form-error").inner_text()
+    assert page.input_value("#name") == "TAKEN"  # what was typed stays, to correct it
     page.fill("#confirm_name", "not the name")
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#delete")
