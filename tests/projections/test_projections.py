@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,7 +14,7 @@ from domain.usage import record_usage
 from projections.models import queries
 from projections.usage import queries as usage_queries
 from projections.usage.tables import ROW_READ
-from projections.usage.windows import DAY, spans, zone
+from projections.usage.windows import DAY, bucketise, spans, zone
 from services.container import Container
 from services.models import Actor
 from services.usage import Writer
@@ -103,6 +103,31 @@ class TestUsageProjection:
         for bucket in buckets:
             expected = [r for r in records if bucket.start <= r.occurred_at < bucket.end]  # type: ignore[operator]
             assert bucket.figures.requests == len(expected)
+
+    @pytest.mark.parametrize(("tz", "switch"), [
+        ("Europe/Berlin", datetime(2026, 3, 29, 1, tzinfo=UTC)),  # 23-hour day
+        ("Europe/Berlin", datetime(2026, 10, 25, 1, tzinfo=UTC)),  # 25-hour day
+        ("America/New_York", datetime(2026, 3, 8, 7, tzinfo=UTC)),
+        ("Australia/Sydney", datetime(2026, 4, 4, 16, tzinfo=UTC)),
+    ])
+    def test_days_across_a_daylight_saving_switch_equal_the_merge_of_their_hours(
+        self, container: Container, tz: str, switch: datetime
+    ) -> None:
+        owner = uuid.uuid4()
+        model_id = register(container, owner, "resnet")
+        records = usage_records(model_id, 400, start=switch - timedelta(days=3),
+                                every=timedelta(minutes=19))
+        assert container.usage.record_batch(records, Writer(owner)).accepted == 400
+        container.projector.catch_up("usage")
+        windows = spans("day", zone(tz), switch - timedelta(days=4), switch + timedelta(days=4))
+        assert {s.end_hour - s.first_hour for s in windows} > {24}  # one day is 23 or 25 hours
+        for scope, key in (("model", model_id), ("owner", owner)):
+            series = usage_queries.usage_series(container.store, scope, key, windows)
+            hours = usage_queries.usage_rows(container.store, scope, key, unit=1,
+                                             start=windows[0].first_hour, end=windows[-1].end_hour)
+            assert series == bucketise(hours, windows)
+            assert [b.figures.requests for b in series] == [
+                sum(1 for r in records if b.start <= r.occurred_at < b.end) for b in series]
 
     @pytest.mark.parametrize("window", ["day", "week", "month"])
     def test_utc_day_week_and_month_windows_read_the_daily_rows_with_the_same_figures(
