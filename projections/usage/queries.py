@@ -184,21 +184,25 @@ _MERGED = ("requests", "successes", "failures", "rejected", "total_us", "min_us"
            "input_bytes", "output_bytes", "histogram", "last_at")
 
 
+def _range_sql(store: ReadStore, scope: str, unit: int, columns: Sequence[str]) -> str:
+    """The index and ``columns`` of ``scope``'s rows by ``unit`` hours, ``start <= index <
+    end`` (parameters: the key's, start, end), in order."""
+    table, column, index = _USAGE_TABLES[scope, unit]
+    return store.sql(
+        f"SELECT {index}, {', '.join(columns)} FROM {table} "
+        f"WHERE {column} = ? AND {index} >= ? AND {index} < ? ORDER BY {index}"
+    )
+
+
 def usage_rows(
     store: ReadStore, scope: str, key: Any, *, unit: int, start: int, end: int
 ) -> list[tuple[int, UsageStats]]:
     """Statistics rows of a model, an owner, a version or a model's other versions
     (``scope``) by hour (``unit`` 1) or UTC day (``unit`` 24), ``start <= index < end``, in
     order (``others``: every version but 1, so an index may come once per version)."""
-    table, column, index = _USAGE_TABLES[scope, unit]
     with store.read() as cur:
-        cur.execute(
-            store.sql(
-                f"SELECT {index}, {', '.join(_MERGED)} FROM {table} "
-                f"WHERE {column} = ? AND {index} >= ? AND {index} < ? ORDER BY {index}"
-            ),
-            (*_key_params(store, scope, key), start, end),
-        )
+        cur.execute(_range_sql(store, scope, unit, _MERGED),
+                    (*_key_params(store, scope, key), start, end))
         rows = cur.fetchall()
     when = store.from_db
     return [
@@ -213,15 +217,9 @@ def _usage_values(
     store: ReadStore, scope: str, key: Any, *, unit: int, start: int, end: int
 ) -> list[tuple[int, Sequence[Any]]]:
     """``usage_rows`` as ``STATS_COLUMNS`` values in Python types (histograms not decoded)."""
-    table, column, index = _USAGE_TABLES[scope, unit]
     with store.read() as cur:
-        cur.execute(
-            store.sql(
-                f"SELECT {index}, {', '.join(STATS_NAMES)} FROM {table} "
-                f"WHERE {column} = ? AND {index} >= ? AND {index} < ? ORDER BY {index}"
-            ),
-            (*_key_params(store, scope, key), start, end),
-        )
+        cur.execute(_range_sql(store, scope, unit, STATS_NAMES),
+                    (*_key_params(store, scope, key), start, end))
         return [
             (int(row[0]), store.row_from_db(row[1:], _STATS_KIND_LIST)) for row in cur.fetchall()
         ]
@@ -260,24 +258,10 @@ def _zoned_series(store: ReadStore, scope: str, key: Any, spans: Windows) -> lis
     hourly rows of the UTC days the windows touch, and those days' histograms."""
     first_day, end_day = spans[0].first_hour // DAY, -(-spans[-1].end_hour // DAY)
     params = _key_params(store, scope, key)
-    hours, _, hour = _USAGE_TABLES[scope, 1]
-    days, column, day = _USAGE_TABLES[scope, DAY]
     with store.read() as cur:
-        cur.execute(
-            store.sql(
-                f"SELECT {hour}, {', '.join(_MERGED)} FROM {hours} "
-                f"WHERE {column} = ? AND {hour} >= ? AND {hour} < ? ORDER BY {hour}"
-            ),
-            (*params, first_day * DAY, end_day * DAY),
-        )
+        cur.execute(_range_sql(store, scope, 1, _MERGED), (*params, first_day * DAY, end_day * DAY))
         hour_rows = cur.fetchall()
-        cur.execute(
-            store.sql(
-                f"SELECT {day}, histogram FROM {days} "
-                f"WHERE {column} = ? AND {day} >= ? AND {day} < ?"
-            ),
-            (*params, first_day, end_day),
-        )
+        cur.execute(_range_sql(store, scope, DAY, ("histogram",)), (*params, first_day, end_day))
         day_histograms = {int(at): histogram for at, histogram in cur.fetchall()}
     return zoned.buckets(spans, hour_rows, day_histograms, store.from_db)
 
