@@ -217,7 +217,9 @@ class Settings:
         metadata={"doc": (
             "OS priority (nice, 0-19) of scheduler jobs and `modelledger compact` (0: that of "
             "requests). Off by default: at 10 a soak's compaction minute still had a read p99 "
-            "of 219 ms, no better than at 0."
+            "of 219 ms, no better than at 0. Linux with autogroups (sched_autogroup_enabled) "
+            "ranks a nice thread only within its session: a `compact` run in a session of its "
+            "own (cron) shares the CPUs with the API as one group whatever its nice."
         )},
     )
     job_history_days: int = field(

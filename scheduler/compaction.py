@@ -69,9 +69,13 @@ log = logging.getLogger("modelledger.scheduler.compaction")
 
 RAW_TOPIC = get_topic(PredictionUsage.Recorded)
 CHUNK_SIZE = 20_000
-# While new usage keeps arriving, pause this long per second of work after each chunk, so that
-# ingest (which shares the CPUs and waits for the chunk's insert lock) keeps most of its speed.
-INGEST_YIELD = 1.0
+# While new usage keeps arriving, the service is answering requests on the same CPUs: chunks
+# are at most this large and after each compaction pauses this long per second of work. A
+# chunk of 20,000 events kept both cores busy for ~0.6 s (the job's process and its database
+# backend), so requests queued behind it; one of 2,000 is a burst of tens of ms, and with the
+# pause compaction takes at most a quarter of the time (see ARCHITECTURE.md, "Compaction").
+BUSY_CHUNK_SIZE = 2_000
+INGEST_YIELD = 3.0
 _ROW_OVERHEAD = 16 + 8 + 8  # originator id, version and notification id of a stored row
 
 
@@ -131,8 +135,13 @@ def compact_usage(  # noqa: C901, PLR0915 - one loop and its stop conditions, wi
     progress: Progress | None = None,
     max_chunks: int | None = None,
     ingest_yield: float = INGEST_YIELD,
+    busy_chunk_size: int = BUSY_CHUNK_SIZE,
 ) -> CompactionSummary:
-    """Compact usage older than ``older_than`` chunk by chunk; the caller holds the job lock."""
+    """Compact usage older than ``older_than`` chunk by chunk; the caller holds the job lock.
+
+    While new usage arrives between chunks (the service is busy), chunks hold at most
+    ``busy_chunk_size`` events and each is followed by a pause of ``ingest_yield`` times its
+    work; until the first chunk tells, the service counts as busy."""
     started = time.monotonic()
     cutoff = (now or datetime.now(UTC)) - older_than
     summary = CompactionSummary(cutoff=cutoff, dry_run=dry_run)
@@ -152,29 +161,31 @@ def compact_usage(  # noqa: C901, PLR0915 - one loop and its stop conditions, wi
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compaction-read")
     ahead: tuple[Future[tuple[Sequence[RawRow], _Chunk]], int] | None = None
 
-    def read(start: int, through: int) -> tuple[Sequence[RawRow], _Chunk]:
-        rows = recorder.select_raw(start, through, chunk_size, RAW_TOPIC)
+    def read(start: int, through: int, size: int) -> tuple[Sequence[RawRow], _Chunk]:
+        rows = recorder.select_raw(start, through, size, RAW_TOPIC)
         chunk = _Chunk(rows, cutoff)
         if archive_to is not None and not dry_run and chunk.groups:
             chunk.prepare_archive()
         return rows, chunk
 
-    ingest_active = False
+    # Busy until shown otherwise: a first chunk of the full size would be the longest burst.
+    ingest_active = ingest_yield > 0
     try:
         while max_chunks is None or summary.chunks < max_chunks:
             working = time.monotonic()
+            size = min(chunk_size, busy_chunk_size) if ingest_active else chunk_size
             with _usage_positions_locked(container) as through:
                 summary.through = through
-                rows, chunk = _ahead_or_read(ahead, after, through, read)
+                rows, chunk = _ahead_or_read(ahead, after, through, size, read)
                 ahead = None
                 if not rows:
                     break
                 after = rows[-1][0]
                 summary.chunks += 1
                 summary.scanned += len(rows)
-                last = chunk.reached_recent or len(rows) < chunk_size
+                last = chunk.reached_recent or len(rows) < size
                 if not (last or ingest_active):
-                    ahead = (reader.submit(read, after, through), through)
+                    ahead = (reader.submit(read, after, through, chunk_size), through)
                 if chunk.groups:
                     _compact_chunk(
                         container,
@@ -216,7 +227,8 @@ def _ahead_or_read(
     ahead: tuple[Future[tuple[Sequence[RawRow], _Chunk]], int] | None,
     after: int,
     through: int,
-    read: Callable[[int, int], tuple[Sequence[RawRow], _Chunk]],
+    size: int,
+    read: Callable[[int, int, int], tuple[Sequence[RawRow], _Chunk]],
 ) -> tuple[Sequence[RawRow], _Chunk]:
     """The chunk read ahead if it was bounded by at most ``through``, else a fresh read."""
     if ahead is not None:
@@ -225,7 +237,7 @@ def _ahead_or_read(
             return future.result()
         future.cancel()
         wait([future])
-    return read(after, through)
+    return read(after, through, size)
 
 
 class _Chunk:

@@ -230,6 +230,7 @@ class Maintenance:
     backfilled: int = 0
     runs: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    windows: list[tuple[float, float, str]] = field(default_factory=list)  # wall start, end, log
 
 
 def backfill(run: Run, done: Maintenance) -> None:
@@ -246,11 +247,22 @@ def backfill(run: Run, done: Maintenance) -> None:
           flush=True)
 
 
+_LOGGED_CLI = (
+    "from config.logging_setup import configure_logging; configure_logging('INFO'); "
+    "from modelledger.cli import main; main()"
+)
+
+
 def compact(run: Run, minute: int, done: Maintenance) -> None:
-    started = time.monotonic()
-    result = subprocess.run([*CLI, "compact", "--older-than", "0h"], cwd=ROOT,
-                            env=run.env | {"COLUMNS": "200"}, capture_output=True, text=True,
-                            check=False, timeout=1_800)
+    started, wall = time.monotonic(), time.time()
+    # With --trace the run logs each chunk (JSON lines on stderr, kept in the trace).
+    cli = [sys.executable, "-c", _LOGGED_CLI] if run.args.trace else CLI
+    # In a session of its own, as a scheduler or cron would run it: a child of this process
+    # would share its CPU scheduling group (Linux autogroups) and slow the load generator.
+    result = subprocess.run([*cli, "compact", "--older-than", "0h"], cwd=ROOT,
+                            env=run.env | {"COLUMNS": "200"}, capture_output=True,
+                            text=True, check=False, timeout=1_800, start_new_session=True)
+    done.windows.append((wall, time.time(), result.stderr))
     if result.returncode != 0:
         done.failures.append(f"compact at minute {minute}: {result.stderr.strip()[-300:]}")
         return
@@ -343,6 +355,8 @@ class Load:
         self.waiting = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self.labels: dict[int, str] = {}  # server process id -> serve, worker, tracker
+        self.trace: list[tuple[float, str, float, bool]] | None = None  # --trace: every request
+        self.lateness: list[tuple[float, float]] | None = None  # --trace: every tick's lateness
 
     @property
     def minute(self) -> Minute:
@@ -361,12 +375,14 @@ class Load:
         self.waiting += 1
         async with self.slots:
             self.waiting -= 1
-            started = time.perf_counter()
+            started, wall = time.perf_counter(), time.time()
             try:
                 ok = await getattr(self, f"_{kind}")()
             except httpx.HTTPError:
                 ok = False
             elapsed = (time.perf_counter() - started) * 1000
+        if self.trace is not None:
+            self.trace.append((wall, kind, elapsed, ok))
         minute = self.minute
         minute.done[kind] = minute.done.get(kind, 0) + 1
         if not ok:
@@ -526,6 +542,8 @@ async def soak(run: Run, server: subprocess.Popen[bytes]) -> Result:
         # minute (the p99 baseline) is not the one that compacts the backfill.
         await asyncio.to_thread(compact, run, 0, maintenance)
     load = Load(base_url, fleet, gateway, rng)
+    if args.trace:
+        load.trace, load.lateness = [], []
     loop = asyncio.get_running_loop()
     started = loop.time()
     finished = started + 60 * args.minutes
@@ -539,7 +557,10 @@ async def soak(run: Run, server: subprocess.Popen[bytes]) -> Result:
                 load.spawn()
             spawned += max(0, due)
             await asyncio.sleep(TICK)
-            load.minute.loop_lag.append((loop.time() - now - TICK) * 1000)
+            late = (loop.time() - now - TICK) * 1000
+            load.minute.loop_lag.append(late)
+            if load.lateness is not None:
+                load.lateness.append((time.time(), late))
 
     generator = loop.create_task(generate())
     rows = await sample_minutes(run, server, load, admin=admin, maintenance=maintenance,
@@ -548,7 +569,24 @@ async def soak(run: Run, server: subprocess.Popen[bytes]) -> Result:
     if load.tasks:
         await asyncio.wait(load.tasks, timeout=60)
     await load.http.aclose()
+    if args.trace:
+        write_trace(args.trace, load.trace or [], load.lateness or [], maintenance)
     return Result(rows, load.labels, load.ledger, maintenance)
+
+
+def write_trace(folder: Path, requests: list[tuple[float, str, float, bool]],
+                lateness: list[tuple[float, float]], maintenance: Maintenance) -> None:
+    """--trace: every request (wall-clock start, kind, ms, ok), how late each of the
+    generator's ticks woke (wall clock, ms) and every compaction run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "ticks.tsv").open("w") as out:
+        out.writelines(f"{t:.4f}\t{ms:.2f}\n" for t, ms in lateness)
+    with (folder / "requests.tsv").open("w") as out:
+        out.writelines(f"{t:.4f}\t{kind}\t{ms:.2f}\t{int(ok)}\n" for t, kind, ms, ok in requests)
+    with (folder / "compactions.tsv").open("w") as out:
+        out.writelines(f"{start:.3f}\t{end:.3f}\n" for start, end, _ in maintenance.windows)
+    with (folder / "compactions.log").open("w") as out:
+        out.writelines(log for _, _, log in maintenance.windows)
 
 
 async def sample_minutes(run: Run, server: subprocess.Popen[bytes], load: Load, *,
@@ -559,9 +597,9 @@ async def sample_minutes(run: Run, server: subprocess.Popen[bytes], load: Load, 
     rows: list[Row] = []
     compaction: asyncio.Future[None] | None = None
     print(f"{'min':>3} {'req/s':>6} {'errors':>6} {'drop':>5} {'read p50':>8} {'read p99':>8} "
-          f"{'ingest p99':>10} {'lag':>7} {'gen cpu':>7} {'gen late':>8}  RSS MiB per process",
-          flush=True)
-    cpu = _cpu_seconds()
+          f"{'ingest p99':>10} {'lag':>7} {'gen cpu':>7} {'gen late':>8} {'host cpu':>8}  "
+          "RSS MiB per process", flush=True)
+    cpu, host = _cpu_seconds(), _host_busy()
     for minute in range(1, args.minutes + 1):
         if (minute - 1) % args.compact_every == 0 and minute > 1 and (
             compaction is None or compaction.done()
@@ -570,6 +608,7 @@ async def sample_minutes(run: Run, server: subprocess.Popen[bytes], load: Load, 
         await asyncio.sleep(max(0.0, started + 60 * minute - loop.time()))
         stats, load.minutes = load.minute, [*load.minutes, Minute()]
         used, cpu = _cpu_seconds() - cpu, _cpu_seconds()
+        busy, host = _host_busy() - host, _host_busy()
         processes = server_processes(server.pid)
         load.labels |= processes
         sample = {pid: rss_kib(pid) for pid in processes}
@@ -586,7 +625,7 @@ async def sample_minutes(run: Run, server: subprocess.Popen[bytes], load: Load, 
         print(f"{minute:>3} {row.requests / 60:>6.0f} {row.errors:>6} {row.dropped:>5} "
               f"{_fmt(row.read_p50):>8} {_fmt(row.read_p99):>8} "
               f"{_fmt(row.ingest_p99):>10} {_fmt(lag, 0):>7} {used / 60 * 100:>6.0f}% "
-              f"{_fmt(row.loop_p99):>8}  {rss}",
+              f"{_fmt(row.loop_p99):>8} {busy / 60 * 100:>7.0f}%  {rss}",
               flush=True)
     if compaction is not None:
         await compaction
@@ -606,6 +645,14 @@ def _cpu_seconds() -> float:
     """CPU time of this process (the load generator): when it nears 100 %, it is the limit."""
     times = os.times()
     return times.user + times.system
+
+
+def _host_busy() -> float:
+    """CPU seconds the whole machine has been busy (every core, every process: the server,
+    PostgreSQL, this generator and anything else that runs beside the soak)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    idle = fields[3] + fields[4]  # idle and waiting for I/O
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_caught_up(pg: str, schema: str, timeout: float = 180) -> None:
@@ -721,6 +768,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=int, default=5, help="models per user (default 5)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the schema and data dir")
+    parser.add_argument("--trace", type=Path, metavar="DIR",
+                        help="write every request's start and duration, the generator's "
+                        "lateness per tick and each compaction's chunk log to DIR")
     parser.add_argument("--schema", help=argparse.SUPPRESS)  # for the backfill process
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -357,6 +357,62 @@ def test_compaction_pauses_between_chunks_only_while_new_usage_arrives(
     assert busy.paused_s > 0
 
 
+def _chunk_sizes(positions: list[int]) -> list[int]:
+    return [b - a for a, b in zip([0, *positions], positions, strict=False)]
+
+
+def test_while_new_usage_arrives_every_chunk_is_a_short_one(
+    container: Container, models: Models
+) -> None:
+    """Each chunk is a burst of work on the CPUs the requests need: short ones while busy."""
+    container.usage_log.record(old_usage(models, 1_000, days_ago=(60, 31)))
+    container.projector.catch_up_all()
+    rng = random.Random(5)
+    arrivals = iter(range(10**6))
+    positions: list[int] = []
+
+    def one_more_arrival(position: int, bound: int) -> None:
+        positions.append(position)
+        container.usage_log.record([usage(models[0], f"live{next(arrivals)}", NOW, rng)])
+
+    busy = compact_usage(
+        container, older_than=RETENTION, chunk_size=500, busy_chunk_size=100,
+        ingest_yield=0.5, progress=one_more_arrival,
+    )
+    assert busy.events == 1_000
+    assert _chunk_sizes(positions) == [100] * 10
+    assert busy.paused_s > 0
+
+
+def test_an_idle_service_gets_full_chunks_after_a_short_first_one(
+    container: Container, models: Models
+) -> None:
+    """Until the first chunk shows that no usage arrives, the service counts as busy."""
+    container.usage_log.record(old_usage(models, 1_000, days_ago=(60, 31)))
+    container.projector.catch_up_all()
+    positions: list[int] = []
+
+    idle = compact_usage(
+        container, older_than=RETENTION, chunk_size=500, busy_chunk_size=100,
+        progress=lambda position, _bound: positions.append(position),
+    )
+    assert idle.events == 1_000
+    assert _chunk_sizes(positions) == [100, 500, 400]
+    assert idle.paused_s == 0
+
+
+def test_without_yielding_every_chunk_is_a_full_one(container: Container, models: Models) -> None:
+    container.usage_log.record(old_usage(models, 1_000, days_ago=(60, 31)))
+    container.projector.catch_up_all()
+    positions: list[int] = []
+
+    compact_usage(
+        container, older_than=RETENTION, chunk_size=500, busy_chunk_size=100, ingest_yield=0,
+        progress=lambda position, _bound: positions.append(position),
+    )
+    assert _chunk_sizes(positions) == [500, 500]
+
+
 def test_a_rebuild_starting_between_chunks_stops_compaction_at_its_position(
     container: Container, models: Models
 ) -> None:
