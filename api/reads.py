@@ -201,7 +201,7 @@ class Reads:
                 end_hour // unit, histograms=covers is None,
             ))
             parts: dict[int, tuple[dict[int, bytes], dict[int, bytes]]] = defaultdict(
-                lambda: ({}, {}))
+                lambda: ({}, {}))  # model position -> (days, hours) histograms
             if covers is not None:
                 for position, kind, at, histogram in await self._run(
                         usage_queries.zoned_histograms_statement(self.store, models, covers)):

@@ -123,15 +123,19 @@ _NO_STATS = ", ".join("NULL" for _ in STATS_NAMES)
 # percentile buckets are: ``tables.ROW_READ``, which the daily key index holds.
 _ROW_COLUMNS = ", ".join(f"h.{n}" if n in ROW_READ else "NULL" for n in STATS_NAMES)
 # Summed rows: a window of one row keeps that row's percentile buckets (min of one value).
-_SUMS = ", ".join(
-    "NULL" if n == "last_at"
-    else f"min(h.{n})" if n == "min_us" or n.endswith("_bucket")
-    else "max(h.max_us)" if n == "max_us"
-    else "array_agg(h.histogram)" if n == "histogram" else f"sum(h.{n})::bigint"
-    for n in STATS_NAMES
-)
+def _sums(histogram: str) -> str:
+    """The summed row's columns, its histogram column being ``histogram``."""
+    return ", ".join(
+        "NULL" if n == "last_at"
+        else f"min(h.{n})" if n == "min_us" or n.endswith("_bucket")
+        else "max(h.max_us)" if n == "max_us"
+        else histogram if n == "histogram" else f"sum(h.{n})::bigint"
+        for n in STATS_NAMES
+    )
 
-_SUMS_ONLY = _SUMS.replace("array_agg(h.histogram)", "NULL::bytea[]")
+
+_SUMS = _sums("array_agg(h.histogram)")
+_SUMS_ONLY = _sums("NULL::bytea[]")  # the histograms come from ``zoned_histograms_statement``
 
 
 def zoned_histograms_statement(
