@@ -72,7 +72,8 @@ def create_app(
     reads = Reads(container.store, settings)
     windows.SPAN_CACHE.resize(settings.window_cache_bytes)
     meter = Meter(
-        settings.data_dir / "spool", container.usage, batch=settings.spool_ship_batch
+        settings.data_dir / "spool", container.usage, batch=settings.spool_ship_batch,
+        shipping="own" if settings.ship_usage else "none",
     ) if settings.metering else None
     predictions = PredictionService(
         settings, store=container.store, artifacts=container.artifacts,

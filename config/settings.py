@@ -270,6 +270,15 @@ class Settings:
             "recorded)."
         )},
     )
+    ship_usage: bool = field(
+        default=True,
+        metadata={"doc": (
+            "Whether an API process ships its own usage spool to the event store. `serve` "
+            "with several workers and the embedded worker sets it off in the workers and "
+            "ships every spool from its supervising process, away from the serving event "
+            "loops."
+        )},
+    )
     spool_ship_batch: int = field(
         default=5000,
         metadata={"doc": "Usage records shipped from the local spool per event-store transaction."},
@@ -370,7 +379,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
              "window_cache_bytes": int, "onnx_cache_bytes": int, "inference_threads": int,
              "infer_max_body_bytes": int, "upstream_hosts": str, "upstream_timeout": float,
              "upstream_max_connections": int, "trusted_proxies": str, "metering": bool,
-             "spool_ship_batch": int, "endpoint_cache_seconds": float, "job_nice": int,
+             "ship_usage": bool, "spool_ship_batch": int, "endpoint_cache_seconds": float,
+             "job_nice": int,
              "oidc_issuer": str, "oidc_client_id": str, "oidc_client_secret": str,
              "oidc_scopes": str, "oidc_name": str}
     values: dict[str, object] = {}

@@ -2,10 +2,16 @@
 
 A prediction waits only for its record's local commit (``serving.spool``); a shipper thread
 moves records to the usage log in batches through ``UsageService.record_measured`` and deletes
-them from the spool after the event store's transaction committed. A crash between the two
-ships a batch again, which the event store's idempotent insert stores once. While the event
-store is unreachable the spool grows and the shipper retries with capped backoff; at start
-and every ``adopt_every`` seconds it also adopts spools whose process has ended.
+them from the spool after the event store's transaction committed. Where that thread runs is
+the ``shipping`` mode: ``own`` (the process ships its spool and adopts orphans), ``none`` (it
+only records), ``all`` (it records nothing and ships every spool of the directory, live ones
+included: ``serve`` with several workers does that in its supervising process, so the event
+store's work never competes with a serving event loop for its interpreter lock).
+
+A crash between the commit and the delete ships a batch again, which the event store's
+idempotent insert stores once. While the event store is unreachable the spool grows and the
+shipper retries with capped backoff; at start and every ``adopt_every`` seconds it also adopts
+spools whose process has ended.
 """
 
 from __future__ import annotations
@@ -14,21 +20,31 @@ import logging
 import sqlite3
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 from eventsourcing.persistence import InterfaceError, OperationalError
 from prometheus_client import Counter
 
 from services.usage import MeteredUsage
-from serving.spool import MAX_PENDING, Spool, SpoolInUseError, SpoolWriteError, orphans
+from serving.spool import (
+    MAX_PENDING,
+    SUFFIX,
+    Spool,
+    SpoolInUseError,
+    SpoolWriteError,
+    orphans,
+    owner_alive,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from services.usage import UsageService
 
-__all__ = ["Meter", "MeteredUsage"]
+__all__ = ["Meter", "MeteredUsage", "Shipping"]
+
+Shipping = Literal["own", "none", "all"]
 
 log = logging.getLogger("modelledger.metering")
 SHIPPED = Counter("modelledger_metering_shipped", "Metered usage records stored by the shipper")
@@ -56,6 +72,7 @@ class Meter:
         max_pending: int = MAX_PENDING,
         linger: float = 0.1,
         adopt_every: float = 30.0,
+        shipping: Shipping = "own",
     ) -> None:
         self.spool_dir = spool_dir
         self.usage = usage
@@ -63,11 +80,13 @@ class Meter:
         self.max_pending = max_pending
         self.linger = linger  # a commit waits this long for company: fewer, larger shipments
         self.adopt_every = adopt_every
+        self.shipping = shipping
         self.shipped = 0  # records the shipper stored (duplicates excluded)
         self.unreadable = 0  # spooled bodies that did not decode: skipped, logged
         self.failures = 0  # shipping attempts that failed
         self._spool: Spool | None = None
         self._adopted: list[Spool] = []
+        self._attached: list[Spool] = []  # other live processes' spools ("all" mode)
         self._spools = threading.Lock()  # guards _adopted between the shipper and backlog()
         self._committed = threading.Event()  # set by the spool's writer once per commit
         self._nudged = threading.Event()  # flush or stop: ship now, skip the linger
@@ -75,12 +94,18 @@ class Meter:
         self._shipper: threading.Thread | None = None
 
     def start(self) -> None:
-        """Open this process's spool and start shipping (own records and orphans)."""
-        self._spool = Spool.open(
-            self.spool_dir, max_pending=self.max_pending, on_commit=self._committed.set
-        )
-        self._shipper = threading.Thread(target=self._run, name="usage-shipper", daemon=True)
-        self._shipper.start()
+        """Open this process's spool (unless shipping ``all``) and start shipping (unless
+        ``none``)."""
+        if self.shipping != "all":
+            self._spool = Spool.open(
+                self.spool_dir, max_pending=self.max_pending, on_commit=self._committed.set
+            )
+        else:
+            self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.shipping != "none":
+            self._shipper = threading.Thread(target=self._run, name="usage-shipper",
+                                             daemon=True)
+            self._shipper.start()
 
     async def record(self, usage: MeteredUsage) -> None:
         """Return once ``usage`` is on local disk (``SpoolFullError``, ``SpoolWriteError``)."""
@@ -92,7 +117,10 @@ class Meter:
     def backlog(self) -> int:
         """Records on local disk not shipped yet, this process's and adopted ones."""
         with self._spools:  # held: the shipper removes an adopted spool under it
-            return sum(s.pending() for s in (self._spool, *self._adopted) if s is not None)
+            return sum(s.pending() for s in self._all_spools())
+
+    def _all_spools(self) -> list[Spool]:
+        return [s for s in (self._spool, *self._adopted, *self._attached) if s is not None]
 
     def flush(self, timeout: float) -> bool:
         """Ship everything spooled now; whether the backlog was empty within ``timeout``."""
@@ -107,7 +135,8 @@ class Meter:
 
     def stop(self) -> None:
         """Ship briefly, then close; what is left stays on disk for the next start."""
-        if self._spool is None or self._shipper is None:
+        if self._shipper is None:
+            self._stop_recording()
             return
         self.flush(STOP_FLUSH_SECONDS)
         self._stopping.set()
@@ -120,12 +149,40 @@ class Meter:
         with self._spools:
             own, self._spool = self._spool, None
             adopted, self._adopted = self._adopted, []
-        own.close()
+            attached, self._attached = self._attached, []
+        for spool in attached:
+            spool.close()
+        if own is not None:
+            own.close()
         for spool in adopted:
             if not (shipper_done and spool.remove_if_empty()):
                 spool.close()
-        if shipper_done:
+        if not shipper_done:
+            return
+        if own is not None:
             _remove_if_empty(own.path)  # an orphan now: removed here rather than at the next start
+        else:  # shipping "all": and what killed processes left, once shipped
+            for path in _listed_orphans(self.spool_dir):
+                _remove_if_empty(path)
+
+    def _stop_recording(self) -> None:
+        """Shipping ``none``: wait briefly for whoever ships, close, remove the spool if empty."""
+        if self._spool is None:
+            return
+        self.flush_elsewhere(STOP_FLUSH_SECONDS)
+        with self._spools:
+            own, self._spool = self._spool, None
+        own.close()
+        _remove_if_empty(own.path)
+
+    def flush_elsewhere(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for another process to ship this one's spool."""
+        deadline = time.monotonic() + timeout
+        while self.backlog():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def _run(self) -> None:
         backoff = 0.0
@@ -136,7 +193,9 @@ class Meter:
             self._committed.clear()
             if self._stopping.is_set():
                 return
-            if time.monotonic() >= next_adoption:
+            if self.shipping == "all":
+                self._discover()
+            elif time.monotonic() >= next_adoption:
                 self._adopt_orphans()
                 next_adoption = time.monotonic() + self.adopt_every
             try:
@@ -151,6 +210,10 @@ class Meter:
             backoff = 0.0
             if full:
                 continue  # a full batch: more are waiting
+            if self.shipping == "all":  # other processes' commits wake nobody here: poll
+                self._nudged.wait(self.linger)
+                self._nudged.clear()
+                continue
             idle = max(0.0, next_adoption - time.monotonic())
             if self._committed.wait(idle) and not self._nudged.is_set():
                 self._nudged.wait(self.linger)
@@ -160,14 +223,52 @@ class Meter:
         """One batch from each spool with records; whether any batch was full."""
         with self._spools:
             own = self._spool
-            spools = [s for s in (own, *self._adopted) if s is not None]
+            spools = self._all_spools()
         full = False
         for spool in spools:
             count = self._ship_batch(spool)
             full = full or count >= self.batch
-            if count == 0 and spool is not own:
+            if count == 0 and spool.attached:
+                self._release_attached(spool)
+            elif count == 0 and spool is not own:
                 self._remove_adopted(spool)
         return full
+
+    def _discover(self) -> None:
+        """Shipping ``all``: attach the spools of live processes, adopt those of ended ones."""
+        try:
+            paths = sorted(self.spool_dir.glob(f"*{SUFFIX}"))
+        except OSError as error:
+            log.warning("cannot list usage spools", extra={"error": type(error).__name__})
+            return
+        with self._spools:
+            known = {s.path for s in (*self._adopted, *self._attached)}
+        for path in paths:
+            if path in known:
+                continue
+            self._adopt(path)
+            with self._spools:
+                if path in {s.path for s in self._adopted}:
+                    continue
+            try:
+                spool = Spool.attach(path)
+            except FileNotFoundError:
+                continue  # closed and removed by its owner meanwhile
+            except (OSError, sqlite3.Error) as error:
+                log.warning("cannot attach usage spool",
+                            extra={"spool": path.name, "error": type(error).__name__})
+                continue
+            with self._spools:
+                self._attached.append(spool)
+
+    def _release_attached(self, spool: Spool) -> None:
+        """An emptied live spool: dropped once its owner removed it; adopted once its owner
+        ended without removing it (killed); kept otherwise."""
+        if spool.path.exists() and owner_alive(spool.path):
+            return
+        with self._spools:
+            self._attached.remove(spool)
+        spool.close()
 
     def _remove_adopted(self, spool: Spool) -> None:
         with self._spools:  # backlog() never counts a spool being removed
@@ -181,7 +282,7 @@ class Meter:
         if not rows:
             return 0
         records: list[MeteredUsage] = []
-        for _, body in rows:
+        for body in (body for _, bodies in rows for body in bodies):
             try:
                 records.append(_decode(body))
             except msgspec.DecodeError:
@@ -195,15 +296,10 @@ class Meter:
             self.shipped += stored
             SHIPPED.inc(stored)
         spool.delete_through(rows[-1][0])  # after the commit: a crash before it ships again
-        return len(rows)
+        return sum(len(bodies) for _, bodies in rows)
 
     def _adopt_orphans(self) -> None:
-        try:
-            found = orphans(self.spool_dir)
-        except OSError as error:
-            log.warning("cannot list usage spools", extra={"error": type(error).__name__})
-            return
-        for path in found:
+        for path in _listed_orphans(self.spool_dir):
             self._adopt(path)
 
     def _adopt(self, path: Path) -> None:
@@ -238,6 +334,14 @@ class Meter:
             return None
 
 
+def _listed_orphans(directory: Path) -> list[Path]:
+    try:
+        return orphans(directory)
+    except OSError as error:
+        log.warning("cannot list usage spools", extra={"error": type(error).__name__})
+        return []
+
+
 def _remove_if_empty(path: Path) -> None:
     try:
         spool = Spool.adopt(path)
@@ -245,3 +349,4 @@ def _remove_if_empty(path: Path) -> None:
         return  # another process adopted it first
     if not spool.remove_if_empty():
         spool.close()
+

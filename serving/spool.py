@@ -2,10 +2,14 @@
 
 One SQLite file per process (``<uuid4hex>.sqlite3``, WAL, ``synchronous=FULL``: a commit is on
 disk when it returns), written by one thread that commits everything queued since its last
-commit in one transaction (group commit), so an append costs a queue put and an await, and
-the fsync is shared by every request waiting at that moment. A sibling ``.lock`` file carries
-an exclusive ``flock`` for the owner's lifetime: a spool whose lock nobody holds is an orphan
-(its process ended, perhaps by SIGKILL), and any process may adopt it and ship what is left.
+commit as one row, in one statement (group commit), so an append costs a queue put and an
+await, and the fsync is shared by every request waiting at that moment. One row rather than a
+row per record: each statement hands the interpreter lock back and forth with the serving
+event loop, and a row per record made each commit wait for it a dozen times.
+
+A sibling ``.lock`` file carries an exclusive ``flock`` for the owner's lifetime: a spool whose
+lock nobody holds is an orphan (its process ended, perhaps by SIGKILL), and any process may
+adopt it and ship what is left.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+import msgspec
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -29,14 +35,20 @@ LOCK_SUFFIX: Final = ".lock"
 MAX_PENDING: Final = 50_000
 
 # AUTOINCREMENT: a sequence number is never handed out twice, even once the table is empty.
+# A row is one commit: ``body`` the MessagePack array of its records' bodies and ``n`` their
+# number. Rows written before (``n`` NULL, the column added on opening) hold one body each.
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS records "
-    "(seq INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL)"
+    "(seq INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL, n INTEGER)"
 )
-_INSERT = "INSERT INTO records (body) VALUES (?)"
-_SELECT = "SELECT seq, body FROM records ORDER BY seq LIMIT ?"
+_HAS_N = "SELECT count(*) FROM pragma_table_info('records') WHERE name = 'n'"
+_ADD_N = "ALTER TABLE records ADD COLUMN n INTEGER"
+_INSERT = "INSERT INTO records (body, n) VALUES (?, ?)"
+_SELECT = "SELECT seq, body, n FROM records ORDER BY seq LIMIT ?"
 _DELETE = "DELETE FROM records WHERE seq <= ?"
-_COUNT = "SELECT count(*) FROM records"
+_COUNT = "SELECT coalesce(sum(coalesce(n, 1)), 0) FROM records"
+_encode_bodies = msgspec.msgpack.Encoder().encode
+_decode_bodies = msgspec.msgpack.Decoder(list[bytes]).decode
 _CLOSE: Final = object()  # the writer's last item: everything before it is committed first
 
 _Waiter = tuple[bytes, "asyncio.Future[None]"]
@@ -86,6 +98,18 @@ def _connect(
     return conn
 
 
+def owner_alive(path: Path) -> bool:
+    """Whether a process holds the lock of the spool at ``path``."""
+    lock = path.with_suffix(LOCK_SUFFIX)
+    if not lock.exists():
+        return False
+    fd = _try_lock(lock)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
 def orphans(directory: Path) -> list[Path]:
     """Spool files in ``directory`` whose lock nobody holds (their process has ended)."""
     found = []
@@ -131,6 +155,8 @@ class Spool:
                                 busy_timeout=busy_timeout)
         # On adoption too: a process killed before its first statement left a file without it.
         self._reader.execute(_SCHEMA)
+        if not self._reader.execute(_HAS_N).fetchone()[0]:  # written by an earlier version
+            self._reader.execute(_ADD_N)
         self._queue: queue.SimpleQueue[_Waiter | object] = queue.SimpleQueue()
         self._in_flight = 0
         self._writer: threading.Thread | None = None
@@ -187,6 +213,23 @@ class Spool:
             os.close(fd)
             raise
 
+    @classmethod
+    def attach(cls, path: Path) -> Spool:
+        """Read and delete the committed records of a spool its live owner keeps writing
+        (from the one process that ships a data directory's spools); ``FileNotFoundError``
+        if it is gone. Holds no lock: ``adopt`` it once its owner has ended."""
+        try:
+            return cls(path, -1, writable=False)
+        except sqlite3.OperationalError:
+            if not path.exists():
+                raise FileNotFoundError(path.name) from None
+            raise
+
+    @property
+    def attached(self) -> bool:
+        """Opened by ``attach``: another process owns it."""
+        return self._writer is None and self._lock_fd < 0 and not self._closed
+
     async def append(self, body: bytes) -> None:
         """Return once ``body`` is committed to disk; raise ``SpoolFullError`` at once when
         ``max_pending`` records already wait, ``SpoolWriteError`` when the commit fails."""
@@ -224,9 +267,8 @@ class Spool:
     def _commit(self, conn: sqlite3.Connection, batch: list[_Waiter]) -> None:
         error: str | None = None
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(_INSERT, [(body,) for body, _ in batch])
-            conn.execute("COMMIT")
+            # Autocommit: the insert and its fsync in one statement.
+            conn.execute(_INSERT, (_encode_bodies([body for body, _ in batch]), len(batch)))
         except Exception as failure:  # noqa: BLE001 - every failure is this batch's answer
             # SQLite's error name (SQLITE_FULL, SQLITE_IOERR...): says why, names no path.
             reason = getattr(failure, "sqlite_errorname", None) or type(failure).__name__
@@ -246,13 +288,21 @@ class Spool:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(_settle, futures, error)
 
-    def read(self, limit: int) -> list[tuple[int, bytes]]:
-        """Up to ``limit`` committed records, oldest first, as (sequence number, body)."""
+    def read(self, limit: int) -> list[tuple[int, list[bytes]]]:
+        """The oldest commits, as (sequence number, their records' bodies), until they hold
+        ``limit`` records or more (a commit is never split)."""
+        rows: list[tuple[int, list[bytes]]] = []
+        count = 0
         with self._reading:
-            return self._reader.execute(_SELECT, (limit,)).fetchall()
+            for seq, body, n in self._reader.execute(_SELECT, (limit,)):
+                rows.append((seq, [body] if n is None else _bodies(body)))
+                count += len(rows[-1][1])
+                if count >= limit:
+                    break
+        return rows
 
     def delete_through(self, seq: int) -> None:
-        """Delete every record up to and including sequence number ``seq``."""
+        """Delete every commit up to and including sequence number ``seq``."""
         with self._reading:
             self._reader.execute(_DELETE, (seq,))
 
@@ -264,7 +314,7 @@ class Spool:
     def remove_if_empty(self) -> bool:
         """Close an adopted spool and delete its files if no record is left; False (and still
         open) otherwise."""
-        if self._writer is not None:
+        if self._writer is not None or self.attached:
             raise SpoolError("only an adopted spool is removed; its own process closes a spool")
         if self._closed or self.pending():
             return False
@@ -296,6 +346,13 @@ class Spool:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # closing the only descriptor releases the flock
             self._lock_fd = -1
+
+
+def _bodies(row: bytes) -> list[bytes]:
+    try:
+        return _decode_bodies(row)
+    except msgspec.DecodeError:
+        return [row]  # damaged: handed on as one record, which its reader cannot decode either
 
 
 def _settle(futures: list[asyncio.Future[None]], error: str | None) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import uuid
 
     from services.container import Container
+    from services.metering import Meter
 
 log = logging.getLogger("modelledger.serve")
 _TTL = re.compile(r"^(\d+)([smhd])$")
@@ -99,6 +100,7 @@ def serve(*, host: str | None, port: int | None, workers: int | None, api_only: 
         if not embedded:
             resources.close()  # API-only: this process needs no connections of its own
         threads = _start_embedded(c, stop) if embedded else []
+        shipper = _spool_shipper(c) if embedded and settings.workers > 1 else None
         click.echo(
             f"serving on http://{settings.host}:{settings.port} ({settings.backend}, "
             f"{settings.workers} worker(s), embedded worker {'on' if embedded else 'off'})",
@@ -121,9 +123,26 @@ def serve(*, host: str | None, port: int | None, workers: int | None, api_only: 
                 proxy_headers=False,
             )
         finally:
+            # After the workers: each waited for this process to ship its spool.
+            if shipper is not None:
+                shipper.stop()
             stop.set()
             for thread in threads:
                 thread.join(timeout=10)
+
+
+def _spool_shipper(c: Container) -> Meter | None:
+    """This process ships every worker's usage spool; the workers only record (measured:
+    a shipper thread in each worker cost its event loop a quarter of its throughput)."""
+    if not c.settings.metering:
+        return None
+    from services.metering import Meter  # noqa: PLC0415
+
+    os.environ["MODELLEDGER_SHIP_USAGE"] = "false"  # read by each worker's settings
+    shipper = Meter(Path(c.settings.data_dir) / "spool", c.usage,
+                    batch=c.settings.spool_ship_batch, shipping="all")
+    shipper.start()
+    return shipper
 
 
 def _has(module: str) -> bool:

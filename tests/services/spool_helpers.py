@@ -27,7 +27,7 @@ from config.settings import load_settings
 from domain.usage import PredictionUsage
 from modelledger.bootstrap import build
 from services.container import Container
-from services.metering import Meter
+from services.metering import Meter, Shipping
 from services.usage import MeteredUsage
 from serving.spool import Spool
 from tests.faults.processes import ROOT, ThrowawayPostgres
@@ -138,12 +138,13 @@ async def _append(directory: str, count: str, concurrency: str) -> None:
 
 
 async def _meter(*arguments: str) -> None:
-    data_dir, database_url, schema, model, owner, count = arguments
+    data_dir, database_url, schema, model, owner, count, *shipping = arguments
     overrides: dict[str, object] = {"data_dir": Path(data_dir)}
     if database_url:
         overrides |= {"database_url": database_url, "pg_schema": schema, "pg_pool_size": 2}
     container = build(load_settings({}, **overrides))
-    meter = Meter(Path(data_dir) / "spool", container.usage)
+    meter = Meter(Path(data_dir) / "spool", container.usage,
+                  shipping=cast("Shipping", shipping[0] if shipping else "own"))
     meter.start()
     _say("ready")
     await asyncio.to_thread(sys.stdin.readline)  # "go": the test has blocked the event store

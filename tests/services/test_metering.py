@@ -188,6 +188,61 @@ def test_records_acknowledged_by_a_killed_process_ship_once_from_the_next_one(
     assert list((tmp_path / "spool").glob(f"*{SUFFIX}")) == []  # the orphan shipped, removed
 
 
+class TestOneProcessShippingEverySpool:
+    """``serve`` with several workers: the workers only record, the supervisor ships."""
+
+    async def test_the_spools_of_processes_that_only_record_are_shipped_by_it(
+        self, container: Container, tmp_path: Path
+    ) -> None:
+        model_id, owner = _model(container)
+        recorder = Meter(tmp_path / "spool", container.usage, shipping="none")
+        shipper = Meter(tmp_path / "spool", container.usage, shipping="all")
+        recorder.start()
+        shipper.start()
+        try:
+            await asyncio.gather(*(recorder.record(metered(model_id, owner, f"r{i}"))
+                                   for i in range(5)))
+            assert await asyncio.to_thread(recorder.flush_elsewhere, FLUSH)
+            assert stored_request_ids(container) == {f"r{i}": 1 for i in range(5)}
+            assert (recorder.shipped, shipper.shipped) == (0, 5)
+            await asyncio.to_thread(recorder.stop)  # its spool is empty: removed
+        finally:
+            await asyncio.to_thread(shipper.stop)
+        assert list((tmp_path / "spool").iterdir()) == []
+
+    def test_a_killed_recorder_s_records_ship_once_live_and_after_the_kill(
+        self, container: Container, tmp_path: Path
+    ) -> None:
+        model_id, owner = _model(container)
+        settings = container.settings
+        postgres = settings.backend == "postgres"
+        total = 100_000
+        child = Child("meter", str(tmp_path), settings.resolved_database_url if postgres else "",
+                      settings.pg_schema if postgres else "", str(model_id), str(owner),
+                      str(total), "none")
+        shipper = Meter(tmp_path / "spool", container.usage, shipping="all")
+        shipper.start()
+        try:
+            child.expect("ready")
+            child.send("go")
+            child.expect("acked ", count=300)
+            deadline = time.monotonic() + FLUSH
+            while shipper.shipped == 0:  # shipped from the live process's spool
+                assert time.monotonic() < deadline, "nothing shipped from the live spool"
+                time.sleep(0.05)
+            child.kill()
+            assert shipper.flush(FLUSH)
+        finally:
+            child.kill()
+            shipper.stop()
+        acked = child.acked()
+        stored = stored_request_ids(container)
+        assert set(stored.values()) == {1}
+        assert acked <= set(stored)
+        assert set(stored) <= {f"req-{i}" for i in range(total)}
+        assert list((tmp_path / "spool").glob(f"*{SUFFIX}")) == []  # adopted once dead, removed
+
+
 @pytest.fixture
 def outage_container(postgres: ThrowawayPostgres, tmp_path: Path) -> Iterator[Container]:
     built = build(load_settings({}, data_dir=tmp_path, database_url=postgres.url,

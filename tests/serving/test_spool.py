@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from serving.spool import (
@@ -35,7 +36,12 @@ async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
 def _committed(path: Path) -> list[bytes]:
     """The records another connection sees: only what was committed."""
     with sqlite3.connect(path) as conn:
-        return [row[0] for row in conn.execute("SELECT body FROM records ORDER BY seq")]
+        rows = conn.execute("SELECT body FROM records ORDER BY seq").fetchall()
+    return [body for (row,) in rows for body in msgspec.msgpack.decode(row, type=list[bytes])]
+
+
+def _bodies(rows: list[tuple[int, list[bytes]]]) -> list[bytes]:
+    return [body for _, bodies in rows for body in bodies]
 
 
 class _WriteLock:
@@ -169,7 +175,9 @@ async def test_a_full_disk_fails_appends_and_loses_nothing_acknowledged(small_di
         assert failure is not None
         assert "SQLITE_FULL" in str(failure)
         assert acknowledged
-        assert spool.read(10_000) == [(i + 1, b) for i, b in enumerate(acknowledged)]
+        rows = spool.read(10_000)
+        assert _bodies(rows) == acknowledged
+        assert [seq for seq, _ in rows] == list(range(1, len(rows) + 1))
     finally:
         spool.close()
 
@@ -181,11 +189,41 @@ class TestReading:
         for i in range(5):
             await spool.append(f"r{i}".encode())
         first = spool.read(3)
-        assert [body for _, body in first] == [b"r0", b"r1", b"r2"]
+        assert [bodies for _, bodies in first] == [[b"r0"], [b"r1"], [b"r2"]]  # a commit each
         assert [seq for seq, _ in first] == sorted(seq for seq, _ in first)
         spool.delete_through(first[1][0])
         assert spool.pending() == 3
-        assert [body for _, body in spool.read(10)] == [b"r2", b"r3", b"r4"]
+        assert _bodies(spool.read(10)) == [b"r2", b"r3", b"r4"]
+
+    async def test_a_commit_is_one_row_and_is_never_split_by_a_read(self, spool: Spool) -> None:
+        lock = _WriteLock(spool.path)
+        appends = [asyncio.create_task(spool.append(f"r{i}".encode())) for i in range(10)]
+        await _started(*appends)
+        lock.release()
+        await asyncio.wait_for(asyncio.gather(*appends), 10)
+        assert spool.commits <= 2  # one blocked with a record, the next with the rest
+        rows = spool.read(3)
+        assert [len(bodies) for _, bodies in rows] == [
+            len(bodies) for _, bodies in spool.read(10)
+        ][: len(rows)]  # whole commits, as many as reach three records
+        assert sum(len(bodies) for _, bodies in rows) >= 3
+        assert sorted(_bodies(spool.read(10))) == sorted(f"r{i}".encode() for i in range(10))
+        assert spool.pending() == 10
+
+    def test_records_spooled_by_the_earlier_row_per_record_layout_are_read(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "0123abcd.sqlite3"
+        with sqlite3.connect(path) as conn:  # the layout before a row held a whole commit
+            conn.execute("CREATE TABLE records "
+                         "(seq INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL)")
+            conn.executemany("INSERT INTO records (body) VALUES (?)", [(b"old-0",), (b"old-1",)])
+        adopted = Spool.adopt(path)
+        try:
+            assert adopted.pending() == 2
+            assert adopted.read(10) == [(1, [b"old-0"]), (2, [b"old-1"])]
+        finally:
+            adopted.close()
 
     async def test_sequence_numbers_are_not_reused_after_everything_is_deleted(
         self, spool: Spool
@@ -219,7 +257,7 @@ class TestOrphans:
         adopted = Spool.adopt(path)
         assert orphans(directory) == []  # adopted: held again
         rows = adopted.read(10)
-        assert [body for _, body in rows] == [b"held-0", b"held-1", b"held-2"]
+        assert _bodies(rows) == [b"held-0", b"held-1", b"held-2"]
         assert not adopted.remove_if_empty()  # records left: kept
         adopted.delete_through(rows[-1][0])
         assert adopted.remove_if_empty()
@@ -270,7 +308,7 @@ def test_every_acknowledged_record_survives_sigkill_of_its_process(tmp_path: Pat
     [path] = orphans(directory)
     adopted = Spool.adopt(path)
     try:
-        stored = [body for _, body in adopted.read(total)]
+        stored = _bodies(adopted.read(total))
     finally:
         adopted.close()
     assert len(stored) == len(set(stored))
