@@ -274,9 +274,8 @@ class Settings:
         default=True,
         metadata={"doc": (
             "Whether an API process ships its own usage spool to the event store. `serve` "
-            "with several workers and the embedded worker sets it off in the workers and "
-            "ships every spool from its supervising process, away from the serving event "
-            "loops."
+            "with several workers sets it off in the workers and ships every spool from its "
+            "supervising process, away from the serving event loops."
         )},
     )
     spool_ship_batch: int = field(

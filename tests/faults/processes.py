@@ -102,9 +102,11 @@ def service_environment(
 class Service:
     """`modelledger serve` as a real process group (the server and its worker processes)."""
 
-    def __init__(self, root: Path, database_url: str, schema: str, *, workers: int) -> None:
+    def __init__(self, root: Path, database_url: str, schema: str, *, workers: int,
+                 api_only: bool = False) -> None:
         self.root = root
         self.workers = workers
+        self.api_only = api_only
         self.secret = secrets.token_urlsafe(48)  # HS256 needs 32 bytes or more
         self.port = free_port()  # kept across restarts: clients keep their URL
         self.url = f"http://127.0.0.1:{self.port}"
@@ -117,7 +119,8 @@ class Service:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "modelledger", "serve", "--host", "127.0.0.1",
-                 "--port", str(self.port), "--workers", str(self.workers)],
+                 "--port", str(self.port), "--workers", str(self.workers),
+                 *(["--api-only"] if self.api_only else [])],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )

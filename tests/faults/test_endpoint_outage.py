@@ -4,6 +4,8 @@ every call is counted exactly once."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -11,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.faults.processes import Service, ThrowawayPostgres
+from tests.faults.processes import ROOT, Service, ThrowawayPostgres
 from tests.faults.traffic import owner_token
 from tests.onnx_models import FEATURES, logistic_regression
 
@@ -80,3 +82,49 @@ def test_infer_calls_are_answered_and_metered_while_postgres_is_down(
             break
         time.sleep(0.5)
     assert stored == (expected, expected), service.log_tail()
+
+
+def test_api_only_workers_only_record_and_their_supervisor_ships_every_call(
+    tmp_path: Path, postgres: ThrowawayPostgres
+) -> None:
+    """The compose layout: `serve --workers 2 --api-only`, projections in `modelledger worker`."""
+    service = Service(tmp_path, postgres.url, "public", workers=2, api_only=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "modelledger", "worker"], cwd=ROOT, env=service.env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        service.start()
+        owner = {"Authorization": f"Bearer {owner_token(service.secret, 'alice')}"}
+        with httpx.Client(base_url=service.url, timeout=30) as http:
+            model = http.post(
+                "/api/models", data={"name": "scorer", "framework": "onnx"},
+                files={"file": ("m.onnx", logistic_regression(), "application/octet-stream")},
+                headers=owner,
+            ).json()
+            key = http.post("/api/keys", json={"name": "app", "models": None},
+                            headers=owner).json()
+            caller = {"Authorization": f"Bearer {key['key']}"}
+            deadline = time.monotonic() + 60  # the worker projects the model, then it serves
+            while http.get(f"/v2/models/{model['id']}/ready",
+                           headers=caller).status_code != 200:
+                assert time.monotonic() < deadline, service.log_tail()
+                time.sleep(0.2)
+            statuses = [
+                http.post(f"/v2/models/{model['id']}/infer", json={**BODY, "id": f"r-{i}"},
+                          headers=caller).status_code
+                for i in range(30)
+            ]
+            assert statuses == [200] * 30
+            deadline = time.monotonic() + 60
+            while (usage := http.get(f"/api/models/{model['id']}", headers=owner)
+                   .json()["usage"])["total_requests"] < 30:
+                assert time.monotonic() < deadline, service.log_tail()
+                time.sleep(0.2)
+        assert usage["total_requests"] == 30
+    finally:
+        service.stop()
+        worker.terminate()
+        worker.wait(timeout=20)
+    spools = tmp_path / "data" / "spool"
+    assert list(spools.glob("*.sqlite3")) == []  # shipped, and removed as each worker stopped
