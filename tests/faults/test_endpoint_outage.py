@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from tests.faults.processes import ROOT, Service, ThrowawayPostgres
-from tests.faults.traffic import owner_token
-from tests.onnx_models import FEATURES, logistic_regression
+from tests.faults.traffic import owner_token, upload_onnx_model
+from tests.onnx_models import FEATURES
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -42,11 +42,7 @@ def test_infer_calls_are_answered_and_metered_while_postgres_is_down(
 ) -> None:
     owner = {"Authorization": f"Bearer {owner_token(service.secret, 'alice')}"}
     with httpx.Client(base_url=service.url, timeout=30) as http:
-        model = http.post(
-            "/api/models", data={"name": "scorer", "framework": "onnx"},
-            files={"file": ("m.onnx", logistic_regression(), "application/octet-stream")},
-            headers=owner,
-        ).json()
+        model = upload_onnx_model(http, owner)
         key = http.post("/api/keys", json={"name": "app", "models": None}, headers=owner).json()
         endpoint = f"/v2/models/{model['id']}/infer"
         caller = {"Authorization": f"Bearer {key['key']}"}
@@ -97,11 +93,7 @@ def test_api_only_workers_only_record_and_their_supervisor_ships_every_call(
         service.start()
         owner = {"Authorization": f"Bearer {owner_token(service.secret, 'alice')}"}
         with httpx.Client(base_url=service.url, timeout=30) as http:
-            model = http.post(
-                "/api/models", data={"name": "scorer", "framework": "onnx"},
-                files={"file": ("m.onnx", logistic_regression(), "application/octet-stream")},
-                headers=owner,
-            ).json()
+            model = upload_onnx_model(http, owner)
             key = http.post("/api/keys", json={"name": "app", "models": None},
                             headers=owner).json()
             caller = {"Authorization": f"Bearer {key['key']}"}

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.faults.processes import Service
-from tests.faults.traffic import owner_token
+from tests.faults.traffic import owner_token, upload_onnx_model
 from tests.onnx_models import FEATURES, logistic_regression
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -25,11 +25,7 @@ def test_a_rollback_reaches_both_workers_within_two_seconds_and_no_call_fails(
 ) -> None:
     owner = {"Authorization": f"Bearer {owner_token(service.secret, 'alice')}"}
     with httpx.Client(base_url=service.url, timeout=30) as http:
-        model = http.post(
-            "/api/models", data={"name": "scorer", "framework": "onnx"},
-            files={"file": ("m.onnx", logistic_regression(), "application/octet-stream")},
-            headers=owner,
-        ).json()
+        model = upload_onnx_model(http, owner)
         retrained = http.post(
             f"/api/models/{model['id']}/versions",
             files={"file": ("m.onnx", logistic_regression(seed=8), "application/octet-stream")},

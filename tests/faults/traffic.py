@@ -279,3 +279,14 @@ def projected_totals(database_url: str, schema: str) -> dict[str, int]:
             )
         ).fetchall()
     return {str(row[0]): int(row[1]) for row in rows}
+
+
+def upload_onnx_model(http: httpx.Client, owner: dict[str, str], name: str = "scorer") -> Any:
+    """A logistic-regression ONNX model of the owner's, uploaded through the API."""
+    from tests.onnx_models import logistic_regression  # noqa: PLC0415
+
+    return http.post(
+        "/api/models", data={"name": name, "framework": "onnx"},
+        files={"file": ("m.onnx", logistic_regression(), "application/octet-stream")},
+        headers=owner,
+    ).json()

@@ -50,6 +50,18 @@ def _model(container: Container) -> tuple[uuid.UUID, uuid.UUID]:
     return register(container, owner, f"m-{uuid.uuid4().hex[:8]}"), owner
 
 
+def _metering_child(
+    container: Container, data_dir: Path, model_id: uuid.UUID, owner: uuid.UUID, total: int,
+    *shipping: str,
+) -> Child:
+    """A process on ``data_dir`` and this test's event store that meters ``total`` calls."""
+    settings = container.settings
+    postgres = settings.backend == "postgres"
+    return Child("meter", str(data_dir), settings.resolved_database_url if postgres else "",
+                 settings.pg_schema if postgres else "", str(model_id), str(owner), str(total),
+                 *shipping)
+
+
 class TestShipping:
     async def test_metered_calls_ship_to_the_event_store_naming_who_called(
         self, container: Container, meter: Meter
@@ -156,11 +168,8 @@ def test_records_acknowledged_by_a_killed_process_ship_once_from_the_next_one(
     container: Container, tmp_path: Path
 ) -> None:
     model_id, owner = _model(container)
-    settings = container.settings
-    postgres = settings.backend == "postgres"
     total = 100_000
-    child = Child("meter", str(tmp_path), settings.resolved_database_url if postgres else "",
-                  settings.pg_schema if postgres else "", str(model_id), str(owner), str(total))
+    child = _metering_child(container, tmp_path, model_id, owner, total)
     try:
         child.expect("ready")
         with usage_writes_blocked(container):
@@ -214,12 +223,8 @@ class TestOneProcessShippingEverySpool:
         self, container: Container, tmp_path: Path
     ) -> None:
         model_id, owner = _model(container)
-        settings = container.settings
-        postgres = settings.backend == "postgres"
         total = 100_000
-        child = Child("meter", str(tmp_path), settings.resolved_database_url if postgres else "",
-                      settings.pg_schema if postgres else "", str(model_id), str(owner),
-                      str(total), "none")
+        child = _metering_child(container, tmp_path, model_id, owner, total, "none")
         shipper = Meter(tmp_path / "spool", container.usage, shipping="all")
         shipper.start()
         try:
