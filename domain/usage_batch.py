@@ -1,0 +1,97 @@
+"""``UsageBatch``: the endpoint's own records of many calls to one model version in one hour.
+
+A call whose request id the service generated (the client sent none) cannot be a retry of
+another, so it needs no aggregate of its own to be counted once: the shipper stores the calls
+of one shipment, grouped by model, version and hour, as one ``UsageBatch.Recorded`` each, and
+the event store's shipment mark (``InsertsShipments``) keeps a shipment from being stored twice.
+A call whose client named its request id stays a ``PredictionUsage.Recorded`` of its own, so a
+retry of it meets the store's uniqueness constraint.
+
+One group per event, never more, so that compaction and the projections treat a batch like a
+raw event of its model-version-hour.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, NamedTuple
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.utils import get_topic
+
+from domain.usage import hour_of, usage_id
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+METERED_SENDER = "modelledger"  # the sender of usage the service measured itself
+
+
+class MeteredCall(NamedTuple):
+    """One call as the endpoint measured it (``PredictionUsage.Recorded``'s per-call fields;
+    its model, owner, version and sender are the batch's)."""
+
+    request_id: str
+    occurred_at: datetime
+    response_time_ms: float
+    input_bytes: int
+    output_bytes: int
+    success: bool
+    status_code: int | None
+    error: str | None
+    user_agent: str | None
+    ip: str | None
+    rejected: bool
+    api_key_id: str
+    caller: str
+
+
+class UsageBatch(Aggregate):
+    """Calls of one model version in one hour, recorded together."""
+
+    class Recorded(Aggregate.Created):
+        model_id: UUID
+        owner_id: UUID
+        model_version: int
+        hour: int  # whole hours since the Unix epoch (UTC) of every call's ``occurred_at``
+        calls: tuple[MeteredCall, ...]
+
+
+_TOPIC = get_topic(UsageBatch)
+
+
+def batch_calls(
+    model_id: UUID,
+    owner_id: UUID,
+    model_version: int,
+    calls: Sequence[MeteredCall],
+    *,
+    now: datetime | None = None,
+) -> list[UsageBatch.Recorded]:
+    """The ``Recorded`` events of ``calls`` (already checked): one per hour they occurred in."""
+    by_hour: dict[int, list[MeteredCall]] = {}
+    for call in calls:
+        by_hour.setdefault(hour_of(call.occurred_at), []).append(call)
+    timestamp = now or datetime.now(UTC)
+    # eventsourcing makes event classes dataclasses at run time; mypy sees only the base init.
+    return [
+        UsageBatch.Recorded(  # type: ignore[call-arg]
+            originator_id=uuid4(),
+            originator_version=1,
+            timestamp=timestamp,
+            originator_topic=_TOPIC,
+            model_id=model_id,
+            owner_id=owner_id,
+            model_version=model_version,
+            hour=hour,
+            calls=tuple(hour_calls),
+        )
+        for hour, hour_calls in sorted(by_hour.items())
+    ]
+
+
+def call_id(batch: UsageBatch.Recorded, call: MeteredCall) -> UUID:
+    """The usage id the call would have as an event of its own (``usage_id``): the archive
+    names each call by it, whichever way it was stored."""
+    return usage_id(batch.model_id, call.request_id, call.caller)
