@@ -20,7 +20,8 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
-from domain.usage import hour_of, usage_id
+from domain.errors import ValidationError
+from domain.usage import MAX_MODEL_VERSION, PredictionUsage, check_usage, hour_of, usage_id
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -59,6 +60,7 @@ class UsageBatch(Aggregate):
 
 
 _TOPIC = get_topic(UsageBatch)
+_USAGE_TOPIC = get_topic(PredictionUsage)
 
 
 def batch_calls(
@@ -91,7 +93,58 @@ def batch_calls(
     ]
 
 
+def check_call(call: MeteredCall, model_version: int, now: datetime) -> None:
+    """Raise ``ValidationError`` naming the first field that breaks a rule (``check_usage``)."""
+    check_usage(
+        request_id=call.request_id,
+        occurred_at=call.occurred_at,
+        response_time_ms=call.response_time_ms,
+        input_bytes=call.input_bytes,
+        output_bytes=call.output_bytes,
+        status_code=call.status_code,
+        error=call.error,
+        user_agent=call.user_agent,
+        ip=call.ip,
+        now=now,
+    )
+    if not 1 <= model_version <= MAX_MODEL_VERSION:
+        raise ValidationError("model_version", f"must be 1 to {MAX_MODEL_VERSION}")
+
+
 def call_id(batch: UsageBatch.Recorded, call: MeteredCall) -> UUID:
     """The usage id the call would have as an event of its own (``usage_id``): the archive
     names each call by it, whichever way it was stored."""
     return usage_id(batch.model_id, call.request_id, call.caller)
+
+
+def as_events(batch: UsageBatch.Recorded) -> list[PredictionUsage.Recorded]:
+    """Each call as the ``PredictionUsage.Recorded`` it would have been on its own (its
+    ``usage_id``, the batch's recording time): how audits and tests read a batch's calls."""
+    # eventsourcing makes event classes dataclasses at run time; mypy sees only the base init.
+    return [
+        PredictionUsage.Recorded(  # type: ignore[call-arg]
+            originator_id=call_id(batch, call),
+            originator_version=1,
+            timestamp=batch.timestamp,
+            originator_topic=_USAGE_TOPIC,
+            model_id=batch.model_id,
+            owner_id=batch.owner_id,
+            request_id=call.request_id,
+            occurred_at=call.occurred_at,
+            response_time_ms=call.response_time_ms,
+            input_bytes=call.input_bytes,
+            output_bytes=call.output_bytes,
+            success=call.success,
+            status_code=call.status_code,
+            error=call.error,
+            user_agent=call.user_agent,
+            ip=call.ip,
+            rejected=call.rejected,
+            sender=METERED_SENDER,
+            sender_issuer="",
+            api_key_id=call.api_key_id,
+            caller=call.caller,
+            model_version=batch.model_version,
+        )
+        for call in batch.calls
+    ]

@@ -19,10 +19,11 @@ from eventstore.mapper import MsgspecMapper
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from eventsourcing.domain import DomainEventProtocol
     from eventsourcing.persistence import Mapper
 
     from domain.usage import PredictionUsage
-    from eventstore.ports import InsertsNewEvents
+    from eventstore.ports import InsertsNewEvents, InsertsShipments, Shipment
 
 
 class RegistryLog(Application[UUID]):
@@ -50,3 +51,14 @@ class UsageLog(Application[UUID]):
         """
         stored = [self.mapper.to_stored_event(e) for e in events]
         return cast("InsertsNewEvents", self.recorder).insert_new_events(stored)
+
+    def record_shipment(
+        self, events: Sequence[DomainEventProtocol[UUID]], shipment: Shipment
+    ) -> set[UUID] | None:
+        """Append one shipment of a spool's records, unless it was stored before
+        (``InsertsShipments``); the ids stored now, or ``None``."""
+        stored = [self.mapper.to_stored_event(e) for e in events]
+        return cast("InsertsShipments", self.recorder).insert_shipment(stored, shipment)
+
+    def shipped_through(self, spool: str) -> int:
+        return cast("InsertsShipments", self.recorder).shipped_through(spool)

@@ -1,17 +1,17 @@
 """``Meter``: usage measured at the endpoint, durable on local disk first, shipped later.
 
 A prediction waits only for its record's local commit (``serving.spool``); a shipper thread
-moves records to the usage log in batches through ``UsageService.record_measured`` and deletes
+moves records to the usage log in batches through ``UsageService.ship_measured`` and deletes
 them from the spool after the event store's transaction committed. Where that thread runs is
 the ``shipping`` mode: ``own`` (the process ships its spool and adopts orphans), ``none`` (it
 only records), ``all`` (it records nothing and ships every spool of the directory, live ones
 included: ``serve`` with several workers does that in its supervising process, so the event
 store's work never competes with a serving event loop for its interpreter lock).
 
-A crash between the commit and the delete ships a batch again, which the event store's
-idempotent insert stores once. While the event store is unreachable the spool grows and the
-shipper retries with capped backoff; at start and every ``adopt_every`` seconds it also adopts
-spools whose process has ended.
+A crash between the commit and the delete ships a batch again, which the event store
+recognises by the spool's shipment mark and stores once. While the event store is unreachable
+the spool grows and the shipper retries with capped backoff; at start and every
+``adopt_every`` seconds it also adopts spools whose process has ended.
 """
 
 from __future__ import annotations
@@ -281,20 +281,22 @@ class Meter:
         rows = spool.read(self.batch)
         if not rows:
             return 0
-        records: list[MeteredUsage] = []
-        for body in (body for _, bodies in rows for body in bodies):
-            try:
-                records.append(_decode(body))
-            except msgspec.DecodeError:
-                self.unreadable += 1
-                # Skipped, or it would hold every record behind it; its body is not logged.
-                log.error(  # noqa: TRY400 - no traceback worth showing
-                    "unreadable usage record skipped", extra={"spool": spool.path.name}
-                )
-        if records:
-            stored = self.usage.record_measured(records)
-            self.shipped += stored
-            SHIPPED.inc(stored)
+        shipment: list[tuple[int, list[MeteredUsage]]] = []
+        for seq, bodies in rows:
+            records: list[MeteredUsage] = []
+            for body in bodies:
+                try:
+                    records.append(_decode(body))
+                except msgspec.DecodeError:
+                    self.unreadable += 1
+                    # Skipped, or it would hold every record behind it; its body is not logged.
+                    log.error(  # noqa: TRY400 - no traceback worth showing
+                        "unreadable usage record skipped", extra={"spool": spool.path.name}
+                    )
+            shipment.append((seq, records))
+        stored = self.usage.ship_measured(spool.path.stem, shipment)
+        self.shipped += stored
+        SHIPPED.inc(stored)
         spool.delete_through(rows[-1][0])  # after the commit: a crash before it ships again
         return sum(len(bodies) for _, bodies in rows)
 

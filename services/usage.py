@@ -27,6 +27,14 @@ from domain.usage import (
     PredictionUsage,
     record_usage,
 )
+from domain.usage_batch import (
+    METERED_SENDER,
+    MeteredCall,
+    UsageBatch,
+    batch_calls,
+    check_call,
+)
+from eventstore.ports import Shipment
 from projections.models import queries
 
 if TYPE_CHECKING:
@@ -36,7 +44,6 @@ if TYPE_CHECKING:
     from projections.store.base import ReadStore
 
 log = logging.getLogger("modelledger.usage")
-METERED_SENDER = "modelledger"  # the sender of usage the service measured itself
 
 
 # RFC 3339 as msgspec reads it (a space may separate date and time, an offset may lack its
@@ -148,6 +155,9 @@ class MeteredUsage(msgspec.Struct, frozen=True, array_like=True):
     api_key_id: str  # empty when the caller used a login token
     caller: str  # the key's owner or the token's subject
     model_version: int = 1  # the version that served (appended: spooled before, version 1)
+    # The service made the request id up (the client named none), so no other call has it.
+    # Appended: records spooled before count as named, the safe side (an event of their own).
+    generated_id: bool = False
 
 
 @dataclass(frozen=True)
@@ -244,18 +254,75 @@ class UsageService:
             try:
                 event = _measured_event(record, now)
             except ValidationError as error:
-                self.measured_refused += 1
-                # The rule it broke, not its values: those may be anything a client sent.
-                log.error(  # noqa: TRY400 - a broken rule, no traceback worth showing
-                    "metered usage record refused",
-                    extra={"field": error.field, "rule": error.message},
-                )
+                self._refused(error)
                 continue
             events.setdefault(event.originator_id, event)
         inserted = self.log.record(list(events.values())) if events else set()
         if inserted and self.on_recorded is not None:
             self.on_recorded()
         return len(inserted)
+
+    def ship_measured(
+        self, spool: str, rows: Sequence[tuple[int, Sequence[MeteredUsage]]]
+    ) -> int:
+        """Store a shipment of spool ``spool``'s rows (sequence number, records) exactly once,
+        in one transaction; the number of records stored now.
+
+        Calls with generated request ids become one ``UsageBatch.Recorded`` per model, version
+        and hour; the others an event each (a client's retry meets its first recording). Rows
+        the spool's mark says were stored before (shipped, then the process died before
+        deleting them) are left out, so a shipment repeated after a crash stores nothing twice.
+        """
+        while rows:
+            events, counts = self._shipment_events(rows)
+            inserted = self.log.record_shipment(
+                events, Shipment(spool, rows[0][0], rows[-1][0])
+            )
+            if inserted is not None:
+                if inserted and self.on_recorded is not None:
+                    self.on_recorded()
+                return sum(counts[i] for i in inserted)
+            through = self.log.shipped_through(spool)
+            rows = [row for row in rows if row[0] > through]
+        return 0
+
+    def _shipment_events(
+        self, rows: Sequence[tuple[int, Sequence[MeteredUsage]]]
+    ) -> tuple[list[PredictionUsage.Recorded | UsageBatch.Recorded], dict[UUID, int]]:
+        """The events of a shipment, and how many records each stands for."""
+        now = datetime.now(UTC)
+        singles: dict[UUID, PredictionUsage.Recorded] = {}
+        groups: dict[tuple[UUID, UUID, int], list[MeteredCall]] = {}
+        for _, records in rows:
+            for record in records:
+                try:
+                    if record.generated_id:
+                        call = _call_of(record)
+                        check_call(call, record.model_version, now)
+                    else:
+                        event = _measured_event(record, now)
+                except ValidationError as error:
+                    self._refused(error)
+                    continue
+                if record.generated_id:
+                    key = (record.model_id, record.owner_id, record.model_version)
+                    groups.setdefault(key, []).append(call)
+                else:
+                    singles.setdefault(event.originator_id, event)
+        events: list[PredictionUsage.Recorded | UsageBatch.Recorded] = list(singles.values())
+        counts = dict.fromkeys(singles, 1)
+        for (model_id, owner_id, version), calls in groups.items():
+            for batch in batch_calls(model_id, owner_id, version, calls, now=now):
+                events.append(batch)
+                counts[batch.originator_id] = len(batch.calls)
+        return events, counts
+
+    def _refused(self, error: ValidationError) -> None:
+        self.measured_refused += 1
+        # The rule it broke, not its values: those may be anything a client sent.
+        log.error(
+            "metered usage record refused", extra={"field": error.field, "rule": error.message}
+        )
 
     def record_batch(self, records: Sequence[UsageRecord], writer: Writer) -> IngestResult:
         """``record_each`` for one writer, summarised."""
@@ -298,6 +365,16 @@ def _event_of(
         sender_issuer=writer.issuer,
         model_version=version,
         now=now,
+    )
+
+
+def _call_of(record: MeteredUsage) -> MeteredCall:
+    """The call as the batch stores it (``occurred_at`` in UTC, as on a usage event)."""
+    return MeteredCall(
+        record.request_id, record.occurred_at.astimezone(UTC), float(record.response_time_ms),
+        record.input_bytes,
+        record.output_bytes, record.success, record.status_code, record.error,
+        record.user_agent, record.ip, record.rejected, record.api_key_id, record.caller,
     )
 
 

@@ -76,7 +76,9 @@ class _Call:
         self.target = target
         self.started = started
         self.occurred_at = occurred_at
-        self.request_id = _header_request_id(request)
+        self.request_id = self.generated_id = _header_request_id(request)
+        if request.headers.get(REQUEST_ID_HEADER) == self.request_id:
+            self.generated_id = ""  # the client named it
         self.model_version: int | None = None  # known once the request id is
 
     def usage(self, *, status: int, input_bytes: int, output_bytes: int,
@@ -100,6 +102,7 @@ class _Call:
             caller=self.caller.subject,
             model_version=(self.target.version_for(self.request_id)
                            if self.model_version is None else self.model_version),
+            generated_id=self.request_id == self.generated_id,
         )
 
 

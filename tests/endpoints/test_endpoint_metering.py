@@ -9,6 +9,7 @@ import pytest
 
 from domain.usage import PredictionUsage
 from tests.endpoints.conftest import World, eventually, key_header
+from tests.helpers import stored_usage
 from tests.onnx_models import FEATURES
 
 BODY = {"inputs": [{"name": "X", "shape": [2, FEATURES], "datatype": "FP32",
@@ -16,11 +17,7 @@ BODY = {"inputs": [{"name": "X", "shape": [2, FEATURES], "datatype": "FP32",
 
 
 def recorded(live: World, model_id: str) -> list[PredictionUsage.Recorded]:
-    log = live.container.usage_log
-    events = (log.mapper.to_domain_event(n)
-              for n in log.recorder.select_notifications(1, 10**9))
-    return [e for e in events
-            if isinstance(e, PredictionUsage.Recorded) and str(e.model_id) == model_id]
+    return [e for e in stored_usage(live.container) if str(e.model_id) == model_id]
 
 
 def _until(live: World, model_id: str, count: int) -> list[PredictionUsage.Recorded]:

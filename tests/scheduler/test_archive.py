@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from domain.usage_batch import METERED_SENDER, as_events, call_id
 from scheduler import archive
-from tests.scheduler.usage_fixtures import usage
+from tests.scheduler.usage_fixtures import batch, metered_calls, usage
 
 if TYPE_CHECKING:
     from domain.usage import PredictionUsage
@@ -213,3 +214,29 @@ class TestWriting:
         archive.write(tmp_path, events("next-", 5, 1000))
         assert len(archive.days(tmp_path)) == 2  # a new part beside the merged file
         assert len(list(archive.read_archive(tmp_path))) == 5 * chunks + 5
+
+
+class TestBatches:
+    """A batch's calls are archived as the lines their raw events would be."""
+
+    def test_a_batch_writes_the_lines_of_its_calls_raw_events_byte_for_byte(
+        self, tmp_path: Path
+    ) -> None:
+        stored = batch(MODEL, metered_calls(30, DAY, random.Random(9), keys=("k1", "")),
+                       model_version=3)
+        archive.write(tmp_path / "batch", [(7, stored)])
+        archive.write(tmp_path / "raw", [(7, e) for e in as_events(stored)])
+        [(_, of_batch)] = archive.days(tmp_path / "batch")
+        [(_, of_raw)] = archive.days(tmp_path / "raw")
+        assert gzip.decompress(of_batch.read_bytes()) == gzip.decompress(of_raw.read_bytes())
+        records = list(archive.read_archive(tmp_path / "batch"))
+        assert [r["id"] for r in records] == [str(call_id(stored, c)) for c in stored.calls]
+        assert {(r["position"], r["sender"], r["model_version"]) for r in records} == {
+            (7, METERED_SENDER, 3)
+        }
+
+    def test_a_batch_archived_again_by_a_rerun_reads_each_call_once(self, tmp_path: Path) -> None:
+        stored = batch(MODEL, metered_calls(10, DAY, random.Random(10)))
+        archive.write(tmp_path, [(3, stored)])
+        archive.write(tmp_path, [(3, stored)])
+        assert request_ids(tmp_path) == sorted(c.request_id for c in stored.calls)
