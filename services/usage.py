@@ -240,28 +240,6 @@ class UsageService:
             self.on_recorded()
         return [o in inserted if isinstance(o, UUID) else o for o in outcomes]
 
-    def record_measured(self, records: Sequence[MeteredUsage]) -> int:
-        """Append usage the service measured itself, in one transaction; the number stored now.
-
-        No model look-up: the endpoint knew the owner and the status. A record stored before
-        (shipped twice, or a request id repeated) is skipped by the insert; one that breaks a
-        domain rule is skipped with an error logged (not its contents), so it cannot hold the
-        records behind it back forever.
-        """
-        now = datetime.now(UTC)
-        events: dict[UUID, PredictionUsage.Recorded] = {}
-        for record in records:
-            try:
-                event = _measured_event(record, now)
-            except ValidationError as error:
-                self._refused(error)
-                continue
-            events.setdefault(event.originator_id, event)
-        inserted = self.log.record(list(events.values())) if events else set()
-        if inserted and self.on_recorded is not None:
-            self.on_recorded()
-        return len(inserted)
-
     def ship_measured(
         self, spool: str, rows: Sequence[tuple[int, Sequence[MeteredUsage]]]
     ) -> int:
