@@ -15,18 +15,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
-from uuid import UUID, uuid4
+from uuid import UUID, uuid4, uuid5
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
 from domain.errors import ValidationError
-from domain.usage import MAX_MODEL_VERSION, PredictionUsage, check_usage, hour_of, usage_id
+from domain.usage import (
+    MAX_MODEL_VERSION,
+    METERED_SENDER,
+    USAGE_TOPIC,
+    PredictionUsage,
+    check_usage,
+    hour_of,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-METERED_SENDER = "modelledger"  # the sender of usage the service measured itself
 
 
 class MeteredCall(NamedTuple):
@@ -60,7 +65,6 @@ class UsageBatch(Aggregate):
 
 
 _TOPIC = get_topic(UsageBatch)
-_USAGE_TOPIC = get_topic(PredictionUsage)
 
 
 def batch_calls(
@@ -111,22 +115,24 @@ def check_call(call: MeteredCall, model_version: int, now: datetime) -> None:
         raise ValidationError("model_version", f"must be 1 to {MAX_MODEL_VERSION}")
 
 
-def call_id(batch: UsageBatch.Recorded, call: MeteredCall) -> UUID:
-    """The usage id the call would have as an event of its own (``usage_id``): the archive
-    names each call by it, whichever way it was stored."""
-    return usage_id(batch.model_id, call.request_id, call.caller)
+def call_id(batch: UsageBatch.Recorded, index: int) -> UUID:
+    """The id of the batch's ``index``-th call (the archive names each call by it): unique,
+    since the batch is stored once, and never the ``usage_id`` a request id gives, because a
+    generated request id a client later sends back is a request id of its own (counted once
+    among its own retries), not a retry of the call the service generated it for."""
+    return uuid5(batch.originator_id, str(index))
 
 
 def as_events(batch: UsageBatch.Recorded) -> list[PredictionUsage.Recorded]:
-    """Each call as the ``PredictionUsage.Recorded`` it would have been on its own (its
-    ``usage_id``, the batch's recording time): how audits and tests read a batch's calls."""
+    """Each call as a ``PredictionUsage.Recorded`` of its own (named by ``call_id``, recorded
+    when the batch was): how the archive and the tests read a batch's calls."""
     # eventsourcing makes event classes dataclasses at run time; mypy sees only the base init.
     return [
         PredictionUsage.Recorded(  # type: ignore[call-arg]
-            originator_id=call_id(batch, call),
+            originator_id=call_id(batch, index),
             originator_version=1,
             timestamp=batch.timestamp,
-            originator_topic=_USAGE_TOPIC,
+            originator_topic=USAGE_TOPIC,
             model_id=batch.model_id,
             owner_id=batch.owner_id,
             request_id=call.request_id,
@@ -146,5 +152,5 @@ def as_events(batch: UsageBatch.Recorded) -> list[PredictionUsage.Recorded]:
             caller=call.caller,
             model_version=batch.model_version,
         )
-        for call in batch.calls
+        for index, call in enumerate(batch.calls)
     ]

@@ -1,6 +1,7 @@
 """The two event logs, as ``eventsourcing`` applications configured with this package's mapper.
 
-``RegistryLog`` holds models and name claims; ``UsageLog`` one event per prediction request.
+``RegistryLog`` holds models and name claims; ``UsageLog`` the usage: an event per reported or
+named request, a batch event per shipment of the endpoint's calls with generated request ids.
 Their names are the library's table names (``modelregistry_events``, ``usageledger_events``),
 so they never change. The application services (``services/``) hold the rules; these only
 store and load.
@@ -61,4 +62,5 @@ class UsageLog(Application[UUID]):
         return cast("InsertsShipments", self.recorder).insert_shipment(stored, shipment)
 
     def shipped_through(self, spool: str) -> int:
+        """The last row of spool ``spool`` stored (0 before any)."""
         return cast("InsertsShipments", self.recorder).shipped_through(spool)

@@ -1,9 +1,9 @@
 """The usage archive: raw usage events as gzip-compressed JSON Lines, in files per UTC day.
 
-A line is one call, however it was stored: a ``UsageBatch.Recorded``'s calls are archived as
-the lines of the ``PredictionUsage.Recorded`` events they stand for (``as_events``: named by
-their usage ids, at the batch's position and recording time), so a reader cannot tell them
-apart and de-duplication by ``id`` holds for both.
+A line is one call, however it was stored: a ``UsageBatch.Recorded``'s calls are archived with
+the fields of a ``PredictionUsage.Recorded``'s line, each named by its ``call_id``, at the
+batch's position and recording time (compaction's ``_call_lines``; ``write`` here through
+``as_events``), so de-duplication by ``id`` holds for both.
 
 Each compaction chunk archives its events, one gzip member per day it touches, before its
 transaction deletes them. A chunk killed between the two is archived again by the rerun, so the

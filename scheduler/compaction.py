@@ -48,14 +48,14 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, cast, get_type_hints
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import msgspec
 import msgspec.structs
 from eventsourcing.utils import get_topic
 
-from domain.usage import PredictionUsage, usage_id
-from domain.usage_batch import METERED_SENDER, MeteredCall, UsageBatch
+from domain.usage import METERED_SENDER, PredictionUsage
+from domain.usage_batch import MeteredCall, UsageBatch
 from domain.usage_rollup import (
     UsageRollup,
     key_counts_of,
@@ -91,6 +91,7 @@ CHUNK_SIZE = 20_000
 # backend), so requests queued behind it; one of 2,000 is a burst of tens of ms, and with the
 # pause compaction takes at most a quarter of the time (see ARCHITECTURE.md, "Compaction").
 BUSY_CHUNK_SIZE = 2_000
+MIN_CHUNK_ROWS = 64
 INGEST_YIELD = 3.0
 _ROW_OVERHEAD = 16 + 8 + 8  # originator id, version and notification id of a stored row
 
@@ -112,7 +113,7 @@ class CompactionSummary:
     bytes_reclaimed: int = 0
     archived_bytes: int = 0
     through: int = 0  # the tracking position the run was bounded by
-    deferred: int = 0  # old events left for a later run (a rebuild is behind them)
+    deferred: int = 0  # old usage records left for a later run (a rebuild is behind them)
     longest_lock_s: float = 0.0
     paused_s: float = 0.0  # yielded to concurrent ingest
     seconds: float = 0.0
@@ -181,7 +182,8 @@ def compact_usage(  # noqa: C901, PLR0915 - one loop and its stop conditions, wi
     rows_per_record = 1.0  # in the last chunk: 1 with raw events only, less with batches
 
     def read(start: int, through: int, size: int) -> _Chunk:
-        limit = max(1, min(size, math.ceil(size * rows_per_record)))
+        # At least MIN_CHUNK_ROWS: after a chunk of one large batch, raw events may follow.
+        limit = min(size, max(MIN_CHUNK_ROWS, math.ceil(size * rows_per_record)))
         rows = recorder.select_raw(start, through, limit, USAGE_TOPICS)
         chunk = _Chunk(rows, cutoff, size, limit)
         if archive_to is not None and not dry_run and chunk.groups:
@@ -390,7 +392,7 @@ class _Chunk:
                 lines = by_day.setdefault(day, [])
             e = events[i]
             if batch[i]:
-                lines += _call_lines(rows[i][0], e)
+                lines += _call_lines(rows[i][0], rows[i][1], e)
             else:
                 lines.append(line(rows[i][1], rows[i][0], e.timestamp, *values(e)))
         return {
@@ -424,7 +426,7 @@ def _compact_chunk(
         earlier[(rollup.model_id, rollup.model_version, rollup.hour)] = (n, rollup)
     delete_ids: list[int] = []
     rollups: list[tuple[int, StoredEvent]] = []
-    compacted = reclaimed = 0  # rows, bytes
+    compacted = reclaimed = 0  # rows replaced, bytes
     now = datetime.now(UTC)
     for key, members in groups.items():
         model_id, version, hour = keys[key]
@@ -535,16 +537,16 @@ def _line_struct() -> tuple[type[msgspec.Struct], Callable[[Any], tuple[Any, ...
     return line, attrgetter(*names)
 
 
-def _call_lines(position: int, batch: Any) -> list[msgspec.Struct]:
-    """A batch's calls as the archive records their raw events would be: named by their usage
-    ids (``call_id``), the batch's model, owner and version, sent by the service itself."""
+def _call_lines(position: int, batch_id: str, batch: Any) -> list[msgspec.Struct]:
+    """A batch's calls as the archive records of raw events: named by ``call_id``, with the
+    batch's model, owner and version, sent by the service itself."""
     line, _ = _line_struct()
     template = line("", position, batch.timestamp, **_call_template(batch))
-    model_id = UUID(batch.model_id)
+    namespace = UUID(batch_id)
     replace, asdict = msgspec.structs.replace, msgspec.structs.asdict
-    return [
-        replace(template, id=str(usage_id(model_id, c.request_id, c.caller)), **asdict(c))
-        for c in batch.calls
+    return [  # ``call_id``, for the decoded struct
+        replace(template, id=str(uuid5(namespace, str(index))), **asdict(c))
+        for index, c in enumerate(batch.calls)
     ]
 
 

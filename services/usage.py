@@ -1,7 +1,9 @@
 """``UsageService``: the usage context's one way in: record prediction requests, exactly once.
 
-A record is acknowledged only after the transaction holding it commits; the same request id
-(per model) is stored once, and every later recording of it reports a duplicate.
+A record is acknowledged only after the transaction holding it commits. A reported request id
+(per model), or a metered one its client named (per model and caller), is stored once, and
+every later recording of it is a duplicate; the endpoint's calls with generated request ids
+ship in batches that the spool's shipment mark stores once (``ship_measured``).
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ from domain.usage import (
     MAX_BYTES,
     MAX_MODEL_VERSION,
     MAX_RESPONSE_MS,
+    METERED_SENDER,
     REQUEST_ID_MAX,
     USER_AGENT_MAX,
     PredictionUsage,
     record_usage,
 )
 from domain.usage_batch import (
-    METERED_SENDER,
     MeteredCall,
     UsageBatch,
     batch_calls,
@@ -252,11 +254,13 @@ class UsageService:
         deleting them) are left out, so a shipment repeated after a crash stores nothing twice.
         """
         while rows:
-            events, counts = self._shipment_events(rows)
+            events, counts, refused = self._shipment_events(rows)
             inserted = self.log.record_shipment(
                 events, Shipment(spool, rows[0][0], rows[-1][0])
             )
             if inserted is not None:
+                for error in refused:  # once: only the shipment that stored its rows counts
+                    self._refused(error)
                 if inserted and self.on_recorded is not None:
                     self.on_recorded()
                 return sum(counts[i] for i in inserted)
@@ -266,21 +270,26 @@ class UsageService:
 
     def _shipment_events(
         self, rows: Sequence[tuple[int, Sequence[MeteredUsage]]]
-    ) -> tuple[list[PredictionUsage.Recorded | UsageBatch.Recorded], dict[UUID, int]]:
-        """The events of a shipment, and how many records each stands for."""
+    ) -> tuple[
+        list[PredictionUsage.Recorded | UsageBatch.Recorded], dict[UUID, int], list[ValidationError]
+    ]:
+        """The events of a shipment, how many records each stands for, and the rules that
+        records broke (those are left out)."""
         now = datetime.now(UTC)
         singles: dict[UUID, PredictionUsage.Recorded] = {}
         groups: dict[tuple[UUID, UUID, int], list[MeteredCall]] = {}
+        refused: list[ValidationError] = []
         for _, records in rows:
             for record in records:
                 try:
                     if record.generated_id:
                         call = _call_of(record)
                         check_call(call, record.model_version, now)
+                        call = call._replace(occurred_at=call.occurred_at.astimezone(UTC))
                     else:
                         event = _measured_event(record, now)
                 except ValidationError as error:
-                    self._refused(error)
+                    refused.append(error)
                     continue
                 if record.generated_id:
                     key = (record.model_id, record.owner_id, record.model_version)
@@ -293,7 +302,7 @@ class UsageService:
             for batch in batch_calls(model_id, owner_id, version, calls, now=now):
                 events.append(batch)
                 counts[batch.originator_id] = len(batch.calls)
-        return events, counts
+        return events, counts, refused
 
     def _refused(self, error: ValidationError) -> None:
         self.measured_refused += 1
@@ -347,12 +356,21 @@ def _event_of(
 
 
 def _call_of(record: MeteredUsage) -> MeteredCall:
-    """The call as the batch stores it (``occurred_at`` in UTC, as on a usage event)."""
+    """The call as a batch holds it (checked, then its ``occurred_at`` put in UTC)."""
     return MeteredCall(
-        record.request_id, record.occurred_at.astimezone(UTC), float(record.response_time_ms),
-        record.input_bytes,
-        record.output_bytes, record.success, record.status_code, record.error,
-        record.user_agent, record.ip, record.rejected, record.api_key_id, record.caller,
+        request_id=record.request_id,
+        occurred_at=record.occurred_at,
+        response_time_ms=float(record.response_time_ms),
+        input_bytes=record.input_bytes,
+        output_bytes=record.output_bytes,
+        success=record.success,
+        status_code=record.status_code,
+        error=record.error,
+        user_agent=record.user_agent,
+        ip=record.ip,
+        rejected=record.rejected,
+        api_key_id=record.api_key_id,
+        caller=record.caller,
     )
 
 
