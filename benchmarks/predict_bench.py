@@ -13,8 +13,12 @@ scikit-learn logistic regression over 20 features (``tests/onnx_models.logistic_
    metered run, once the spool has shipped and the projections caught up, the usage counted
    for the model is compared with the predictions the server answered (its
    ``modelledger_inference_requests_total`` counter when it has one, and wrk's count, which
-   misses the requests in flight when wrk stops);
-4. ``proxy``: the metered endpoint in front of MLServer (a model registered with ``upstream``),
+   misses the requests in flight when wrk stops). The body has no ``id``: the server
+   generates each request id, as for most clients, and ships such calls in batches;
+4. ``named`` (not a goal of the issue): the metered endpoint again, each request with an
+   ``X-Request-ID`` of its own, as clients that name their ids send: each such call is an
+   event of its own (wrk formats every request, so the client costs a little more here);
+5. ``proxy``: the metered endpoint in front of MLServer (a model registered with ``upstream``),
    read against MLServer's own figure from phase 2; counted against served as in phase 3.
 
 Each phase runs alone on the machine (its server started for it and stopped after), after a
@@ -68,8 +72,8 @@ from tests.onnx_models import FEATURES, logistic_regression  # noqa: E402
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-VERDICTS = {True: "met", False: "NOT met", None: "not measured"}
-PHASES = ("bare", "mlserver", "unmetered", "metered", "proxy")
+VERDICTS = {True: "met", False: "NOT met", None: "not measured", "shown": ""}
+PHASES = ("bare", "mlserver", "unmetered", "metered", "named", "proxy")
 SECRET = "benchmark-secret-" + "x" * 48  # a throwaway secret for a local run
 OWNER = "bench-owner"
 PEER_MODEL = "bench-lr"  # the model's name on MLServer (and in the bare app's path)
@@ -187,12 +191,12 @@ class Count:
         return None if self.served is None else self.counted == self.served
 
 
-def wrk(args: argparse.Namespace, url: str, body: Path, authorization: str, seconds: int
-        ) -> dict[str, Any]:
+def wrk(args: argparse.Namespace, url: str, body: Path, authorization: str, seconds: int,
+        *, named: bool = False) -> dict[str, Any]:
     done = subprocess.run(  # noqa: S603 - our own command line
         [args.wrk, "-t", str(args.threads), "-c", str(args.connections), "-d", f"{seconds}s",
          "--latency", "--timeout", "10s", "-s", str(INFER_LUA), url, "--", str(body),
-         authorization],
+         authorization, "named" if named else ""],
         capture_output=True, text=True, check=False,
     )
     line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -334,19 +338,19 @@ class Bench:
 
     # Measuring ----------------------------------------------------------------------------
 
-    def warm_up(self, url: str, authorization: str) -> None:
+    def warm_up(self, url: str, authorization: str, *, named: bool = False) -> None:
         if self.args.warmup:  # sessions loaded, connections opened, caches filled
-            wrk(self.args, url, self.body, authorization, self.args.warmup)
+            wrk(self.args, url, self.body, authorization, self.args.warmup, named=named)
 
     def load(self, phase: str, run: int, server: Launched, path: str, authorization: str = ""
              ) -> Result:
         self.warm_up(server.url + path, authorization)
         return self.measure(phase, run, server, server.url + path, authorization)
 
-    def measure(self, phase: str, run: int, server: Launched, url: str, authorization: str
-                ) -> Result:
+    def measure(self, phase: str, run: int, server: Launched, url: str, authorization: str,
+                *, named: bool = False) -> Result:
         cpu = server_cpu_seconds(server.proc.pid)
-        r = wrk(self.args, url, self.body, authorization, self.args.seconds)
+        r = wrk(self.args, url, self.body, authorization, self.args.seconds, named=named)
         cpu_us = (server_cpu_seconds(server.proc.pid) - cpu) / max(r["requests"], 1) * 1e6
         result = Result(phase, run, r["requests"] / r["seconds"], r["p50"], r["p90"], r["p99"],
                         r["non_2xx"], r["socket_errors"], r["requests"], cpu_us)
@@ -358,12 +362,14 @@ class Bench:
         return result
 
     def metered(self, phase: str, run: int, server: Launched, model: str) -> None:
-        """Load, then the usage counted for ``model`` against the predictions served."""
+        """Load, then the usage counted for ``model`` against the predictions served (phase
+        ``named``: each request with an ``X-Request-ID`` of its own, as a client names them)."""
         url = f"{server.url}/v2/models/{model}/infer"
-        self.warm_up(url, self.key)
+        named = phase == "named"
+        self.warm_up(url, self.key, named=named)
         counted_before = self.settled_count(server.url, model)
         before = self.served(server.url, model)
-        result = self.measure(phase, run, server, url, self.key)
+        result = self.measure(phase, run, server, url, self.key, named=named)
         time.sleep(1)  # the requests in flight when wrk stopped finish on the server
         after = self.served(server.url, model)
         by_code = {code: n - (before or {}).get(code, 0) for code, n in (after or {}).items()}
@@ -437,11 +443,13 @@ class Bench:
                 self.register_onnx(server.url)
                 self.load("unmetered", run, server, f"/v2/models/{self.model_id}/infer",
                           self.key)
-        if phases & {"metered", "proxy"}:
+        if phases & {"metered", "named", "proxy"}:
             with self.endpoint(metering=True) as server:
                 self.register_onnx(server.url)
                 if "metered" in phases:
                     self.metered("metered", run, server, self.model_id)
+                if "named" in phases:
+                    self.metered("named", run, server, self.model_id)
                 if "proxy" in phases:
                     with self.mlserver() as peer:
                         self.register_proxy(server.url, peer.url)
@@ -489,6 +497,9 @@ def goals(m: dict[str, dict[str, float]], counts: list[Count]) -> list[dict[str,
          "met": None if value is None else holds(value)}
         for goal, value, target, holds in measured
     ]
+    if "named" in m:  # not a goal of the issue: clients naming their request ids
+        rows.append({"goal": "named-id metered / unmetered throughput",
+                     "value": ratio("named", "unmetered"), "target": "(no goal)", "met": "shown"})
     if counts:
         exact = [c.exact for c in counts]
         rows.append({

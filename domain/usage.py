@@ -25,6 +25,7 @@ MAX_RESPONSE_MS = 86_400_000.0  # one day
 MAX_BYTES = 2**53  # what JSON clients represent exactly
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_MODEL_VERSION = 2**31 - 1
+METERED_SENDER = "modelledger"  # the sender of usage the service measured itself
 
 
 def usage_id(model_id: UUID, request_id: str, caller: str = "") -> UUID:
@@ -102,7 +103,7 @@ class PredictionUsage(Aggregate):
         self.rejected = rejected
 
 
-_TOPIC = get_topic(PredictionUsage)
+USAGE_TOPIC = get_topic(PredictionUsage)
 
 
 def record_usage(
@@ -153,7 +154,7 @@ def record_usage(
         originator_id=usage_id(model_id, request_id, caller if scope_to_caller else ""),
         originator_version=1,
         timestamp=now,
-        originator_topic=_TOPIC,
+        originator_topic=USAGE_TOPIC,
         model_id=model_id,
         owner_id=owner_id,
         request_id=request_id,

@@ -1,11 +1,12 @@
 """``UsageRollup``: the summary of one model-version-hour's prediction requests, replacing
 their raw events.
 
-Compaction replaces the raw ``PredictionUsage.Recorded`` events of a model's version in an hour
-by one ``UsageRollup.Recorded`` event carrying exactly the ``UsageStats`` the projections fold
-from them. The roll-up of a model-version-hour has a fixed id (``rollup_id``): a later
-compaction of late usage for the same hour replaces the earlier roll-up by one holding both,
-so there is at most one roll-up per model, version and hour.
+Compaction replaces the raw usage of a model's version in an hour (``PredictionUsage.Recorded``
+events, and ``UsageBatch.Recorded`` batches of calls) by one ``UsageRollup.Recorded`` event
+carrying exactly the ``UsageStats`` the projections fold from them. The roll-up of a
+model-version-hour has a fixed id (``rollup_id``): a later compaction of late usage for the
+same hour replaces the earlier roll-up by one holding both, so there is at most one roll-up
+per model, version and hour.
 
 A roll-up also carries each API key's requests and latest use among them (``api_keys``), so
 that a rebuild folds ``api_key_usage`` from it exactly as from the raw events.
@@ -49,7 +50,9 @@ class UsageRollup(Aggregate):
         model_id: UUID
         owner_id: UUID
         hour: int  # whole hours since the Unix epoch (UTC)
-        raw_events: int  # how many raw usage events this roll-up stands for
+        # How many usage records it stands for: raw events, and the calls of batches (one
+        # each, as if they had been raw events; roll-ups written before batches count alike).
+        raw_events: int
         requests: int
         successes: int
         failures: int

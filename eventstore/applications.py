@@ -1,6 +1,7 @@
 """The two event logs, as ``eventsourcing`` applications configured with this package's mapper.
 
-``RegistryLog`` holds models and name claims; ``UsageLog`` one event per prediction request.
+``RegistryLog`` holds models and name claims; ``UsageLog`` the usage: an event per reported or
+named request, a batch event per shipment of the endpoint's calls with generated request ids.
 Their names are the library's table names (``modelregistry_events``, ``usageledger_events``),
 so they never change. The application services (``services/``) hold the rules; these only
 store and load.
@@ -19,10 +20,11 @@ from eventstore.mapper import MsgspecMapper
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from eventsourcing.domain import DomainEventProtocol
     from eventsourcing.persistence import Mapper
 
     from domain.usage import PredictionUsage
-    from eventstore.ports import InsertsNewEvents
+    from eventstore.ports import InsertsNewEvents, InsertsShipments, Shipment
 
 
 class RegistryLog(Application[UUID]):
@@ -50,3 +52,15 @@ class UsageLog(Application[UUID]):
         """
         stored = [self.mapper.to_stored_event(e) for e in events]
         return cast("InsertsNewEvents", self.recorder).insert_new_events(stored)
+
+    def record_shipment(
+        self, events: Sequence[DomainEventProtocol[UUID]], shipment: Shipment
+    ) -> set[UUID] | None:
+        """Append one shipment of a spool's records, unless it was stored before
+        (``InsertsShipments``); the ids stored now, or ``None``."""
+        stored = [self.mapper.to_stored_event(e) for e in events]
+        return cast("InsertsShipments", self.recorder).insert_shipment(stored, shipment)
+
+    def shipped_through(self, spool: str) -> int:
+        """The last row of spool ``spool`` stored (0 before any)."""
+        return cast("InsertsShipments", self.recorder).shipped_through(spool)

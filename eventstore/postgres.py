@@ -14,7 +14,14 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from eventstore.ports import COMPACTED_IDS_TABLE, RawRow, Replacement, bounds
+from eventstore.ports import (
+    COMPACTED_IDS_TABLE,
+    SHIPMENTS_TABLE,
+    RawRow,
+    Replacement,
+    Shipment,
+    bounds,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -47,6 +54,20 @@ class PostgresUsageRecorder(PostgresApplicationRecorder):
                 index=Identifier(f"{COMPACTED_IDS_TABLE}_hash"), schema=schema, compacted=compacted
             )
         )
+        shipments = Identifier(SHIPMENTS_TABLE)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{shipments} "
+                "(spool text PRIMARY KEY, through bigint NOT NULL)"
+            ).format(schema=schema, shipments=shipments)
+        )
+        self.select_mark_statement = SQL(
+            "SELECT through FROM {schema}.{shipments} WHERE spool = %s"
+        ).format(schema=schema, shipments=shipments)
+        self.set_mark_statement = SQL(
+            "INSERT INTO {schema}.{shipments} (spool, through) VALUES (%s, %s) "
+            "ON CONFLICT (spool) DO UPDATE SET through = excluded.through"
+        ).format(schema=schema, shipments=shipments)
         self.insert_new_events_statement = SQL(
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
@@ -94,18 +115,44 @@ class PostgresUsageRecorder(PostgresApplicationRecorder):
     def insert_new_events(self, stored_events: Sequence[StoredEvent]) -> set[UUID]:
         if not stored_events:
             return set()
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            # Same lock as the library's insert: notification ids commit in order.
+            self._lock_table(curs)
+            self._notify_channel(curs)
+            return self._insert_new(curs, stored_events)
+
+    def insert_shipment(
+        self, stored_events: Sequence[StoredEvent], shipment: Shipment
+    ) -> set[UUID] | None:
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            # The table lock serialises every inserter, so the mark cannot change under us.
+            self._lock_table(curs)
+            curs.execute(self.select_mark_statement, (shipment.spool,), prepare=True)
+            row = curs.fetchone()
+            if row is not None and row["through"] >= shipment.first:
+                return None
+            inserted: set[UUID] = set()
+            if stored_events:
+                self._notify_channel(curs)
+                inserted = self._insert_new(curs, stored_events)
+            curs.execute(self.set_mark_statement, (shipment.spool, shipment.last), prepare=True)
+            return inserted
+
+    def shipped_through(self, spool: str) -> int:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_mark_statement, (spool,))
+            row = curs.fetchone()
+            return 0 if row is None else int(row["through"])
+
+    def _insert_new(self, curs: Any, stored_events: Sequence[StoredEvent]) -> set[UUID]:
         columns = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],
             [e.topic for e in stored_events],
             [e.state for e in stored_events],
         )
-        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            # Same lock as the library's insert: notification ids commit in order.
-            self._lock_table(curs)
-            self._notify_channel(curs)
-            curs.execute(self.insert_new_events_statement, columns, prepare=True)
-            return {row["originator_id"] for row in curs.fetchall()}
+        curs.execute(self.insert_new_events_statement, columns, prepare=True)
+        return {row["originator_id"] for row in curs.fetchall()}
 
 
 class PostgresCompaction:
@@ -120,8 +167,8 @@ class PostgresCompaction:
         self.table = f["table"]
         self.compacted = f["compacted"]
         self.select_raw_statement = SQL(
-            "SELECT notification_id, originator_id::text, state FROM {schema}.{table} "
-            "WHERE notification_id > %b AND notification_id <= %b AND topic = %b "
+            "SELECT notification_id, originator_id::text, state, topic FROM {schema}.{table} "
+            "WHERE notification_id > %b AND notification_id <= %b AND topic = ANY(%b::text[]) "
             "ORDER BY notification_id LIMIT %b"
         ).format(**f)
         # Outside the insert lock: invisible to ingest until the transaction commits.
@@ -130,11 +177,11 @@ class PostgresCompaction:
             "SELECT e.originator_id FROM unnest(%b::int8[], %b::int8[]) AS r(lo, hi) "
             "JOIN {schema}.{table} e ON e.notification_id BETWEEN r.lo AND r.hi "
             # In key order the index's pages are visited once each, in sequence.
-            "WHERE e.topic = %b ORDER BY 1 ON CONFLICT DO NOTHING"
+            "WHERE e.topic = ANY(%b::text[]) ORDER BY 1 ON CONFLICT DO NOTHING"
         ).format(**f)
         self.delete_raw_statement = SQL(
             "DELETE FROM {schema}.{table} e USING unnest(%b::int8[], %b::int8[]) AS r(lo, hi) "
-            "WHERE e.notification_id BETWEEN r.lo AND r.hi AND e.topic = %b"
+            "WHERE e.notification_id BETWEEN r.lo AND r.hi AND e.topic = ANY(%b::text[])"
         ).format(**f)
         self.delete_ids_statement = SQL(
             "DELETE FROM {schema}.{table} WHERE notification_id = ANY(%b::int8[])"
@@ -145,12 +192,16 @@ class PostgresCompaction:
             "SELECT * FROM unnest(%b::int8[], %b::uuid[], %b::int8[], %b::text[], %b::bytea[])"
         ).format(**f)
 
-    def select_raw(self, after: int, through: int, limit: int, topic: str) -> Sequence[RawRow]:
+    def select_raw(
+        self, after: int, through: int, limit: int, topics: Sequence[str]
+    ) -> Sequence[RawRow]:
         with (
             self.recorder.datastore.get_connection() as conn,
             conn.cursor(row_factory=tuple_row, binary=True) as curs,
         ):
-            curs.execute(self.select_raw_statement, (after, through, topic, limit), prepare=True)
+            curs.execute(
+                self.select_raw_statement, (after, through, list(topics), limit), prepare=True
+            )
             return curs.fetchall()
 
     def select_by_originator(self, originator_ids: Sequence[UUID]) -> Sequence[Notification]:
@@ -178,7 +229,9 @@ class PostgresCompaction:
         with self.recorder.datastore.get_connection() as conn:
             with conn.transaction(), conn.cursor() as curs:
                 if lows:
-                    curs.execute(self.record_ids_statement, (lows, highs, change.raw_topic))
+                    curs.execute(
+                        self.record_ids_statement, (lows, highs, list(change.raw_topics))
+                    )
                 locked = time.monotonic()
                 self.recorder._lock_table(curs)  # noqa: SLF001 - the insert path's own lock
                 self._swap(curs, change, lows, highs)
@@ -186,7 +239,7 @@ class PostgresCompaction:
 
     def _swap(self, curs: Any, change: Replacement, lows: list[int], highs: list[int]) -> None:
         if lows:
-            curs.execute(self.delete_raw_statement, (lows, highs, change.raw_topic))
+            curs.execute(self.delete_raw_statement, (lows, highs, list(change.raw_topics)))
         if change.delete_ids:
             curs.execute(self.delete_ids_statement, (list(change.delete_ids),))
         if change.rollups:

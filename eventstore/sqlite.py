@@ -12,12 +12,20 @@ from uuid import UUID
 from eventsourcing.persistence import Notification
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from eventstore.ports import COMPACTED_IDS_TABLE, RawRow, Replacement, hex_of
+from eventstore.ports import (
+    COMPACTED_IDS_TABLE,
+    SHIPMENTS_TABLE,
+    RawRow,
+    Replacement,
+    Shipment,
+    hex_of,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from eventsourcing.persistence import StoredEvent
+    from eventsourcing.sqlite import SQLiteCursor
 
 _SQLITE_MAX_PARAMS = 500
 
@@ -32,21 +40,54 @@ class SQLiteUsageRecorder(SQLiteApplicationRecorder):
                 f"CREATE TABLE IF NOT EXISTS {COMPACTED_IDS_TABLE} "
                 "(originator_id TEXT PRIMARY KEY) WITHOUT ROWID"
             ),
+            (
+                f"CREATE TABLE IF NOT EXISTS {SHIPMENTS_TABLE} "
+                "(spool TEXT PRIMARY KEY, through INTEGER NOT NULL) WITHOUT ROWID"
+            ),
         ]
 
     def insert_new_events(self, stored_events: Sequence[StoredEvent]) -> set[UUID]:
+        with self.datastore.transaction(commit=True) as c:
+            return self._insert_new(c, stored_events)
+
+    def insert_shipment(
+        self, stored_events: Sequence[StoredEvent], shipment: Shipment
+    ) -> set[UUID] | None:
+        with self.datastore.transaction(commit=True) as c:
+            # A write first: the transaction holds the write lock before it reads the mark
+            # (a read first could not always be upgraded to a write in WAL mode).
+            c.execute(
+                f"INSERT OR IGNORE INTO {SHIPMENTS_TABLE} (spool, through) VALUES (?, 0)",
+                (shipment.spool,),
+            )
+            c.execute(f"SELECT through FROM {SHIPMENTS_TABLE} WHERE spool = ?", (shipment.spool,))
+            if int(c.fetchone()[0]) >= shipment.first:
+                return None
+            inserted = self._insert_new(c, stored_events)
+            c.execute(
+                f"UPDATE {SHIPMENTS_TABLE} SET through = ? WHERE spool = ?",
+                (shipment.last, shipment.spool),
+            )
+            return inserted
+
+    def shipped_through(self, spool: str) -> int:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT through FROM {SHIPMENTS_TABLE} WHERE spool = ?", (spool,))
+            row = c.fetchone()
+            return 0 if row is None else int(row[0])
+
+    def _insert_new(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent]) -> set[UUID]:
         inserted: set[UUID] = set()
         statement = (
             f"INSERT OR IGNORE INTO {self.events_table_name} SELECT ?,?,?,? "
             f"WHERE NOT EXISTS (SELECT 1 FROM {COMPACTED_IDS_TABLE} WHERE originator_id = ?)"
         )
-        with self.datastore.transaction(commit=True) as c:
-            for e in stored_events:
-                originator_id = e.originator_id
-                key = originator_id.hex if isinstance(originator_id, UUID) else originator_id
-                c.execute(statement, (key, e.originator_version, e.topic, e.state, key))
-                if c.sqlite_cursor.rowcount == 1:
-                    inserted.add(UUID(str(originator_id)))
+        for e in stored_events:
+            originator_id = e.originator_id
+            key = originator_id.hex if isinstance(originator_id, UUID) else originator_id
+            c.execute(statement, (key, e.originator_version, e.topic, e.state, key))
+            if c.sqlite_cursor.rowcount == 1:
+                inserted.add(UUID(str(originator_id)))
         return inserted
 
 
@@ -55,14 +96,20 @@ class SQLiteCompaction:
         self.recorder = recorder
         self.table = recorder.events_table_name
 
-    def select_raw(self, after: int, through: int, limit: int, topic: str) -> Sequence[RawRow]:
+    def select_raw(
+        self, after: int, through: int, limit: int, topics: Sequence[str]
+    ) -> Sequence[RawRow]:
         with self.recorder.datastore.transaction(commit=False) as c:
             c.execute(
-                f"SELECT rowid, originator_id, state FROM {self.table} "
-                "WHERE rowid > ? AND rowid <= ? AND topic = ? ORDER BY rowid LIMIT ?",
-                (after, through, topic, limit),
+                f"SELECT rowid, originator_id, state, topic FROM {self.table} "
+                f"WHERE rowid > ? AND rowid <= ? AND topic IN ({self._marks(topics)}) "
+                "ORDER BY rowid LIMIT ?",
+                (after, through, *topics, limit),
             )
-            return [(int(row[0]), str(UUID(row[1])), bytes(row[2])) for row in c.sqlite_cursor]
+            return [
+                (int(row[0]), str(UUID(row[1])), bytes(row[2]), row[3])
+                for row in c.sqlite_cursor
+            ]
 
     def select_by_originator(self, originator_ids: Sequence[UUID]) -> Sequence[Notification]:
         found: list[Notification] = []
@@ -87,17 +134,18 @@ class SQLiteCompaction:
         return found
 
     def replace(self, change: Replacement) -> float:
-        ranges = [(lo, hi, change.raw_topic) for lo, hi in change.raw_ranges]
+        topics = self._marks(change.raw_topics)
+        ranges = [(lo, hi, *change.raw_topics) for lo, hi in change.raw_ranges]
         locked = time.monotonic()
         # The first statement writes, so the transaction holds the write lock from its start.
         with self.recorder.datastore.transaction(commit=True) as c:
             c.sqlite_cursor.executemany(
                 f"INSERT OR IGNORE INTO {COMPACTED_IDS_TABLE} SELECT originator_id "
-                f"FROM {self.table} WHERE rowid BETWEEN ? AND ? AND topic = ?",
+                f"FROM {self.table} WHERE rowid BETWEEN ? AND ? AND topic IN ({topics})",
                 ranges,
             )
             c.sqlite_cursor.executemany(
-                f"DELETE FROM {self.table} WHERE rowid BETWEEN ? AND ? AND topic = ?",
+                f"DELETE FROM {self.table} WHERE rowid BETWEEN ? AND ? AND topic IN ({topics})",
                 ranges,
             )
             c.sqlite_cursor.executemany(
@@ -121,3 +169,7 @@ class SQLiteCompaction:
 
     def live_bytes(self) -> int | None:
         return None
+
+    @staticmethod
+    def _marks(values: Sequence[object]) -> str:
+        return ", ".join("?" * len(values))

@@ -1,5 +1,10 @@
 """The usage archive: raw usage events as gzip-compressed JSON Lines, in files per UTC day.
 
+A line is one call, however it was stored: a ``UsageBatch.Recorded``'s calls are archived with
+the fields of a ``PredictionUsage.Recorded``'s line, each named by its ``call_id``, at the
+batch's position and recording time (compaction's ``_call_lines``; ``write`` here through
+``as_events``), so de-duplication by ``id`` holds for both.
+
 Each compaction chunk archives its events, one gzip member per day it touches, before its
 transaction deletes them. A chunk killed between the two is archived again by the rerun, so the
 archive is at-least-once: readers drop repeated ``id`` values (``read_archive`` does).
@@ -32,6 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
+
+from domain.usage_batch import UsageBatch, as_events
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -68,14 +75,18 @@ def _line(notification_id: int, e: PredictionUsage.Recorded) -> dict[str, Any]:
     return {"id": e.originator_id, "position": notification_id, "recorded_at": e.timestamp, **state}
 
 
-def write(directory: Path, events: Iterable[tuple[int, PredictionUsage.Recorded]]) -> int:
-    """Archive the events, a new file for each day they touch (``write_lines``); returns bytes
-    written."""
+def write(
+    directory: Path,
+    events: Iterable[tuple[int, PredictionUsage.Recorded | UsageBatch.Recorded]],
+) -> int:
+    """Archive the events (a batch: its calls), a new file for each day they touch
+    (``write_lines``); returns bytes written."""
     by_day: dict[date, list[bytes]] = defaultdict(list)
-    for notification_id, e in events:
-        by_day[e.occurred_at.astimezone(UTC).date()].append(
-            _encoder.encode(_line(notification_id, e))
-        )
+    for notification_id, stored in events:
+        for e in as_events(stored) if isinstance(stored, UsageBatch.Recorded) else [stored]:
+            by_day[e.occurred_at.astimezone(UTC).date()].append(
+                _encoder.encode(_line(notification_id, e))
+            )
     encoded = {day: b"\n".join(lines) + b"\n" for day, lines in by_day.items()}
     return write_lines(directory, compress_lines(encoded))
 

@@ -1,5 +1,16 @@
 """Usage compaction: raw usage events older than the retention become hourly roll-ups.
 
+Raw usage is stored two ways: a ``PredictionUsage.Recorded`` per call, or a
+``UsageBatch.Recorded`` holding calls of one model-version-hour (the endpoint's calls with
+generated request ids). A batch is compacted like one raw event of its model-version-hour that
+stands for all its calls: its calls are folded into the roll-up's statistics and key counts,
+and the archive holds each call as the line its raw event would have. Counts are of usage
+records (a raw event one, a batch its calls): ``CompactionSummary.events``, a roll-up's
+``raw_events`` and the chunk sizes; ``CompactionSummary.batches`` says how many batches were
+among them. A chunk reads both topics in notification-id order, asking for as many rows as
+the last chunk's mix says make ``chunk_size`` records, and leaves rows past that many records
+(read, not decoded) to the next one, so a chunk's work stays bounded whatever the batches hold.
+
 Why it is exact (see also ``projections/usage/fold.py``):
 
 * A chunk runs while holding the write locks of every projection reading the usage log
@@ -7,9 +18,10 @@ Why it is exact (see also ``projections/usage/fold.py``):
   compacts only events at or below the lowest of their positions: every projection existing
   now has counted them.
 * The chunk's roll-up of a model-hour takes the notification id of the newest event it
-  replaces (raw events, or the model-hour's earlier roll-up, merged in). A projection past
-  that id never reads it; a rebuild (or a projection created later) reads the roll-up where
-  the raw events were. Either way each request is counted once, and hourly rows are equal.
+  replaces (raw events, batches, or the model-hour's earlier roll-up, merged in; a batch is
+  of one model-version-hour, so every roll-up has an id of its own to take). A projection
+  past that id never reads it; a rebuild (or a projection created later) reads the roll-up
+  where the raw events were. Either way each request is counted once, and hourly rows are equal.
   The roll-up carries each API key's requests and latest use too (``api_keys``), so the
   keys' rows (``api_key_usage``) are equal as well.
 * Deleting, inserting the roll-ups and recording the compacted usage ids is ONE transaction
@@ -18,8 +30,9 @@ Why it is exact (see also ``projections/usage/fold.py``):
   transaction; reading, folding and archiving happen before it, without the insert lock.
 
 An event is compacted when both the time it occurred and the time it was recorded are older
-than the cutoff, so the scan stops at the first chunk reaching recent recordings; late usage
-for an old hour is compacted once its recording is old too (it is counted meanwhile).
+than the cutoff (a batch: its latest call and its recording), so the scan stops at the first
+chunk reaching recent recordings; late usage for an old hour is compacted once its recording
+is old too (it is counted meanwhile).
 """
 
 from __future__ import annotations
@@ -34,14 +47,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, cast
-from uuid import UUID
+from typing import TYPE_CHECKING, Any, cast, get_type_hints
+from uuid import UUID, uuid5
 
 import msgspec
 import msgspec.structs
 from eventsourcing.utils import get_topic
 
-from domain.usage import PredictionUsage
+from domain.usage import METERED_SENDER, PredictionUsage
+from domain.usage_batch import MeteredCall, UsageBatch
 from domain.usage_rollup import (
     UsageRollup,
     key_counts_of,
@@ -68,6 +82,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelledger.scheduler.compaction")
 
 RAW_TOPIC = get_topic(PredictionUsage.Recorded)
+BATCH_TOPIC = get_topic(UsageBatch.Recorded)
+USAGE_TOPICS = (RAW_TOPIC, BATCH_TOPIC)  # the raw usage compaction reads, deletes and archives
 CHUNK_SIZE = 20_000
 # While new usage keeps arriving, the service is answering requests on the same CPUs: chunks
 # are at most this large and after each compaction pauses this long per second of work. A
@@ -75,6 +91,7 @@ CHUNK_SIZE = 20_000
 # backend), so requests queued behind it; one of 2,000 is a burst of tens of ms, and with the
 # pause compaction takes at most a quarter of the time (see ARCHITECTURE.md, "Compaction").
 BUSY_CHUNK_SIZE = 2_000
+MIN_CHUNK_ROWS = 64
 INGEST_YIELD = 3.0
 _ROW_OVERHEAD = 16 + 8 + 8  # originator id, version and notification id of a stored row
 
@@ -86,8 +103,9 @@ class CompactionSummary:
     cutoff: datetime
     dry_run: bool = False
     chunks: int = 0
-    scanned: int = 0
-    events: int = 0
+    scanned: int = 0  # stored events read (raw events and batches)
+    events: int = 0  # usage records compacted: raw events, and the calls of batches
+    batches: int = 0  # batches among them
     rollups_written: int = 0
     rollups_merged: int = 0
     models: set[UUID] = field(default_factory=set)
@@ -95,7 +113,7 @@ class CompactionSummary:
     bytes_reclaimed: int = 0
     archived_bytes: int = 0
     through: int = 0  # the tracking position the run was bounded by
-    deferred: int = 0  # old events left for a later run (a rebuild is behind them)
+    deferred: int = 0  # old usage records left for a later run (a rebuild is behind them)
     longest_lock_s: float = 0.0
     paused_s: float = 0.0  # yielded to concurrent ingest
     seconds: float = 0.0
@@ -107,6 +125,7 @@ class CompactionSummary:
             "chunks": self.chunks,
             "scanned": self.scanned,
             "events": self.events,
+            "batches": self.batches,
             "models": len(self.models),
             "hours": len(self.hours),
             "rollups_written": self.rollups_written,
@@ -140,8 +159,8 @@ def compact_usage(  # noqa: C901, PLR0915 - one loop and its stop conditions, wi
     """Compact usage older than ``older_than`` chunk by chunk; the caller holds the job lock.
 
     While new usage arrives between chunks (the service is busy), chunks hold at most
-    ``busy_chunk_size`` events and each is followed by a pause of ``ingest_yield`` times its
-    work; until the first chunk tells, the service counts as busy."""
+    ``busy_chunk_size`` usage records and each is followed by a pause of ``ingest_yield``
+    times its work; until the first chunk tells, the service counts as busy."""
     started = time.monotonic()
     cutoff = (now or datetime.now(UTC)) - older_than
     summary = CompactionSummary(cutoff=cutoff, dry_run=dry_run)
@@ -159,14 +178,17 @@ def compact_usage(  # noqa: C901, PLR0915 - one loop and its stop conditions, wi
     # rebuild starting in between lowers it to 0); the next chunk's rows (raw events above
     # ``after``) are untouched by this chunk's transaction.
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compaction-read")
-    ahead: tuple[Future[tuple[Sequence[RawRow], _Chunk]], int] | None = None
+    ahead: tuple[Future[_Chunk], int] | None = None
+    rows_per_record = 1.0  # in the last chunk: 1 with raw events only, less with batches
 
-    def read(start: int, through: int, size: int) -> tuple[Sequence[RawRow], _Chunk]:
-        rows = recorder.select_raw(start, through, size, RAW_TOPIC)
-        chunk = _Chunk(rows, cutoff)
+    def read(start: int, through: int, size: int) -> _Chunk:
+        # At least MIN_CHUNK_ROWS: after a chunk of one large batch, raw events may follow.
+        limit = min(size, max(MIN_CHUNK_ROWS, math.ceil(size * rows_per_record)))
+        rows = recorder.select_raw(start, through, limit, USAGE_TOPICS)
+        chunk = _Chunk(rows, cutoff, size, limit)
         if archive_to is not None and not dry_run and chunk.groups:
             chunk.prepare_archive()
-        return rows, chunk
+        return chunk
 
     # Busy until shown otherwise: a first chunk of the full size would be the longest burst.
     ingest_active = ingest_yield > 0
@@ -176,14 +198,16 @@ def compact_usage(  # noqa: C901, PLR0915 - one loop and its stop conditions, wi
             size = min(chunk_size, busy_chunk_size) if ingest_active else chunk_size
             with _usage_positions_locked(container) as through:
                 summary.through = through
-                rows, chunk = _ahead_or_read(ahead, after, through, size, read)
+                chunk = _ahead_or_read(ahead, after, through, size, read)
                 ahead = None
+                rows = chunk.rows
                 if not rows:
                     break
                 after = rows[-1][0]
                 summary.chunks += 1
                 summary.scanned += len(rows)
-                last = chunk.reached_recent or len(rows) < size
+                last = chunk.reached_recent or chunk.at_end
+                rows_per_record = len(rows) / chunk.records
                 if not (last or ingest_active):
                     ahead = (reader.submit(read, after, through, chunk_size), through)
                 if chunk.groups:
@@ -224,12 +248,12 @@ def compact_usage(  # noqa: C901, PLR0915 - one loop and its stop conditions, wi
 
 
 def _ahead_or_read(
-    ahead: tuple[Future[tuple[Sequence[RawRow], _Chunk]], int] | None,
+    ahead: tuple[Future[_Chunk], int] | None,
     after: int,
     through: int,
     size: int,
-    read: Callable[[int, int, int], tuple[Sequence[RawRow], _Chunk]],
-) -> tuple[Sequence[RawRow], _Chunk]:
+    read: Callable[[int, int, int], _Chunk],
+) -> _Chunk:
     """The chunk read ahead if it was bounded by at most ``through``, else a fresh read."""
     if ahead is not None:
         future, bound = ahead
@@ -241,13 +265,26 @@ def _ahead_or_read(
 
 
 class _Chunk:
-    """A chunk's raw events decoded, and its old ones grouped by model, version and hour
-    (batch indexes)."""
+    """A chunk's raw events and batches decoded, and its old ones grouped by model, version
+    and hour (row indexes).
 
-    def __init__(self, rows: Sequence[RawRow], cutoff: datetime) -> None:
-        self.rows = rows
+    Of the ``fetched`` rows (``limit`` were asked for), those up to the one reaching ``size``
+    usage records are used (a batch counts its calls, at least one); the rest are left,
+    undecoded, to the next chunk."""
+
+    def __init__(self, fetched: Sequence[RawRow], cutoff: datetime, size: int, limit: int) -> None:
         decode = _raw_decoder().decode
-        self.events = events = [decode(state) for _, _, state in rows]
+        # Batches are decoded afterwards, only up to the chunk's size: one may hold thousands.
+        self.events: list[Any] = [
+            decode(state) if topic == RAW_TOPIC else None for _, _, state, topic in fetched
+        ]
+        events = self.events
+        self.batch = bytearray(len(events))  # 1: the row is a ``UsageBatch.Recorded``
+        self.has_batches = None in events
+        self.records = self._decode_batches(fetched, size) if self.has_batches else len(events)
+        self.rows = rows = fetched if len(events) == len(fetched) else fetched[: len(events)]
+        self.at_end = len(fetched) < limit and rows is fetched  # nothing more through the bound
+        batch = self.batch
         self.hours = hours = [0] * len(events)
         self.kept = kept = bytearray(len(events))  # 1: compacted in this chunk
         self.groups: dict[tuple[str, int, int], list[int]] = {}
@@ -260,10 +297,15 @@ class _Chunk:
             if e.timestamp >= cutoff:
                 self.reached_recent = True
                 continue
-            occurred = e.occurred_at
-            if occurred >= cutoff:
-                continue
-            hours[i] = hour = floor(occurred.timestamp() / 3600)  # ``hour_of``, inlined
+            if batch[i]:
+                if e.calls and max([c.occurred_at for c in e.calls]) >= cutoff:
+                    continue
+                hours[i] = hour = e.hour
+            else:
+                occurred = e.occurred_at
+                if occurred >= cutoff:
+                    continue
+                hours[i] = hour = floor(occurred.timestamp() / 3600)  # ``hour_of``, inlined
             kept[i] = 1
             key = (e.model_id, e.model_version, hour)
             members = groups.get(key)
@@ -272,8 +314,27 @@ class _Chunk:
             else:
                 members.append(i)
 
+    def _decode_batches(self, fetched: Sequence[RawRow], size: int) -> int:
+        """Decode the batches, and drop the rows after the one reaching ``size`` records;
+        returns the records kept."""
+        decode = _batch_decoder().decode
+        events, batch = self.events, self.batch
+        records = 0
+        for i, e in enumerate(events):
+            if e is None:
+                events[i] = decoded = decode(fetched[i][2])
+                batch[i] = 1
+                records += len(decoded.calls) or 1
+            else:
+                records += 1
+            if records >= size:
+                del events[i + 1 :]
+                del batch[i + 1 :]
+                break
+        return records
+
     def ranges(self) -> list[tuple[int, int]]:
-        """Notification-id ranges covering exactly the kept rows (rows hold one topic)."""
+        """Notification-id ranges covering exactly the kept rows (rows of the raw topics only)."""
         rows, kept = self.rows, self.kept
         ranges = []
         start = kept.find(1)
@@ -283,6 +344,28 @@ class _Chunk:
             ranges.append((rows[start][0], rows[last - 1][0]))
             start = -1 if end < 0 else kept.find(1, end)
         return ranges
+
+    def records_of(self, members: list[int]) -> list[Any]:
+        """The usage records of a group's rows: raw events, and the calls of batches."""
+        events = self.events
+        if not self.has_batches:
+            return [events[i] for i in members]
+        batch, found = self.batch, []
+        for i in members:
+            if batch[i]:
+                found += events[i].calls
+            else:
+                found.append(events[i])
+        return found
+
+    def batches_in(self, members: list[int]) -> int:
+        """How many of the rows are batches."""
+        return sum([self.batch[i] for i in members]) if self.has_batches else 0
+
+    def stored_bytes(self, members: list[int]) -> int:
+        """About what the rows take in the events table: states, topics and keys."""
+        rows = self.rows
+        return sum([len(rows[i][2]) + len(rows[i][3]) + _ROW_OVERHEAD for i in members])
 
     def prepare_archive(self) -> None:
         """Encode and compress the archive ahead (valid while ``kept`` does not change)."""
@@ -296,8 +379,9 @@ class _Chunk:
         return archive.compress_lines(self.archive_lines())  # planning deferred some events
 
     def archive_lines(self) -> dict[date, bytes]:
-        """The kept events as archive records, JSON Lines per UTC day, in id order."""
-        rows, events, hours, kept = self.rows, self.events, self.hours, self.kept
+        """The kept events as archive records, JSON Lines per UTC day, in id order; a batch's
+        calls are the records their raw events would be (``archive``'s ``_line``)."""
+        rows, events, hours, kept, batch = self.rows, self.events, self.hours, self.kept, self.batch
         line, values = _line_struct()
         by_day: dict[int, list[msgspec.Struct]] = {}
         day = -1
@@ -307,7 +391,10 @@ class _Chunk:
                 day = hours[i] // 24
                 lines = by_day.setdefault(day, [])
             e = events[i]
-            lines.append(line(rows[i][1], rows[i][0], e.timestamp, *values(e)))
+            if batch[i]:
+                lines += _call_lines(rows[i][0], rows[i][1], e)
+            else:
+                lines.append(line(rows[i][1], rows[i][0], e.timestamp, *values(e)))
         return {
             _EPOCH_DAY + timedelta(days=d): _json.encode_lines(found) for d, found in by_day.items()
         }
@@ -339,8 +426,7 @@ def _compact_chunk(
         earlier[(rollup.model_id, rollup.model_version, rollup.hour)] = (n, rollup)
     delete_ids: list[int] = []
     rollups: list[tuple[int, StoredEvent]] = []
-    compacted = reclaimed = 0
-    row_overhead = len(RAW_TOPIC) + _ROW_OVERHEAD
+    compacted = reclaimed = 0  # rows replaced, bytes
     now = datetime.now(UTC)
     for key, members in groups.items():
         model_id, version, hour = keys[key]
@@ -348,14 +434,15 @@ def _compact_chunk(
         if previous is not None and previous[0].id > through:
             for i in members:  # a rebuild has not read the earlier roll-up yet: merge it later
                 chunk.kept[i] = 0
+            summary.deferred += len(chunk.records_of(members))
             continue
-        folded = [events[i] for i in members]
+        folded = chunk.records_of(members)
         stats = UsageStats.of_requests(folded)
         api_keys = key_counts_of(folded)
-        owner_id = folded[-1].owner_id
+        owner_id = events[members[-1]].owner_id
         newest = rows[members[-1]][0]
-        raw_events = len(members)
-        reclaimed += sum([len(rows[i][2]) for i in members]) + row_overhead * len(members)
+        raw_events = len(folded)
+        reclaimed += chunk.stored_bytes(members)
         if previous is not None:
             n, rollup = previous
             stats.merge(stats_of(rollup))
@@ -379,9 +466,9 @@ def _compact_chunk(
         stored = mapper.to_stored_event(event)
         rollups.append((newest, stored))
         compacted += len(members)
+        summary.events += len(folded)
+        summary.batches += chunk.batches_in(members)
         reclaimed -= len(stored.state) + len(stored.topic) + _ROW_OVERHEAD
-    summary.events += compacted
-    summary.deferred += sum(len(members) for members in groups.values()) - compacted
     summary.rollups_written += len(rollups)
     summary.models |= {m for m, _, _ in keys.values()}
     summary.hours |= {(m, h) for m, _, h in keys.values()}
@@ -391,25 +478,50 @@ def _compact_chunk(
     if archive_to is not None:
         summary.archived_bytes += archive.write_lines(archive_to, chunk.archive_payloads_now())
     change = Replacement(
-        raw_topic=RAW_TOPIC, raw_ranges=chunk.ranges(), delete_ids=delete_ids, rollups=rollups
+        raw_topics=USAGE_TOPICS, raw_ranges=chunk.ranges(), delete_ids=delete_ids, rollups=rollups
     )
     summary.longest_lock_s = max(summary.longest_lock_s, recorder.replace(change))
 
 
-@cache
-def _raw_decoder() -> msgspec.msgpack.Decoder[Any]:
-    """The stored raw usage event as a struct, UUIDs kept as text (decoded and hashed in C)."""
+def _struct_fields(topic: str, kinds: dict[str, Any]) -> list[Any]:
+    """The stored state's fields of ``topic`` as struct fields, UUIDs kept as text (decoded and
+    hashed in C), the types in ``kinds`` replacing theirs."""
     fields: list[Any] = []
-    for f in state_fields(RAW_TOPIC):
-        kind = str if f.type is UUID else f.type
+    for f in state_fields(topic):
+        kind = kinds.get(f.name, str if f.type is UUID else f.type)
         if f.default is not msgspec.NODEFAULT:
             fields.append((f.name, kind, f.default))
         elif f.default_factory is not msgspec.NODEFAULT:
             fields.append((f.name, kind, msgspec.field(default_factory=f.default_factory)))
         else:
             fields.append((f.name, kind))
-    struct = msgspec.defstruct("RawUsage", fields, array_like=True, gc=False)
+    return fields
+
+
+@cache
+def _raw_decoder() -> msgspec.msgpack.Decoder[Any]:
+    """The stored raw usage event as a struct, UUIDs kept as text."""
+    struct = msgspec.defstruct("RawUsage", _struct_fields(RAW_TOPIC, {}), array_like=True, gc=False)
     return msgspec.msgpack.Decoder(struct)
+
+
+@cache
+def _batch_decoder() -> msgspec.msgpack.Decoder[Any]:
+    """The stored batch as a struct, UUIDs kept as text, its calls structs too (``MeteredCall``'s
+    fields and defaults)."""
+    defaults = MeteredCall._field_defaults
+    call = msgspec.defstruct(
+        "RawCall",
+        [
+            (name, kind, defaults[name]) if name in defaults else (name, kind)
+            for name, kind in get_type_hints(MeteredCall).items()
+        ],
+        array_like=True,
+        gc=False,
+    )
+    # ``call`` is a struct made at run time: mypy cannot take it for a type.
+    fields = _struct_fields(BATCH_TOPIC, {"calls": list[call]})  # type: ignore[valid-type]
+    return msgspec.msgpack.Decoder(msgspec.defstruct("RawBatch", fields, array_like=True))
 
 
 @cache
@@ -425,9 +537,44 @@ def _line_struct() -> tuple[type[msgspec.Struct], Callable[[Any], tuple[Any, ...
     return line, attrgetter(*names)
 
 
+def _call_lines(position: int, batch_id: str, batch: Any) -> list[msgspec.Struct]:
+    """A batch's calls as the archive records of raw events: named by ``call_id``, with the
+    batch's model, owner and version, sent by the service itself."""
+    line, _ = _line_struct()
+    template = line("", position, batch.timestamp, **_call_template(batch))
+    namespace = UUID(batch_id)
+    replace, asdict = msgspec.structs.replace, msgspec.structs.asdict
+    return [  # ``call_id``, for the decoded struct
+        replace(template, id=str(uuid5(namespace, str(index))), **asdict(c))
+        for index, c in enumerate(batch.calls)
+    ]
+
+
+def _call_template(batch: Any) -> dict[str, Any]:
+    """A raw event's line fields that a batch's calls share: the batch's (model, owner and
+    version), the service's sender, every other field's default (calls fill in theirs)."""
+    shared = {"sender": METERED_SENDER, "sender_issuer": ""}
+    found: dict[str, Any] = {}
+    for f in msgspec.structs.fields(cast("type[msgspec.Struct]", _raw_decoder().type)):
+        if f.name in _ARCHIVE_SKIPPED:
+            continue
+        if f.name in shared:
+            found[f.name] = shared[f.name]
+        elif f.name in _BATCH_SHARED:
+            found[f.name] = getattr(batch, f.name)
+        elif f.default is not msgspec.NODEFAULT:
+            found[f.name] = f.default
+        elif f.default_factory is not msgspec.NODEFAULT:
+            found[f.name] = f.default_factory()
+        else:
+            found[f.name] = None  # a call's field: each call gives its own
+    return found
+
+
 _json = msgspec.json.Encoder()
 _EPOCH_DAY = date(1970, 1, 1)
 _ARCHIVE_SKIPPED = frozenset({"originator_topic", "timestamp"})
+_BATCH_SHARED = frozenset({"model_id", "owner_id", "model_version"})
 
 
 @contextmanager

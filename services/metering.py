@@ -1,17 +1,17 @@
 """``Meter``: usage measured at the endpoint, durable on local disk first, shipped later.
 
 A prediction waits only for its record's local commit (``serving.spool``); a shipper thread
-moves records to the usage log in batches through ``UsageService.record_measured`` and deletes
+moves records to the usage log in batches through ``UsageService.ship_measured`` and deletes
 them from the spool after the event store's transaction committed. Where that thread runs is
 the ``shipping`` mode: ``own`` (the process ships its spool and adopts orphans), ``none`` (it
 only records), ``all`` (it records nothing and ships every spool of the directory, live ones
 included: ``serve`` with several workers does that in its supervising process, so the event
 store's work never competes with a serving event loop for its interpreter lock).
 
-A crash between the commit and the delete ships a batch again, which the event store's
-idempotent insert stores once. While the event store is unreachable the spool grows and the
-shipper retries with capped backoff; at start and every ``adopt_every`` seconds it also adopts
-spools whose process has ended.
+A crash between the commit and the delete ships a batch again, which the event store
+recognises by the spool's shipment mark and stores once. While the event store is unreachable
+the spool grows and the shipper retries with capped backoff; at start and every
+``adopt_every`` seconds it also adopts spools whose process has ended.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from serving.spool import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from services.usage import UsageService
@@ -123,13 +124,15 @@ class Meter:
         return [s for s in (self._spool, *self._adopted, *self._attached) if s is not None]
 
     def flush(self, timeout: float) -> bool:
-        """Ship everything spooled now; whether the backlog was empty within ``timeout``."""
+        """Ship everything spooled now (without a shipper of its own: wait for the process
+        that ships this one's spool); whether the backlog was empty within ``timeout``."""
         deadline = time.monotonic() + timeout
         while self.backlog():
-            if time.monotonic() >= deadline or self._shipper is None:
+            if time.monotonic() >= deadline:
                 return False
-            self._nudged.set()
-            self._committed.set()
+            if self._shipper is not None:
+                self._nudged.set()
+                self._committed.set()
             time.sleep(0.01)
         return True
 
@@ -169,20 +172,11 @@ class Meter:
         """Shipping ``none``: wait briefly for whoever ships, close, remove the spool if empty."""
         if self._spool is None:
             return
-        self.flush_elsewhere(STOP_FLUSH_SECONDS)
+        self.flush(STOP_FLUSH_SECONDS)
         with self._spools:
             own, self._spool = self._spool, None
         own.close()
         _remove_if_empty(own.path)
-
-    def flush_elsewhere(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` for another process to ship this one's spool."""
-        deadline = time.monotonic() + timeout
-        while self.backlog():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
-        return True
 
     def _run(self) -> None:
         backoff = 0.0
@@ -236,20 +230,12 @@ class Meter:
 
     def _discover(self) -> None:
         """Shipping ``all``: attach the spools of live processes, adopt those of ended ones."""
-        try:
-            paths = sorted(self.spool_dir.glob(f"*{SUFFIX}"))
-        except OSError as error:
-            log.warning("cannot list usage spools", extra={"error": type(error).__name__})
-            return
+        paths = _listed(lambda: sorted(self.spool_dir.glob(f"*{SUFFIX}")))
         with self._spools:
             known = {s.path for s in (*self._adopted, *self._attached)}
         for path in paths:
-            if path in known:
+            if path in known or self._adopt(path):
                 continue
-            self._adopt(path)
-            with self._spools:
-                if path in {s.path for s in self._adopted}:
-                    continue
             try:
                 spool = Spool.attach(path)
             except FileNotFoundError:
@@ -281,20 +267,22 @@ class Meter:
         rows = spool.read(self.batch)
         if not rows:
             return 0
-        records: list[MeteredUsage] = []
-        for body in (body for _, bodies in rows for body in bodies):
-            try:
-                records.append(_decode(body))
-            except msgspec.DecodeError:
-                self.unreadable += 1
-                # Skipped, or it would hold every record behind it; its body is not logged.
-                log.error(  # noqa: TRY400 - no traceback worth showing
-                    "unreadable usage record skipped", extra={"spool": spool.path.name}
-                )
-        if records:
-            stored = self.usage.record_measured(records)
-            self.shipped += stored
-            SHIPPED.inc(stored)
+        shipment: list[tuple[int, list[MeteredUsage]]] = []
+        for seq, bodies in rows:
+            records: list[MeteredUsage] = []
+            for body in bodies:
+                try:
+                    records.append(_decode(body))
+                except msgspec.DecodeError:
+                    self.unreadable += 1
+                    # Skipped, or it would hold every record behind it; its body is not logged.
+                    log.error(  # noqa: TRY400 - no traceback worth showing
+                        "unreadable usage record skipped", extra={"spool": spool.path.name}
+                    )
+            shipment.append((seq, records))
+        stored = self.usage.ship_measured(spool.path.stem, shipment)
+        self.shipped += stored
+        SHIPPED.inc(stored)
         spool.delete_through(rows[-1][0])  # after the commit: a crash before it ships again
         return sum(len(bodies) for _, bodies in rows)
 
@@ -302,21 +290,23 @@ class Meter:
         for path in _listed_orphans(self.spool_dir):
             self._adopt(path)
 
-    def _adopt(self, path: Path) -> None:
+    def _adopt(self, path: Path) -> bool:
+        """Adopt the spool at ``path`` if its process has ended; whether this meter ships it."""
         with self._spools:
             if path in {s.path for s in self._adopted}:
-                return
+                return True
         try:
             spool = Spool.adopt(path)
         except (SpoolInUseError, FileNotFoundError):
-            return  # another process took it first, or shipped and removed it
+            return False  # alive, or another process took it first, or shipped and removed it
         except (OSError, sqlite3.Error) as error:
             log.warning("cannot adopt usage spool",
                         extra={"spool": path.name, "error": type(error).__name__})
-            return
+            return False
         with self._spools:
             self._adopted.append(spool)
         log.info("adopted usage spool", extra={"spool": path.name, "records": spool.pending()})
+        return True
 
     def _log_failure(self, error: Exception, retry_in: float) -> None:
         # The error's kind and, for connection and lock errors, their text; never a record.
@@ -335,8 +325,13 @@ class Meter:
 
 
 def _listed_orphans(directory: Path) -> list[Path]:
+    return _listed(lambda: orphans(directory))
+
+
+def _listed(listing: Callable[[], list[Path]]) -> list[Path]:
+    """The spools ``listing`` finds; none (logged) when the directory cannot be read."""
     try:
-        return orphans(directory)
+        return listing()
     except OSError as error:
         log.warning("cannot list usage spools", extra={"error": type(error).__name__})
         return []

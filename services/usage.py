@@ -1,7 +1,9 @@
 """``UsageService``: the usage context's one way in: record prediction requests, exactly once.
 
-A record is acknowledged only after the transaction holding it commits; the same request id
-(per model) is stored once, and every later recording of it reports a duplicate.
+A record is acknowledged only after the transaction holding it commits. A reported request id
+(per model), or a metered one its client named (per model and caller), is stored once, and
+every later recording of it is a duplicate; the endpoint's calls with generated request ids
+ship in batches that the spool's shipment mark stores once (``ship_measured``).
 """
 
 from __future__ import annotations
@@ -22,11 +24,19 @@ from domain.usage import (
     MAX_BYTES,
     MAX_MODEL_VERSION,
     MAX_RESPONSE_MS,
+    METERED_SENDER,
     REQUEST_ID_MAX,
     USER_AGENT_MAX,
     PredictionUsage,
     record_usage,
 )
+from domain.usage_batch import (
+    MeteredCall,
+    UsageBatch,
+    batch_calls,
+    check_call,
+)
+from eventstore.ports import Shipment
 from projections.models import queries
 
 if TYPE_CHECKING:
@@ -36,7 +46,6 @@ if TYPE_CHECKING:
     from projections.store.base import ReadStore
 
 log = logging.getLogger("modelledger.usage")
-METERED_SENDER = "modelledger"  # the sender of usage the service measured itself
 
 
 # RFC 3339 as msgspec reads it (a space may separate date and time, an offset may lack its
@@ -148,6 +157,9 @@ class MeteredUsage(msgspec.Struct, frozen=True, array_like=True):
     api_key_id: str  # empty when the caller used a login token
     caller: str  # the key's owner or the token's subject
     model_version: int = 1  # the version that served (appended: spooled before, version 1)
+    # The service made the request id up (the client named none), so no other call has it.
+    # Appended: records spooled before count as named, the safe side (an event of their own).
+    generated_id: bool = False
 
 
 @dataclass(frozen=True)
@@ -230,32 +242,74 @@ class UsageService:
             self.on_recorded()
         return [o in inserted if isinstance(o, UUID) else o for o in outcomes]
 
-    def record_measured(self, records: Sequence[MeteredUsage]) -> int:
-        """Append usage the service measured itself, in one transaction; the number stored now.
+    def ship_measured(
+        self, spool: str, rows: Sequence[tuple[int, Sequence[MeteredUsage]]]
+    ) -> int:
+        """Store a shipment of spool ``spool``'s rows (sequence number, records) exactly once,
+        in one transaction; the number of records stored now.
 
-        No model look-up: the endpoint knew the owner and the status. A record stored before
-        (shipped twice, or a request id repeated) is skipped by the insert; one that breaks a
-        domain rule is skipped with an error logged (not its contents), so it cannot hold the
-        records behind it back forever.
+        Calls with generated request ids become one ``UsageBatch.Recorded`` per model, version
+        and hour; the others an event each (a client's retry meets its first recording). Rows
+        the spool's mark says were stored before (shipped, then the process died before
+        deleting them) are left out, so a shipment repeated after a crash stores nothing twice.
         """
+        while rows:
+            events, counts, refused = self._shipment_events(rows)
+            inserted = self.log.record_shipment(
+                events, Shipment(spool, rows[0][0], rows[-1][0])
+            )
+            if inserted is not None:
+                for error in refused:  # once: only the shipment that stored its rows counts
+                    self._refused(error)
+                if inserted and self.on_recorded is not None:
+                    self.on_recorded()
+                return sum(counts[i] for i in inserted)
+            through = self.log.shipped_through(spool)
+            rows = [row for row in rows if row[0] > through]
+        return 0
+
+    def _shipment_events(
+        self, rows: Sequence[tuple[int, Sequence[MeteredUsage]]]
+    ) -> tuple[
+        list[PredictionUsage.Recorded | UsageBatch.Recorded], dict[UUID, int], list[ValidationError]
+    ]:
+        """The events of a shipment, how many records each stands for, and the rules that
+        records broke (those are left out)."""
         now = datetime.now(UTC)
-        events: dict[UUID, PredictionUsage.Recorded] = {}
-        for record in records:
-            try:
-                event = _measured_event(record, now)
-            except ValidationError as error:
-                self.measured_refused += 1
-                # The rule it broke, not its values: those may be anything a client sent.
-                log.error(  # noqa: TRY400 - a broken rule, no traceback worth showing
-                    "metered usage record refused",
-                    extra={"field": error.field, "rule": error.message},
-                )
-                continue
-            events.setdefault(event.originator_id, event)
-        inserted = self.log.record(list(events.values())) if events else set()
-        if inserted and self.on_recorded is not None:
-            self.on_recorded()
-        return len(inserted)
+        singles: dict[UUID, PredictionUsage.Recorded] = {}
+        groups: dict[tuple[UUID, UUID, int], list[MeteredCall]] = {}
+        refused: list[ValidationError] = []
+        for _, records in rows:
+            for record in records:
+                try:
+                    if record.generated_id:
+                        call = _call_of(record)
+                        check_call(call, record.model_version, now)
+                        call = call._replace(occurred_at=call.occurred_at.astimezone(UTC))
+                    else:
+                        event = _measured_event(record, now)
+                except ValidationError as error:
+                    refused.append(error)
+                    continue
+                if record.generated_id:
+                    key = (record.model_id, record.owner_id, record.model_version)
+                    groups.setdefault(key, []).append(call)
+                else:
+                    singles.setdefault(event.originator_id, event)
+        events: list[PredictionUsage.Recorded | UsageBatch.Recorded] = list(singles.values())
+        counts = dict.fromkeys(singles, 1)
+        for (model_id, owner_id, version), calls in groups.items():
+            for batch in batch_calls(model_id, owner_id, version, calls, now=now):
+                events.append(batch)
+                counts[batch.originator_id] = len(batch.calls)
+        return events, counts, refused
+
+    def _refused(self, error: ValidationError) -> None:
+        self.measured_refused += 1
+        # The rule it broke, not its values: those may be anything a client sent.
+        log.error(
+            "metered usage record refused", extra={"field": error.field, "rule": error.message}
+        )
 
     def record_batch(self, records: Sequence[UsageRecord], writer: Writer) -> IngestResult:
         """``record_each`` for one writer, summarised."""
@@ -298,6 +352,25 @@ def _event_of(
         sender_issuer=writer.issuer,
         model_version=version,
         now=now,
+    )
+
+
+def _call_of(record: MeteredUsage) -> MeteredCall:
+    """The call as a batch holds it (checked, then its ``occurred_at`` put in UTC)."""
+    return MeteredCall(
+        request_id=record.request_id,
+        occurred_at=record.occurred_at,
+        response_time_ms=float(record.response_time_ms),
+        input_bytes=record.input_bytes,
+        output_bytes=record.output_bytes,
+        success=record.success,
+        status_code=record.status_code,
+        error=record.error,
+        user_agent=record.user_agent,
+        ip=record.ip,
+        rejected=record.rejected,
+        api_key_id=record.api_key_id,
+        caller=record.caller,
     )
 
 

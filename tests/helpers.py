@@ -6,6 +6,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from domain.usage import PredictionUsage
+from domain.usage_batch import UsageBatch, as_events
 from projections.catalogue import PROJECTION_TABLES
 from projections.store.base import ReadStore
 from services.container import Container
@@ -44,3 +46,16 @@ def register(container: Container, owner: uuid.UUID, name: str) -> uuid.UUID:
     from services.models import Actor  # noqa: PLC0415
 
     return uuid.UUID(str(container.models.register(Actor(owner, f"c-{name}"), name=name)["id"]))
+
+
+def stored_usage(container: Container) -> list[PredictionUsage.Recorded]:
+    """Every recorded call in the usage log, a batch's calls as the events they stand for."""
+    log = container.usage_log
+    found: list[PredictionUsage.Recorded] = []
+    for notification in log.recorder.select_notifications(1, 10**9):
+        event = log.mapper.to_domain_event(notification)
+        if isinstance(event, PredictionUsage.Recorded):
+            found.append(event)
+        elif isinstance(event, UsageBatch.Recorded):
+            found += as_events(event)
+    return found

@@ -76,8 +76,13 @@ class _Call:
         self.target = target
         self.started = started
         self.occurred_at = occurred_at
-        self.request_id = _header_request_id(request)
+        self.request_id, self.id_generated = _header_request_id(request)
         self.model_version: int | None = None  # known once the request id is
+
+    def name_request(self, request_id: str | None) -> None:
+        """The V2 body's ``id``, when it names one, is the request id."""
+        if request_id:
+            self.request_id, self.id_generated = request_id, False
 
     def usage(self, *, status: int, input_bytes: int, output_bytes: int,
               error: str | None = None, rejected: bool = False) -> MeteredUsage:
@@ -100,6 +105,7 @@ class _Call:
             caller=self.caller.subject,
             model_version=(self.target.version_for(self.request_id)
                            if self.model_version is None else self.model_version),
+            generated_id=self.id_generated,
         )
 
 
@@ -114,13 +120,14 @@ def _count(backend: Backend, status: int) -> None:
     child.inc()
 
 
-def _header_request_id(request: V2Request) -> str:
+def _header_request_id(request: V2Request) -> tuple[str, bool]:
+    """The request id ``X-Request-ID`` names, else a generated one; whether it was generated."""
     given = request.headers.get(REQUEST_ID_HEADER, "")
     if given and len(given) <= REQUEST_ID_MAX and given.isprintable():
-        return given
+        return given, False
     # Unique, not secret (a request id grants nothing): uuid4's urandom call cost a tenth of
     # the handler's time here. The random module is reseeded in every forked worker.
-    return f"{random.getrandbits(128):032x}"
+    return f"{random.getrandbits(128):032x}", True
 
 
 async def _answer(
@@ -192,7 +199,7 @@ async def _infer_onnx(call: _Call, body: bytes) -> Response[bytes]:
     service = _service(call.request)
     try:
         infer_request = v2.decode_infer_request(body, _json_length(call.request))
-        call.request_id = _checked_id(infer_request) or call.request_id
+        call.name_request(_checked_id(infer_request))
         served = call.target.pick(call.request_id)  # by weight, the same id to one version
         call.model_version = served.version
         model = await service.session(call.target, served)
@@ -221,7 +228,7 @@ def _json_length(request: V2Request) -> int | None:
 async def _forward_infer(call: _Call, body: bytes) -> Response[Any]:
     service = _service(call.request)
     if len(body) <= _PEEK_LIMIT:
-        call.request_id = _v2_id(body, call.request) or call.request_id
+        call.name_request(_v2_id(body, call.request))
     headers = {h: v for h in FORWARDED_REQUEST_HEADERS
                if (v := call.request.headers.get(h)) is not None}
     headers[REQUEST_ID_HEADER] = call.request_id

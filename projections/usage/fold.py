@@ -7,13 +7,15 @@ rows of its own: its figures are the model's minus the other versions' (``usage_
 so models that never had a second version (nearly all, and every one recorded before versions)
 cost the projection nothing more.
 
-A ``UsageRollup.Recorded`` (written by compaction) is merged into its model-hour like the raw
-events it replaces. No projection ever counts both: compaction gives each roll-up the
-notification id of the newest event it replaces (reusing that id in the same transaction that
-deletes them) and compacts only events at or below every tracking position, under the
-projections' locks. A projection that counted the raw events is already past the roll-up's id
-and never reads it; a rebuild from 0 finds the roll-up where the raw events were. Both orders
-give identical rows because ``UsageStats.merge`` is exact (integer sums, counts, extremes).
+A ``UsageBatch.Recorded`` (the endpoint's calls of one model-version-hour) is summed once and
+merged like a roll-up. A ``UsageRollup.Recorded`` (written by compaction) is merged into its
+model-hour like the raw events it replaces. No projection ever counts both: compaction gives
+each roll-up the notification id of the newest event it replaces (reusing that id in the same
+transaction that deletes them) and compacts only events at or below every tracking position,
+under the projections' locks. A projection that counted the raw events is already past the
+roll-up's id and never reads it; a rebuild from 0 finds the roll-up where the raw events were.
+Both orders give identical rows because ``UsageStats.merge`` is exact (integer sums, counts,
+extremes).
 
 Events the service metered itself name the API key that called; each key's count and latest
 use are folded too (``KeyUse``), in the same pass. A roll-up carries the counts of the raw
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
 from domain.usage import PredictionUsage, hour_of
+from domain.usage_batch import UsageBatch
 from domain.usage_rollup import UsageRollup, from_epoch_us, stats_of
 from domain.usage_stats import UsageStats, to_micros
 
@@ -150,6 +153,19 @@ def _add_recorded(e: PredictionUsage.Recorded, delta: UsageDelta) -> None:
         )
     if e.api_key_id:
         _add_key_use(delta.key_use, e.api_key_id, 1, e.occurred_at)
+
+
+@_add.register
+def _(e: UsageBatch.Recorded, delta: UsageDelta) -> None:
+    # One model-version-hour: its calls summed once, merged where single events are added.
+    delta.model_owner[e.model_id] = e.owner_id
+    stats = UsageStats.of_requests(e.calls)
+    _merged(delta.model_hourly, (e.model_id, e.hour)).merge(stats)
+    if e.model_version != 1:
+        _merged(delta.version_hourly, (e.model_id, e.model_version, e.hour)).merge(stats)
+    for call in e.calls:
+        if call.api_key_id:
+            _add_key_use(delta.key_use, call.api_key_id, 1, call.occurred_at)
 
 
 @_add.register

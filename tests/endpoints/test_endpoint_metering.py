@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from domain.usage import PredictionUsage
+from domain.usage_batch import UsageBatch
 from tests.endpoints.conftest import World, eventually, key_header
+from tests.helpers import stored_usage
 from tests.onnx_models import FEATURES
 
 BODY = {"inputs": [{"name": "X", "shape": [2, FEATURES], "datatype": "FP32",
@@ -16,11 +18,7 @@ BODY = {"inputs": [{"name": "X", "shape": [2, FEATURES], "datatype": "FP32",
 
 
 def recorded(live: World, model_id: str) -> list[PredictionUsage.Recorded]:
-    log = live.container.usage_log
-    events = (log.mapper.to_domain_event(n)
-              for n in log.recorder.select_notifications(1, 10**9))
-    return [e for e in events
-            if isinstance(e, PredictionUsage.Recorded) and str(e.model_id) == model_id]
+    return [e for e in stored_usage(live.container) if str(e.model_id) == model_id]
 
 
 def _until(live: World, model_id: str, count: int) -> list[PredictionUsage.Recorded]:
@@ -67,6 +65,29 @@ def test_the_same_request_id_is_counted_once(live: World) -> None:
     assert uuid.UUID(generated)
     events = _until(live, model["id"], 2)
     assert sorted(e.request_id for e in events) == sorted(["retry-me", generated])
+
+
+def test_calls_without_a_request_id_ship_in_a_batch_and_named_ones_as_events_of_their_own(
+    live: World,
+) -> None:
+    alice = live.user()
+    model = alice.register_onnx()
+    key = key_header(alice.key())
+    url = f"/v2/models/{model['id']}/infer"
+    generated = [live.http.post(url, json=BODY, headers=key).headers["x-request-id"]
+                 for _ in range(4)]
+    live.http.post(url, json={**BODY, "id": "v2-id"}, headers=key)
+    live.http.post(url, json=BODY, headers={**key, "X-Request-ID": "header-id"})
+    calls = _until(live, model["id"], 6)
+    assert sorted(e.request_id for e in calls) == sorted([*generated, "v2-id", "header-id"])
+    log = live.container.usage_log
+    stored = [log.mapper.to_domain_event(n) for n in log.recorder.select_notifications(1, 10**9)]
+    batched = [c.request_id for e in stored if isinstance(e, UsageBatch.Recorded)
+               and str(e.model_id) == model["id"] for c in e.calls]
+    singles = [e.request_id for e in stored if isinstance(e, PredictionUsage.Recorded)
+               and str(e.model_id) == model["id"]]
+    assert sorted(batched) == sorted(generated)
+    assert sorted(singles) == ["header-id", "v2-id"]
 
 
 def test_a_failed_call_is_recorded_as_a_failure_with_its_error(live: World) -> None:

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from domain.usage import METERED_SENDER
+from domain.usage_batch import call_id
 from scheduler import archive
-from tests.scheduler.usage_fixtures import usage
+from tests.scheduler.usage_fixtures import batch, metered_calls, usage
 
 if TYPE_CHECKING:
     from domain.usage import PredictionUsage
@@ -213,3 +215,27 @@ class TestWriting:
         archive.write(tmp_path, events("next-", 5, 1000))
         assert len(archive.days(tmp_path)) == 2  # a new part beside the merged file
         assert len(list(archive.read_archive(tmp_path))) == 5 * chunks + 5
+
+
+class TestBatches:
+    """A batch's calls are archived as the lines their raw events would be."""
+
+    def test_a_batch_writes_a_line_per_call_named_by_its_call_id_with_the_batchs_fields(
+        self, tmp_path: Path
+    ) -> None:
+        stored = batch(MODEL, metered_calls(30, DAY, random.Random(9), keys=("k1", "")),
+                       model_version=3)
+        archive.write(tmp_path, [(7, stored)])
+        records = list(archive.read_archive(tmp_path))
+        assert [r["id"] for r in records] == [str(call_id(stored, i))
+                                              for i in range(len(stored.calls))]
+        assert [(r["request_id"], r["api_key_id"], r["response_time_ms"]) for r in records] == [
+            (c.request_id, c.api_key_id, c.response_time_ms) for c in stored.calls]
+        assert {(r["position"], r["sender"], r["model_version"], r["model_id"])
+                for r in records} == {(7, METERED_SENDER, 3, str(MODEL[0]))}
+
+    def test_a_batch_archived_again_by_a_rerun_reads_each_call_once(self, tmp_path: Path) -> None:
+        stored = batch(MODEL, metered_calls(10, DAY, random.Random(10)))
+        archive.write(tmp_path, [(3, stored)])
+        archive.write(tmp_path, [(3, stored)])
+        assert request_ids(tmp_path) == sorted(c.request_id for c in stored.calls)

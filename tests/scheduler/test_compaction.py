@@ -6,25 +6,31 @@ import dataclasses
 import random
 import threading
 import time
+import uuid
 from datetime import timedelta
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import pytest
 
-from domain.usage import PredictionUsage, hour_of
+from domain.usage import METERED_SENDER, PredictionUsage, hour_of
+from domain.usage_batch import as_events, call_id
 from domain.usage_rollup import UsageRollup, epoch_us, key_counts_of, roll_up
 from domain.usage_stats import UsageStats
 from eventstore.mapper import state_fields
 from projections.store.base import NEXT
 from scheduler import archive
-from scheduler.compaction import RAW_TOPIC, compact_usage
+from scheduler.compaction import MIN_CHUNK_ROWS, RAW_TOPIC, compact_usage
 from tests.helpers import dump
 from tests.scheduler.usage_fixtures import (
     NOW,
     Models,
+    batch,
+    metered_calls,
+    old_batches,
     old_usage,
     register_models,
+    store,
     usage,
     usage_tables,
 )
@@ -523,3 +529,213 @@ def test_a_rollup_stored_before_api_keys_decodes_folds_and_merges_late_keyed_usa
     assert merged.raw_events == 7 + 3
     container.projector.rebuild("usage")
     assert dump(container.store, "usage") == counted
+
+
+# --- batches: ``UsageBatch.Recorded`` compacts like the raw events of its calls ----------------
+
+BATCH_TOPIC = "domain.usage_batch:UsageBatch.Recorded"
+
+
+def _renamed(tables: dict[str, list[tuple[Any, ...]]], renames: dict[str, str]) -> dict[str, Any]:
+    """Per table, the rows holding a value to rename (renamed), and the rows holding a new
+    name: equal when the renamed model, owner and key have the same figures as the others."""
+    pairs = {}
+    for name, rows in tables.items():
+        texts = [{v for v in row if isinstance(v, str)} for row in rows]
+        old = [
+            tuple(renames.get(v, v) if isinstance(v, str) else v for v in row)
+            for row, found in zip(rows, texts, strict=True)
+            if found & renames.keys()
+        ]
+        new = [row for row, found in zip(rows, texts, strict=True) if found & {*renames.values()}]
+        pairs[name] = (sorted(old, key=repr), sorted(new, key=repr))
+    return pairs
+
+
+def _rollup_of(container: Container, model_id: uuid.UUID) -> UsageRollup.Recorded:
+    (rollup,) = [r for r in _rollups(container) if r.model_id == model_id]
+    return rollup
+
+
+def test_a_batch_of_calls_compacts_like_the_same_calls_as_raw_events(
+    container: Container, models: Models
+) -> None:
+    """Model 0's calls are stored as batches, model 1's identical calls as raw events (with
+    key B for key A): their roll-ups and rows are equal, before, after and after a rebuild."""
+    rng = random.Random(21)
+    start = (NOW - timedelta(days=40)).replace(minute=0, second=0)
+    calls = metered_calls(300, start, rng, keys=(KEY_A, ""))
+    batches = [batch(models[0], calls[i : i + 50], model_version=2) for i in range(0, 300, 50)]
+    as_b = [c._replace(api_key_id=KEY_B if c.api_key_id else "") for c in calls]
+    raw = as_events(batch(models[1], as_b, model_version=2))
+    for i in range(6):  # interleaved in the log
+        store(container, [batches[i], *raw[50 * i : 50 * i + 50]])
+    container.projector.catch_up_all()
+    before = usage_tables(container)
+    renames = {str(models[1][0]): str(models[0][0]), str(models[1][1]): str(models[0][1]),
+               KEY_B: KEY_A}
+    assert all(old and old == new for old, new in _renamed(before, renames).values())
+
+    summary = compact_usage(container, older_than=RETENTION, chunk_size=70)
+    container.projector.catch_up_all()
+
+    assert (summary.events, summary.batches) == (600, 6)
+    assert _topics(container) == {ROLLUP_TOPIC: 2}
+    of_batches, of_raw = _rollup_of(container, models[0][0]), _rollup_of(container, models[1][0])
+    assert of_batches.raw_events == 300
+    assert of_batches.api_keys == {KEY_A: of_raw.api_keys[KEY_B]}
+    own = {"originator_id", "timestamp", "model_id", "owner_id", "api_keys"}
+    assert {k: v for k, v in vars(of_batches).items() if k not in own} == {
+        k: v for k, v in vars(of_raw).items() if k not in own
+    }
+    assert usage_tables(container) == before
+    container.projector.rebuild("usage")
+    assert usage_tables(container) == before
+
+
+def test_statistics_of_raw_events_and_batches_are_equal_after_compaction_and_a_rebuild(
+    container: Container, models: Models
+) -> None:
+    store(container, old_batches(models, 40, calls=30, days_ago=(70, 31)))
+    container.usage_log.record(old_usage(models, 1_000, days_ago=(70, 31)))
+    store(container, old_batches(models, 40, calls=30, days_ago=(70, 31), seed=2, prefix="c"))
+    store(container, old_batches(models, 10, calls=30, days_ago=(3, 0), seed=3, prefix="new"))
+    container.projector.catch_up_all()
+    before = dump(container.store, "usage")
+
+    summary = compact_usage(container, older_than=RETENTION, chunk_size=300)
+    container.projector.catch_up_all()
+    after = dump(container.store, "usage")
+    container.projector.rebuild("usage")
+
+    assert (summary.events, summary.batches) == (1_000 + 80 * 30, 80)
+    assert _topics(container)[BATCH_TOPIC] == 10
+    assert after == before
+    assert dump(container.store, "usage") == before
+
+
+def test_raw_events_and_batches_of_one_hour_make_one_rollup_at_the_newest_id(
+    container: Container, models: Models
+) -> None:
+    rng = random.Random(22)
+    start = (NOW - timedelta(days=45)).replace(minute=0, second=0)
+    singles = [usage(models[2], f"s{i}", start + timedelta(minutes=i), rng) for i in range(5)]
+    store(container, singles[:2])
+    store(container, [batch(models[2], metered_calls(10, start, rng, prefix="x"))])
+    store(container, singles[2:])
+    store(container, [batch(models[2], metered_calls(10, start, rng, prefix="y"))])
+    head = container.usage_log.recorder.max_notification_id()
+    container.projector.catch_up_all()
+    before = usage_tables(container)
+    dry = compact_usage(container, older_than=RETENTION, dry_run=True)
+
+    summary = compact_usage(container, older_than=RETENTION)
+
+    assert (summary.events, summary.batches, summary.rollups_written) == (25, 2, 1)
+    assert (dry.events, dry.batches, dry.bytes_reclaimed) == (25, 2, summary.bytes_reclaimed)
+    (n,) = container.usage_log.recorder.select_notifications(1, 10**9)
+    assert (n.id, n.topic) == (head, ROLLUP_TOPIC)
+    rollup = cast("UsageRollup.Recorded", container.usage_log.mapper.to_domain_event(n))
+    assert rollup.raw_events == 25
+    container.projector.catch_up_all()
+    assert usage_tables(container) == before
+    container.projector.rebuild("usage")
+    assert usage_tables(container) == before
+
+
+def test_a_batch_is_compacted_once_its_latest_call_and_its_recording_are_older_than_the_cutoff(
+    container: Container, models: Models
+) -> None:
+    rng = random.Random(23)
+    hour = (NOW - timedelta(days=40)).replace(minute=0, second=0)
+    at = {minute: hour + timedelta(minutes=minute) for minute in (5, 10, 31, 50)}
+    calls = [
+        c._replace(occurred_at=at[minute])
+        for c, minute in zip(metered_calls(6, hour, rng), (5, 5, 31, 5, 5, 5), strict=True)
+    ]
+    # Recorded before its last call occurred (within the clock skew ingest allows).
+    skewed = batch(models[0], calls[:3], recorded_at=at[10])
+    recent = batch(models[0], calls[3:], recorded_at=at[50])
+    store(container, [skewed, recent])
+    container.projector.catch_up_all()
+    counted = usage_tables(container)
+
+    cutoff_at_30 = at[10] + timedelta(minutes=20) + RETENTION
+    first = compact_usage(container, older_than=RETENTION, now=cutoff_at_30)
+    assert (first.events, first.batches) == (0, 0)
+    assert _topics(container) == {BATCH_TOPIC: 2}
+    cutoff_at_45 = at[10] + timedelta(minutes=35) + RETENTION
+    second = compact_usage(container, older_than=RETENTION, now=cutoff_at_45)
+    assert (second.events, second.batches) == (3, 1)  # the recent batch is recorded at :50
+    third = compact_usage(container, older_than=RETENTION)
+    assert (third.events, third.rollups_merged) == (3, 1)
+
+    assert _topics(container) == {ROLLUP_TOPIC: 1}
+    assert _rollup_of(container, models[0][0]).raw_events == 6
+    container.projector.catch_up_all()
+    assert usage_tables(container) == counted
+    container.projector.rebuild("usage")
+    assert usage_tables(container) == counted
+
+
+def test_the_archive_names_each_call_of_a_batch_by_its_call_id_with_a_raw_events_fields(
+    container: Container, models: Models
+) -> None:
+    """A reader cannot tell how a call was stored: its line is its raw event's, key for key."""
+    batches = old_batches(models, 6, calls=20, days_ago=(40, 35))
+    singles = old_usage(models, 30, days_ago=(40, 35))
+    store(container, [*batches[:3], *singles, *batches[3:]])
+    container.projector.catch_up_all()
+    stored = {
+        n.originator_id: n.id
+        for n in container.usage_log.recorder.select_notifications(1, 10**9)
+    }
+
+    compact_usage(container, older_than=RETENTION, chunk_size=50)
+
+    directory = archive.archive_dir(container.settings.data_dir)
+    found = {r["id"]: r for r in archive.read_archive(directory)}
+    expected = {
+        str(e.originator_id): msgspec.json.decode(
+            msgspec.json.encode(archive._line(stored[b.originator_id], e))
+        )
+        for b in batches
+        for e in as_events(b)
+    } | {
+        str(e.originator_id): msgspec.json.decode(
+            msgspec.json.encode(archive._line(stored[e.originator_id], e))
+        )
+        for e in singles
+    }
+    assert found.keys() == expected.keys()
+    assert {str(call_id(b, i)) for b in batches for i in range(len(b.calls))} <= found.keys()
+    assert [list(found[i].items()) for i in expected] == [  # the same keys in the same order
+        list(r.items()) for r in expected.values()
+    ]
+    assert {r["sender"] for r in found.values() if r["request_id"].startswith("b")} == {
+        METERED_SENDER
+    }
+
+
+def test_a_chunk_holds_at_most_its_size_in_calls_and_a_larger_batch_is_a_chunk_of_its_own(
+    container: Container, models: Models
+) -> None:
+    store(container, old_batches(models, 20, calls=50, days_ago=(40, 35)))
+    store(container, old_batches(models, 1, calls=300, days_ago=(40, 35), prefix="big"))
+    store(container, old_usage(models, 300, days_ago=(40, 35)))
+    container.projector.catch_up_all()
+    before = usage_tables(container)
+    positions: list[int] = []
+
+    summary = compact_usage(
+        container, older_than=RETENTION, chunk_size=200, ingest_yield=0,
+        progress=lambda position, _bound: positions.append(position),
+    )
+
+    assert (summary.events, summary.batches) == (20 * 50 + 300 + 300, 21)
+    # Four batches of 50 calls, the batch of 300 alone, then raw events: first as many rows
+    # as the last chunk's mix says (one), but at least MIN_CHUNK_ROWS, then full chunks again.
+    assert _chunk_sizes(positions) == [
+        4, 4, 4, 4, 4, 1, MIN_CHUNK_ROWS, 200, 300 - MIN_CHUNK_ROWS - 200]
+    container.projector.catch_up_all()
+    assert usage_tables(container) == before

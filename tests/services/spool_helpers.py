@@ -24,13 +24,13 @@ from typing import Any, cast
 import msgspec
 
 from config.settings import load_settings
-from domain.usage import PredictionUsage
 from modelledger.bootstrap import build
 from services.container import Container
 from services.metering import Meter, Shipping
 from services.usage import MeteredUsage
 from serving.spool import Spool
 from tests.faults.processes import ROOT, ThrowawayPostgres
+from tests.helpers import stored_usage
 
 MODULE = "tests.services.spool_helpers"
 
@@ -48,12 +48,7 @@ def metered(model_id: uuid.UUID, owner_id: uuid.UUID, request_id: str,
 
 def stored_request_ids(container: Container) -> Counter[str]:
     """How often each request id is in the usage log (every stored usage event, read back)."""
-    recorder = container.usage_log.recorder
-    counts: Counter[str] = Counter()
-    for notification in recorder.select_notifications(1, 10**9):
-        event = container.usage_log.mapper.to_domain_event(notification)
-        counts[cast("PredictionUsage.Recorded", event).request_id] += 1
-    return counts
+    return Counter(event.request_id for event in stored_usage(container))
 
 
 class Child:
@@ -152,7 +147,9 @@ async def _meter(*arguments: str) -> None:
 
     async def caller() -> None:
         for i in numbers:
-            await meter.record(metered(uuid.UUID(model), uuid.UUID(owner), f"req-{i}"))
+            # Every other call as if its request id were generated: both ways are shipped.
+            await meter.record(metered(uuid.UUID(model), uuid.UUID(owner), f"req-{i}",
+                                       generated_id=i % 2 == 0))
             _say(f"acked req-{i}")
 
     await asyncio.gather(*(caller() for _ in range(8)))

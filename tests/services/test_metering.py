@@ -211,7 +211,7 @@ class TestOneProcessShippingEverySpool:
         try:
             await asyncio.gather(*(recorder.record(metered(model_id, owner, f"r{i}"))
                                    for i in range(5)))
-            assert await asyncio.to_thread(recorder.flush_elsewhere, FLUSH)
+            assert await asyncio.to_thread(recorder.flush, FLUSH)
             assert stored_request_ids(container) == {f"r{i}": 1 for i in range(5)}
             assert (recorder.shipped, shipper.shipped) == (0, 5)
             await asyncio.to_thread(recorder.stop)  # its spool is empty: removed
