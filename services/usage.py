@@ -12,6 +12,7 @@ import ipaddress
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
@@ -355,23 +356,12 @@ def _event_of(
     )
 
 
+_CALL_FIELDS = attrgetter(*MeteredCall._fields)  # a metered record has every field of a call
+
+
 def _call_of(record: MeteredUsage) -> MeteredCall:
     """The call as a batch holds it (checked, then its ``occurred_at`` put in UTC)."""
-    return MeteredCall(
-        request_id=record.request_id,
-        occurred_at=record.occurred_at,
-        response_time_ms=float(record.response_time_ms),
-        input_bytes=record.input_bytes,
-        output_bytes=record.output_bytes,
-        success=record.success,
-        status_code=record.status_code,
-        error=record.error,
-        user_agent=record.user_agent,
-        ip=record.ip,
-        rejected=record.rejected,
-        api_key_id=record.api_key_id,
-        caller=record.caller,
-    )
+    return MeteredCall._make(_CALL_FIELDS(record))
 
 
 def _measured_event(record: MeteredUsage, now: datetime) -> PredictionUsage.Recorded:
