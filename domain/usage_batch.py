@@ -97,8 +97,9 @@ def batch_calls(
     ]
 
 
-def check_call(call: MeteredCall, model_version: int, now: datetime) -> None:
-    """Raise ``ValidationError`` naming the first field that breaks a rule (``check_usage``)."""
+def checked_call(call: MeteredCall, model_version: int, now: datetime) -> MeteredCall:
+    """The call as a batch holds it (``occurred_at`` in UTC, as on a usage event); raise
+    ``ValidationError`` naming the first field that breaks a rule (``check_usage``)."""
     check_usage(
         request_id=call.request_id,
         occurred_at=call.occurred_at,
@@ -113,6 +114,7 @@ def check_call(call: MeteredCall, model_version: int, now: datetime) -> None:
     )
     if not 1 <= model_version <= MAX_MODEL_VERSION:
         raise ValidationError("model_version", f"must be 1 to {MAX_MODEL_VERSION}")
+    return call._replace(occurred_at=call.occurred_at.astimezone(UTC))
 
 
 def call_id(batch: UsageBatch.Recorded, index: int) -> UUID:

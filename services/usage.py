@@ -35,7 +35,7 @@ from domain.usage_batch import (
     MeteredCall,
     UsageBatch,
     batch_calls,
-    check_call,
+    checked_call,
 )
 from eventstore.ports import Shipment
 from projections.models import queries
@@ -280,23 +280,17 @@ class UsageService:
         singles: dict[UUID, PredictionUsage.Recorded] = {}
         groups: dict[tuple[UUID, UUID, int], list[MeteredCall]] = {}
         refused: list[ValidationError] = []
-        for _, records in rows:
-            for record in records:
-                try:
-                    if record.generated_id:
-                        call = _call_of(record)
-                        check_call(call, record.model_version, now)
-                        call = call._replace(occurred_at=call.occurred_at.astimezone(UTC))
-                    else:
-                        event = _measured_event(record, now)
-                except ValidationError as error:
-                    refused.append(error)
-                    continue
+        for record in (record for _, records in rows for record in records):
+            try:
                 if record.generated_id:
                     key = (record.model_id, record.owner_id, record.model_version)
+                    call = checked_call(_call_fields(record), record.model_version, now)
                     groups.setdefault(key, []).append(call)
                 else:
+                    event = _measured_event(record, now)
                     singles.setdefault(event.originator_id, event)
+            except ValidationError as error:
+                refused.append(error)
         events: list[PredictionUsage.Recorded | UsageBatch.Recorded] = list(singles.values())
         counts = dict.fromkeys(singles, 1)
         for (model_id, owner_id, version), calls in groups.items():
@@ -356,12 +350,12 @@ def _event_of(
     )
 
 
-_CALL_FIELDS = attrgetter(*MeteredCall._fields)  # a metered record has every field of a call
+def _call_fields(record: MeteredUsage) -> MeteredCall:
+    """The record's call (a metered record has every field of a call), not checked yet."""
+    return MeteredCall._make(_FIELDS_OF_CALL(record))
 
 
-def _call_of(record: MeteredUsage) -> MeteredCall:
-    """The call as a batch holds it (checked, then its ``occurred_at`` put in UTC)."""
-    return MeteredCall._make(_CALL_FIELDS(record))
+_FIELDS_OF_CALL = attrgetter(*MeteredCall._fields)
 
 
 def _measured_event(record: MeteredUsage, now: datetime) -> PredictionUsage.Recorded:
