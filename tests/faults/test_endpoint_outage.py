@@ -4,6 +4,7 @@ every call is counted exactly once."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -78,6 +79,17 @@ def test_infer_calls_are_answered_and_metered_while_postgres_is_down(
             break
         time.sleep(0.5)
     assert stored == (expected, expected), service.log_tail()
+
+    # The supervising process ships for its workers; /metrics (served by a worker) shows its
+    # counter too: what was stored, the retries not counted again.
+    metrics = httpx.get(f"{service.url}/metrics", timeout=30).text
+    assert _sample(metrics, "modelledger_metering_shipped_total") == expected
+
+
+def _sample(exposition: str, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)$", exposition, re.MULTILINE)
+    assert found is not None, f"{name} is not in /metrics"
+    return float(found[1])
 
 
 def test_api_only_workers_only_record_and_their_supervisor_ships_every_call(
