@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 RETRAINED = 8  # the seed of version 2: the same signature, other weights
 MISSING = "00000000-0000-0000-0000-000000000000"
 ROW = [0.25] * FEATURES
+CALLS = 4_000  # the split test's calls (10,000 took a minute per backend on a slow day)
 
 
 def _body(request_id: str | None = None, rows: list[list[float]] | None = None) -> dict[str, Any]:
@@ -109,18 +110,18 @@ def test_a_split_routes_close_to_its_weights_and_sticks_per_request_id(live: Wor
             version = answer.json().get("model_version", "") if answer.status_code == 200 else ""
             return answer.status_code, version
 
-        ids = [f"split-{i}" for i in range(10_000)]
+        ids = [f"split-{i}" for i in range(CALLS)]
         first = _in_pool(16, call, ids)
         assert {status for status, _ in first} == {200}
         served = dict(zip(ids, (version for _, version in first), strict=True))
         counted = Counter(served.values())
-        # 10,000 independent draws at p = 0.3: sd = sqrt(0.3 * 0.7 / 10,000) ≈ 0.46 pp, so
-        # ±2.5 pp is 5.4 sd: a fair router fails this about once in 20 million runs.
+        # 4,000 independent draws at p = 0.3: sd = sqrt(0.3 * 0.7 / 4,000) ≈ 0.72 pp, so
+        # ±3.5 pp is 4.8 sd: a fair router fails this about once in 600,000 runs.
         assert set(counted) == {"1", "2"}
-        assert abs(counted["1"] / 10_000 - 0.30) <= 0.025, counted
-        assert abs(counted["2"] / 10_000 - 0.70) <= 0.025, counted
+        assert abs(counted["1"] / CALLS - 0.30) <= 0.035, counted
+        assert abs(counted["2"] / CALLS - 0.70) <= 0.035, counted
 
-        sample = ids[::50]  # 200 of them, sent again: each reaches the version it reached
+        sample = ids[::20]  # 200 of them, sent again: each reaches the version it reached
         again = _in_pool(16, call, sample)
         assert again == [(200, served[i]) for i in sample]
 
@@ -138,7 +139,7 @@ def test_a_split_routes_close_to_its_weights_and_sticks_per_request_id(live: Wor
     detail = live.http.get(f"/api/models/{model['id']}", headers=alice.headers).json()
     assert {v["version"]: v["usage"]["total_requests"]
             for v in detail["usage_by_version"]} == expected
-    assert detail["usage"]["total_requests"] == 10_000
+    assert detail["usage"]["total_requests"] == CALLS
 
 
 def test_a_rollback_under_load_fails_no_call_and_reaches_every_call_within_2_s(
