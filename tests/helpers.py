@@ -6,6 +6,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from domain.usage import PredictionUsage
 from domain.usage_batch import UsageBatch, as_events
 from projections.catalogue import PROJECTION_TABLES
@@ -14,6 +16,13 @@ from services.container import Container
 from services.usage import UsageRecord
 
 T0 = datetime(2026, 11, 2, 8, tzinfo=UTC)  # a Monday morning
+
+
+def metric_sample(exposition: str, name: str, **labels: str) -> float:
+    """The value of one sample of a /metrics page (0 when it is not there yet)."""
+    return next((sample.value for family in text_string_to_metric_families(exposition)
+                 for sample in family.samples
+                 if sample.name == name and sample.labels == labels), 0.0)
 
 
 def usage_records(model_id: uuid.UUID, count: int, *, start: datetime = T0, prefix: str = "r",

@@ -9,6 +9,7 @@ import pytest
 
 from projections import watchdog
 from tests.api.conftest import Headers, assert_problem
+from tests.helpers import metric_sample
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -66,16 +67,8 @@ def test_metrics_export_projection_lag_and_stalls(
     assert 'modelledger_projection_stalled{projection="models"} 0.0' in text
 
 
-def _sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample of the metrics page (0 when it is not there yet)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    prefix = f"{name}{{{wanted}}} "
-    return next((float(line.removeprefix(prefix)) for line in text.splitlines()
-                 if line.startswith(prefix)), 0.0)
-
-
 def _ingested(text: str, route: str) -> float:
-    return _sample(text, "modelledger_usage_ingested_total", route=route)
+    return metric_sample(text, "modelledger_usage_ingested_total", route=route)
 
 
 def test_metrics_count_usage_stored_not_duplicates(
@@ -108,12 +101,12 @@ def test_metrics_count_requests_and_their_latency_per_route_template_and_status(
     after = client.get("/metrics").text
     ok, denied = {**route, "status_code": "200"}, {**route, "status_code": "401"}
     not_found = {**route, "status_code": "404"}
-    assert (_sample(after, "modelledger_requests_total", **not_found)
-            - _sample(before, "modelledger_requests_total", **not_found)) == 1
-    assert (_sample(after, "modelledger_requests_total", **ok)
-            - _sample(before, "modelledger_requests_total", **ok)) == 3
-    assert (_sample(after, "modelledger_requests_total", **denied)
-            - _sample(before, "modelledger_requests_total", **denied)) == 1
-    assert (_sample(after, "modelledger_request_duration_seconds_count", **ok)
-            - _sample(before, "modelledger_request_duration_seconds_count", **ok)) == 3
+    assert (metric_sample(after, "modelledger_requests_total", **not_found)
+            - metric_sample(before, "modelledger_requests_total", **not_found)) == 1
+    assert (metric_sample(after, "modelledger_requests_total", **ok)
+            - metric_sample(before, "modelledger_requests_total", **ok)) == 3
+    assert (metric_sample(after, "modelledger_requests_total", **denied)
+            - metric_sample(before, "modelledger_requests_total", **denied)) == 1
+    assert (metric_sample(after, "modelledger_request_duration_seconds_count", **ok)
+            - metric_sample(before, "modelledger_request_duration_seconds_count", **ok)) == 3
     assert 'path="/metrics"' not in after

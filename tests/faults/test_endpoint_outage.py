@@ -4,7 +4,6 @@ every call is counted exactly once."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 
 from tests.faults.processes import ROOT, Service, ThrowawayPostgres
 from tests.faults.traffic import owner_token, upload_onnx_model
+from tests.helpers import metric_sample
 from tests.onnx_models import FEATURES
 
 if TYPE_CHECKING:
@@ -83,13 +83,7 @@ def test_infer_calls_are_answered_and_metered_while_postgres_is_down(
     # The supervising process ships for its workers; /metrics (served by a worker) shows its
     # counter too: what was stored, the retries not counted again.
     metrics = httpx.get(f"{service.url}/metrics", timeout=30).text
-    assert _sample(metrics, "modelledger_metering_shipped_total") == expected
-
-
-def _sample(exposition: str, name: str) -> float:
-    found = re.search(rf"^{name} (\S+)$", exposition, re.MULTILINE)
-    assert found is not None, f"{name} is not in /metrics"
-    return float(found[1])
+    assert metric_sample(metrics, "modelledger_metering_shipped_total") == expected
 
 
 def test_api_only_workers_only_record_and_their_supervisor_ships_every_call(
