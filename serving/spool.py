@@ -128,6 +128,24 @@ def orphans(directory: Path) -> list[Path]:
     return found
 
 
+def pending_in(directory: Path) -> int:
+    """Committed records not deleted yet in every spool of ``directory``, live or orphaned
+    (read-only: a spool removed or not yet written meanwhile counts none)."""
+    total = 0
+    for path in directory.glob(f"*{SUFFIX}"):
+        try:
+            conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=1.0)
+        except sqlite3.Error:
+            continue
+        try:
+            total += int(conn.execute(_COUNT).fetchone()[0])
+        except sqlite3.Error:  # no table yet (a process killed before its first statement)
+            continue
+        finally:
+            conn.close()
+    return total
+
+
 class Spool:
     """An append-only spool of opaque records; ``open`` for a writer, ``adopt`` for an orphan."""
 

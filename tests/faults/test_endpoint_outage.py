@@ -58,6 +58,11 @@ def test_infer_calls_are_answered_and_metered_while_postgres_is_down(
         during = [call(f"during-{i}") for i in range(40)]
         down_for = time.monotonic() - down_started
         retried = [call(f"during-{i}") for i in range(5)]  # retries of answered calls
+        # The metrics page still answers, within a scraper's timeout (Prometheus: 10 s), and
+        # shows what waits on disk to ship.
+        scraped = time.monotonic()
+        down_metrics = http.get("/metrics")
+        scrape_took = time.monotonic() - scraped
         postgres.start_again()
         after = [call(f"after-{i}") for i in range(20)]
 
@@ -66,6 +71,9 @@ def test_infer_calls_are_answered_and_metered_while_postgres_is_down(
     assert retried == [200] * 5
     assert after == [200] * 20
     assert down_for < 30  # no call waited for PostgreSQL's connection timeout
+    assert down_metrics.status_code == 200
+    assert scrape_took < 10
+    assert metric_sample(down_metrics.text, "modelledger_metering_backlog_records") >= 45
 
     expected = 80  # the five retries are the same request ids: counted once
     deadline = time.monotonic() + 90
@@ -84,6 +92,12 @@ def test_infer_calls_are_answered_and_metered_while_postgres_is_down(
     # counter too: what was stored, the retries not counted again.
     metrics = httpx.get(f"{service.url}/metrics", timeout=30).text
     assert metric_sample(metrics, "modelledger_metering_shipped_total") == expected
+    while metric_sample(metrics, "modelledger_metering_backlog_records") and (
+        time.monotonic() < deadline
+    ):  # the rows are deleted once their shipment committed
+        time.sleep(0.5)
+        metrics = httpx.get(f"{service.url}/metrics", timeout=30).text
+    assert metric_sample(metrics, "modelledger_metering_backlog_records") == 0
 
 
 def test_api_only_workers_only_record_and_their_supervisor_ships_every_call(

@@ -22,6 +22,7 @@ from serving.spool import (
     SpoolInUseError,
     SpoolWriteError,
     orphans,
+    pending_in,
 )
 from tests.services.spool_helpers import Child
 
@@ -236,6 +237,34 @@ class TestReading:
 
     def test_the_spool_directory_is_private(self, spool: Spool) -> None:
         assert stat.S_IMODE(spool.path.parent.stat().st_mode) == 0o700
+
+
+class TestBacklog:
+    """``pending_in``: what the metrics page reports as waiting to ship, from every spool."""
+
+    async def test_counts_the_records_of_live_and_closed_spools_not_yet_deleted(
+        self, tmp_path: Path
+    ) -> None:
+        directory = tmp_path / "spool"
+        live, closed = Spool.open(directory), Spool.open(directory)
+        try:
+            await asyncio.gather(*(live.append(f"l{i}".encode()) for i in range(7)))
+            for i in range(3):
+                await closed.append(f"c{i}".encode())
+            closed.close()  # its process ended: an orphan with three records
+            assert pending_in(directory) == 10
+            shipped = live.read(2)  # whole commits, two records or more
+            live.delete_through(shipped[-1][0])
+            assert pending_in(directory) == 10 - len(_bodies(shipped))
+        finally:
+            live.close()
+
+    def test_a_directory_without_spools_or_with_an_unwritten_one_counts_none(
+        self, tmp_path: Path
+    ) -> None:
+        assert pending_in(tmp_path / "missing") == 0
+        (tmp_path / "0123abcd.sqlite3").touch()  # created, then the process was killed
+        assert pending_in(tmp_path) == 0
 
 
 class TestOrphans:
