@@ -31,7 +31,6 @@ SESSION_COOKIE = "ml_session"
 SESSION_TTL = timedelta(hours=12)
 MAX_SESSIONS_PER_USER = 20  # the oldest go first: a script signing in in a loop stays bounded
 UI_SCOPE_KEY = "modelledger_ui"  # where the router's ``before_request`` puts the ``UiContext``
-_TS = "%Y-%m-%dT%H:%M:%S.%f+00:00"  # fixed width: text order is time order
 _DDL = (
     (
         "CREATE TABLE IF NOT EXISTS ui_sessions (id_sha256 TEXT PRIMARY KEY, "
@@ -63,7 +62,9 @@ class Session:
 
 
 def _text(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(_TS)
+    # Not %Y: glibc leaves years before 1000 unpadded, and the width must not vary.
+    utc = moment.astimezone(UTC)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}+00:00"
 
 
 def _digest(value: str) -> str:

@@ -21,7 +21,13 @@ if TYPE_CHECKING:
 
     from projections.table import Table
 
-_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"  # fixed width: text order is time order
+
+
+def timestamp_text(value: datetime) -> str:
+    """A time as UTC text of fixed width, so that text order is time order. Not ``%Y``: glibc
+    leaves years before 1000 unpadded ("800-02-29"), which neither sorts nor parses back."""
+    utc = value.astimezone(UTC)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}+00:00"
 
 
 class SQLiteStore(ReadStore):
@@ -91,7 +97,7 @@ class SQLiteStore(ReadStore):
         if kind == "uuid":
             return str(value)
         if kind == "ts":
-            return value.astimezone(UTC).strftime(_TS_FORMAT)
+            return timestamp_text(value)
         return value
 
     def from_db(self, value: Any, kind: str) -> Any:
