@@ -68,9 +68,15 @@ def record_projections(report: Iterable[ProjectionHealth]) -> None:
         PROJECTION_STALLED.labels(p.name).set(int(p.stalled))
 
 
+def projection_health(projector: Projector) -> list[ProjectionHealth] | None:
+    """Every projection's lag and progress, or None (logged) when the database did not answer
+    within 2 s or failed."""
+    return _PROJECTIONS.read(projector)
+
+
 def render(container: Container) -> bytes:
     """The metrics page; with several workers, all processes' samples combined."""
-    report = _PROJECTIONS.read(container.projector)
+    report = projection_health(container.projector)
     if report is not None:
         record_projections(report)
     if container.settings.metering:

@@ -63,6 +63,9 @@ def test_infer_calls_are_answered_and_metered_while_postgres_is_down(
         scraped = time.monotonic()
         down_metrics = http.get("/metrics")
         scrape_took = time.monotonic() - scraped
+        probed = time.monotonic()
+        down_ready = http.get("/health/ready")  # unready, said before a probe's timeout
+        probe_took = time.monotonic() - probed
         postgres.start_again()
         after = [call(f"after-{i}") for i in range(20)]
 
@@ -73,6 +76,8 @@ def test_infer_calls_are_answered_and_metered_while_postgres_is_down(
     assert down_for < 30  # no call waited for PostgreSQL's connection timeout
     assert down_metrics.status_code == 200
     assert scrape_took < 10
+    assert (down_ready.status_code, down_ready.json()["database"]) == (503, "unreachable")
+    assert probe_took < 10
     assert metric_sample(down_metrics.text, "modelledger_metering_backlog_records") >= 45
 
     expected = 80  # the five retries are the same request ids: counted once
