@@ -22,6 +22,7 @@ from litestar.datastructures import Cookie
 from litestar.response import Redirect
 
 from api.tokens import Principal, user_id_of
+from projections.store.sqlite import timestamp_text  # fixed width: text order is time order
 from services.usage import Writer
 
 if TYPE_CHECKING:
@@ -61,12 +62,6 @@ class Session:
                          Writer(self.user_id, self.subject, self.issuer))
 
 
-def _text(moment: datetime) -> str:
-    # Not %Y: glibc leaves years before 1000 unpadded, and the width must not vary.
-    utc = moment.astimezone(UTC)
-    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}+00:00"
-
-
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
@@ -92,11 +87,12 @@ class SessionStore:
         self._ensure()
         sid = secrets.token_urlsafe(32)
         now = datetime.now(UTC)
+        now_text = timestamp_text(now)
         user_id = str(user_id_of(subject, issuer))
         sql = self.store.sql
         with self.store.write("ui_sessions") as cur:
-            cur.execute(sql("DELETE FROM ui_sessions WHERE expires_at < ?"), (_text(now),))
-            cur.execute(sql("DELETE FROM ui_used_links WHERE expires_at < ?"), (_text(now),))
+            cur.execute(sql("DELETE FROM ui_sessions WHERE expires_at < ?"), (now_text,))
+            cur.execute(sql("DELETE FROM ui_used_links WHERE expires_at < ?"), (now_text,))
             cur.execute(
                 sql("SELECT id_sha256 FROM ui_sessions WHERE user_id = ? "
                     "ORDER BY created_at DESC"),
@@ -107,7 +103,7 @@ class SessionStore:
             cur.execute(
                 sql("INSERT INTO ui_sessions VALUES (?, ?, ?, ?, ?, ?, ?)"),
                 (_digest(sid), user_id, subject, issuer, " ".join(sorted(scopes)),
-                 _text(now), _text(now + self.ttl)),
+                 now_text, timestamp_text(now + self.ttl)),
             )
         return sid
 
@@ -144,7 +140,7 @@ class SessionStore:
                 self.store.sql(
                     "INSERT INTO ui_used_links VALUES (?, ?) ON CONFLICT (jti) DO NOTHING"
                 ),
-                (_digest(jti), _text(expires_at)),
+                (_digest(jti), timestamp_text(expires_at)),
             )
             return bool(cur.rowcount == 1)  # type: ignore[attr-defined]
 

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from projections.table import Table
 
 
-
 def timestamp_text(value: datetime) -> str:
     """A time as UTC text of fixed width, so that text order is time order. Not ``%Y``: glibc
     leaves years before 1000 unpadded ("800-02-29"), which neither sorts nor parses back."""
