@@ -3,11 +3,7 @@ calls answered, projection lag, the metering spool's backlog."""
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
-import weakref
-from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -20,17 +16,17 @@ from prometheus_client import (
     multiprocess,
 )
 
+from projections import watchdog
 from serving.spool import pending_in
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from projections.projector import Projector
     from projections.watchdog import ProjectionHealth
     from services.container import Container
 
-log = logging.getLogger("modelledger.api")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+PROBE_WAIT_SECONDS = 2.0  # a probe's or scrape's wait for the database
 USAGE_INGESTED = Counter(
     "modelledger_usage_ingested", "Usage records stored (duplicates excluded)", ["route"]
 )
@@ -68,16 +64,10 @@ def record_projections(report: Iterable[ProjectionHealth]) -> None:
         PROJECTION_STALLED.labels(p.name).set(int(p.stalled))
 
 
-def projection_health(projector: Projector) -> list[ProjectionHealth] | None:
-    """Every projection's lag and progress, or None (logged) when the database did not answer
-    within 2 s or failed."""
-    return _PROJECTIONS.read(projector)
-
-
 def render(container: Container) -> bytes:
     """The metrics page; with several workers, all processes' samples combined."""
-    report = projection_health(container.projector)
-    if report is not None:
+    report = watchdog.check_within(container.projector, PROBE_WAIT_SECONDS)
+    if report is not None:  # else the gauges keep their last reading
         record_projections(report)
     if container.settings.metering:
         METERING_BACKLOG.set(pending_in(container.settings.data_dir / "spool"))
@@ -87,45 +77,3 @@ def render(container: Container) -> bytes:
         return generate_latest(registry)
     return generate_latest(REGISTRY)
 
-
-class _ProjectionReadings:
-    """The projections' health, read from the database on a thread of its own: a scrape waits
-    at most ``wait`` seconds for it (with the database down, a read waits for the connection
-    pool's 30 s, far past a scraper's timeout), and a read still waiting is not started again."""
-
-    def __init__(self, wait: float) -> None:
-        self.wait = wait
-        self._lock = threading.Lock()
-        self._reads: weakref.WeakKeyDictionary[Projector, Future[list[ProjectionHealth]]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def read(self, projector: Projector) -> list[ProjectionHealth] | None:
-        """The report, or None (logged) when the database did not answer in time or failed."""
-        with self._lock:
-            future = self._reads.get(projector)
-            if future is None or future.done():
-                future = self._reads[projector] = Future()
-                threading.Thread(target=_check, args=(projector, future), daemon=True,
-                                 name="metrics-projections").start()
-        try:
-            return future.result(timeout=self.wait)
-        except TimeoutError:
-            log.warning("projection gauges not refreshed: the database did not answer in %.0f s",
-                        self.wait)
-        except Exception:
-            log.warning("projection gauges not refreshed: the database cannot be read",
-                        exc_info=True)
-        return None
-
-
-def _check(projector: Projector, future: Future[list[ProjectionHealth]]) -> None:
-    from projections import watchdog  # noqa: PLC0415 - keeps this module free of the scheduler
-
-    try:
-        future.set_result(watchdog.check(projector))
-    except Exception as error:  # noqa: BLE001 - handed to the scrape that waits for it
-        future.set_exception(error)
-
-
-_PROJECTIONS = _ProjectionReadings(wait=2.0)

@@ -2,11 +2,17 @@
 
 Stateless, so any process (``/health/ready``, metrics, the job) can ask: the tracking row's
 ``updated_at`` changes with every batch, so lag > 0 with no update for ``after`` means the
-lag grows (or stands) without progress.
+lag grows (or stands) without progress. Probes ask through ``check_within``, which bounds the
+wait: with the database down, a read waits for the connection pool's 30 s, past any probe's or
+scraper's timeout.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import weakref
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -15,6 +21,7 @@ if TYPE_CHECKING:
     from projections.projector import Projector
 
 STALL_AFTER = timedelta(minutes=2)
+log = logging.getLogger("modelledger.projections")
 
 
 @dataclass(frozen=True)
@@ -48,3 +55,37 @@ def check(
             )
         )
     return report
+
+
+# One read in flight per projector: probes arriving while the database does not answer share
+# the read that waits rather than each starting another.
+_in_flight: weakref.WeakKeyDictionary[Projector, Future[list[ProjectionHealth]]] = (
+    weakref.WeakKeyDictionary()
+)
+_in_flight_lock = threading.Lock()
+
+
+def check_within(projector: Projector, seconds: float) -> list[ProjectionHealth] | None:
+    """``check`` waiting at most ``seconds`` (on a thread of its own); None, logged, when the
+    database did not answer in time or failed."""
+    with _in_flight_lock:
+        future = _in_flight.get(projector)
+        if future is None or future.done():
+            future = _in_flight[projector] = Future()
+            threading.Thread(target=_check_into, args=(projector, future), daemon=True,
+                             name="projection-health").start()
+    try:
+        return future.result(timeout=seconds)
+    except TimeoutError:
+        log.warning("projection health not read: the database did not answer in %.0f s",
+                    seconds)
+    except Exception:
+        log.warning("projection health not read: the database cannot be read", exc_info=True)
+    return None
+
+
+def _check_into(projector: Projector, future: Future[list[ProjectionHealth]]) -> None:
+    try:
+        future.set_result(check(projector))
+    except Exception as error:  # noqa: BLE001 - handed to the probe that waits for it
+        future.set_exception(error)

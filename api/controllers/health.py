@@ -13,6 +13,7 @@ from api import metrics
 from api.deps import container
 from api.errors import PROBLEM_JSON, problem_responses
 from api.schemas import Liveness, NotReady, ProjectionHealth, Readiness
+from projections import watchdog
 
 
 class HealthController(Controller):
@@ -46,9 +47,7 @@ class HealthController(Controller):
         },
     )
     def ready(self, request: Request[Any, Any, State]) -> Response[Readiness] | Response[NotReady]:
-        # Read from the database, waiting at most 2 s: with it down, the pool would wait 30 s,
-        # past any load balancer's probe timeout.
-        report = metrics.projection_health(container(request).projector)
+        report = watchdog.check_within(container(request).projector, metrics.PROBE_WAIT_SECONDS)
         if report is None:  # unreachable, failed or too slow (logged)
             return _not_ready("database unreachable", "unreachable", [])
         metrics.record_projections(report)

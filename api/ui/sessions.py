@@ -22,7 +22,7 @@ from litestar.datastructures import Cookie
 from litestar.response import Redirect
 
 from api.tokens import Principal, user_id_of
-from projections.store.sqlite import timestamp_text  # fixed width: text order is time order
+from projections.store.base import timestamp_text  # fixed width: text order is time order
 from services.usage import Writer
 
 if TYPE_CHECKING:

@@ -26,6 +26,14 @@ NEXT = "__next"  # suffix of the tables a rebuild builds aside
 Statement = tuple[str, list[Any]]
 
 
+def timestamp_text(value: datetime) -> str:
+    """A time as UTC text of fixed width, so that text order is time order (the SQLite store's
+    times, the dashboard's session expiries). Not ``%Y``: glibc leaves years before 1000
+    unpadded ("800-02-29"), which neither sorts nor parses back."""
+    utc = value.astimezone(UTC)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}+00:00"
+
+
 class Cursor(Protocol):
     def execute(self, query: Any, params: Any = ..., /) -> Any: ...
     def executemany(self, query: Any, params_seq: Any, /) -> Any: ...

@@ -9,24 +9,17 @@ from __future__ import annotations
 import sqlite3
 import threading
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from projections.store.base import Cursor, ReadStore
+from projections.store.base import Cursor, ReadStore, timestamp_text
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from pathlib import Path
 
     from projections.table import Table
-
-
-def timestamp_text(value: datetime) -> str:
-    """A time as UTC text of fixed width, so that text order is time order. Not ``%Y``: glibc
-    leaves years before 1000 unpadded ("800-02-29"), which neither sorts nor parses back."""
-    utc = value.astimezone(UTC)
-    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}+00:00"
 
 
 class SQLiteStore(ReadStore):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.store.sqlite import timestamp_text
+from projections.store.base import timestamp_text
 
 _AWARE = st.datetimes(
     min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31),  # noqa: DTZ001 - made aware below
