@@ -64,3 +64,7 @@ class UsageLog(Application[UUID]):
     def shipped_through(self, spool: str) -> int:
         """The last row of spool ``spool`` stored (0 before any)."""
         return cast("InsertsShipments", self.recorder).shipped_through(spool)
+
+    def forget_spool(self, spool: str) -> None:
+        """Delete the mark of a spool whose file is removed (``InsertsShipments``)."""
+        cast("InsertsShipments", self.recorder).forget_shipments(spool)

@@ -74,6 +74,11 @@ class InsertsShipments(Protocol):
         """The spool's mark: its last row stored (0 before any)."""
         ...  # pragma: no cover
 
+    def forget_shipments(self, spool: str) -> None:
+        """Delete the spool's mark. Only once its file is removed: while a row of it is left,
+        the mark is what keeps that row from being stored twice."""
+        ...  # pragma: no cover
+
 
 @dataclass(frozen=True)
 class Replacement:

@@ -68,6 +68,9 @@ class PostgresUsageRecorder(PostgresApplicationRecorder):
             "INSERT INTO {schema}.{shipments} (spool, through) VALUES (%s, %s) "
             "ON CONFLICT (spool) DO UPDATE SET through = excluded.through"
         ).format(schema=schema, shipments=shipments)
+        self.delete_mark_statement = SQL(
+            "DELETE FROM {schema}.{shipments} WHERE spool = %s"
+        ).format(schema=schema, shipments=shipments)
         self.insert_new_events_statement = SQL(
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
@@ -143,6 +146,10 @@ class PostgresUsageRecorder(PostgresApplicationRecorder):
             curs.execute(self.select_mark_statement, (spool,))
             row = curs.fetchone()
             return 0 if row is None else int(row["through"])
+
+    def forget_shipments(self, spool: str) -> None:
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute(self.delete_mark_statement, (spool,))
 
     def _insert_new(self, curs: Any, stored_events: Sequence[StoredEvent]) -> set[UUID]:
         columns = (

@@ -76,6 +76,10 @@ class SQLiteUsageRecorder(SQLiteApplicationRecorder):
             row = c.fetchone()
             return 0 if row is None else int(row[0])
 
+    def forget_shipments(self, spool: str) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"DELETE FROM {SHIPMENTS_TABLE} WHERE spool = ?", (spool,))
+
     def _insert_new(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent]) -> set[UUID]:
         inserted: set[UUID] = set()
         statement = (

@@ -158,15 +158,18 @@ class Meter:
         if own is not None:
             own.close()
         for spool in adopted:
-            if not (shipper_done and spool.remove_if_empty()):
+            if shipper_done and spool.remove_if_empty():
+                self._forget(spool.path)
+            else:
                 spool.close()
         if not shipper_done:
             return
         if own is not None:
-            _remove_if_empty(own.path)  # an orphan now: removed here rather than at the next start
+            # An orphan now: removed here rather than at the next start.
+            self._remove_if_empty(own.path)
         else:  # shipping "all": and what killed processes left, once shipped
             for path in _listed_orphans(self.spool_dir):
-                _remove_if_empty(path)
+                self._remove_if_empty(path)
 
     def _stop_recording(self) -> None:
         """Shipping ``none``: wait briefly for whoever ships, close, remove the spool if empty."""
@@ -176,7 +179,7 @@ class Meter:
         with self._spools:
             own, self._spool = self._spool, None
         own.close()
-        _remove_if_empty(own.path)
+        self._remove_if_empty(own.path)
 
     def _run(self) -> None:
         backoff = 0.0
@@ -262,6 +265,25 @@ class Meter:
                 return
             self._adopted.remove(spool)
         log.info("adopted usage spool shipped and removed", extra={"spool": spool.path.name})
+        self._forget(spool.path)
+
+    def _remove_if_empty(self, path: Path) -> None:
+        try:
+            spool = Spool.adopt(path)
+        except (SpoolInUseError, FileNotFoundError):
+            return  # another process adopted it first
+        if spool.remove_if_empty():
+            self._forget(path)
+        else:
+            spool.close()
+
+    def _forget(self, path: Path) -> None:
+        """Drop a removed spool's shipment mark; left (harmless, one row) if the store fails."""
+        try:
+            self.usage.forget_spool(path.stem)
+        except Exception as error:  # noqa: BLE001 - a mark left behind costs one row, no more
+            log.warning("cannot forget a removed usage spool's shipment mark",
+                        extra={"spool": path.name, "error": type(error).__name__})
 
     def _ship_batch(self, spool: Spool) -> int:
         rows = spool.read(self.batch)
@@ -335,13 +357,3 @@ def _listed(listing: Callable[[], list[Path]]) -> list[Path]:
     except OSError as error:
         log.warning("cannot list usage spools", extra={"error": type(error).__name__})
         return []
-
-
-def _remove_if_empty(path: Path) -> None:
-    try:
-        spool = Spool.adopt(path)
-    except (SpoolInUseError, FileNotFoundError):
-        return  # another process adopted it first
-    if not spool.remove_if_empty():
-        spool.close()
-

@@ -269,6 +269,11 @@ class UsageService:
             rows = [row for row in rows if row[0] > through]
         return 0
 
+    def forget_spool(self, spool: str) -> None:
+        """Forget the shipment mark of spool ``spool``, whose file has been removed: no row of
+        it can ship again, so the mark guards nothing (one row fewer per process ever run)."""
+        self.log.forget_spool(spool)
+
     def _shipment_events(
         self, rows: Sequence[tuple[int, Sequence[MeteredUsage]]]
     ) -> tuple[

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,8 +23,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import msgspec
+import psycopg
+from psycopg.sql import SQL, Identifier
 
 from config.settings import load_settings
+from eventstore.ports import SHIPMENTS_TABLE
 from modelledger.bootstrap import build
 from services.container import Container
 from services.metering import Meter, Shipping
@@ -44,6 +48,18 @@ def metered(model_id: uuid.UUID, owner_id: uuid.UUID, request_id: str,
         rejected=False, api_key_id="key-1", caller="alice",
     )
     return msgspec.structs.replace(record, **changes)
+
+
+def shipment_marks(container: Container) -> set[str]:
+    """The spools the usage log holds a shipment mark for, read straight from its table."""
+    settings = container.settings
+    if settings.backend == "sqlite":
+        with contextlib.closing(sqlite3.connect(settings.sqlite_file("usage"))) as conn:
+            return {row[0] for row in conn.execute(f"SELECT spool FROM {SHIPMENTS_TABLE}")}
+    with psycopg.connect(settings.postgres_conninfo()) as pg:
+        query = SQL("SELECT spool FROM {}.{}").format(
+            Identifier(settings.pg_schema), Identifier(SHIPMENTS_TABLE))
+        return {row[0] for row in pg.execute(query)}
 
 
 def stored_request_ids(container: Container) -> Counter[str]:

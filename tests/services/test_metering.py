@@ -29,6 +29,7 @@ from tests.helpers import register
 from tests.services.spool_helpers import (
     Child,
     metered,
+    shipment_marks,
     start_postgres,
     stop_postgres,
     stored_request_ids,
@@ -139,6 +140,7 @@ class TestShipping:
         await asyncio.to_thread(meter.stop)  # flushes first
         assert stored_request_ids(container) == {"r": 1}
         assert list((tmp_path / "spool").glob(f"*{SUFFIX}")) == []
+        assert shipment_marks(container) == set()  # nor its shipment mark in the event store
 
 
 @contextlib.contextmanager
@@ -195,6 +197,7 @@ def test_records_acknowledged_by_a_killed_process_ship_once_from_the_next_one(
     container.projector.catch_up("usage")
     assert container.models.get(owner, model_id).usage.requests == len(stored)
     assert list((tmp_path / "spool").glob(f"*{SUFFIX}")) == []  # the orphan shipped, removed
+    assert shipment_marks(container) == set()  # its mark and the new process's forgotten
 
 
 class TestOneProcessShippingEverySpool:

@@ -125,6 +125,18 @@ class TestExactlyOnce:
         assert container.usage_log.shipped_through(other_spool) == 1
         assert container.usage_log.shipped_through("2d" * 16) == 0
 
+    def test_a_removed_spool_s_mark_is_forgotten_and_the_others_kept(
+        self, container: Container
+    ) -> None:
+        model_id, owner = _model(container)
+        other_spool = "1e" * 16
+        container.usage.ship_measured(SPOOL, [(5, _generated(model_id, owner, 1, "a"))])
+        container.usage.ship_measured(other_spool, [(2, _generated(model_id, owner, 1, "b"))])
+        container.usage.forget_spool(SPOOL)
+        container.usage.forget_spool("2d" * 16)  # never shipped: nothing to forget, no error
+        assert container.usage_log.shipped_through(SPOOL) == 0
+        assert container.usage_log.shipped_through(other_spool) == 2
+
 
 def test_batched_calls_project_exactly_like_the_same_calls_as_single_events(
     container: Container,
