@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Self
 import httpx
 import pytest
 import uvicorn
+from filelock import FileLock
 
 from tests.pg import free_port
 
@@ -62,13 +63,15 @@ def mlserver_python() -> Path:
     """
     venv = Path(os.environ.get("MODELLEDGER_TEST_MLSERVER_VENV", ROOT / ".venv-mlserver"))
     python = venv / "bin" / "python"
-    if not (venv / "bin" / "mlserver").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", f"mlserver=={MLSERVER_VERSION}",
-             f"mlserver-sklearn=={MLSERVER_VERSION}"],
-            check=True, timeout=1200, capture_output=True,
-        )
+    # Test workers run in parallel (pytest-xdist): one makes the environment, the others wait.
+    with FileLock(f"{venv}.lock", timeout=1500):
+        if not (venv / "bin" / "mlserver").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "-q", f"mlserver=={MLSERVER_VERSION}",
+                 f"mlserver-sklearn=={MLSERVER_VERSION}"],
+                check=True, timeout=1200, capture_output=True,
+            )
     return python
 
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import uvicorn
+from filelock import FileLock
 
 from api.app import create_app
 from api.tokens import issue_token
@@ -43,11 +45,14 @@ def ensure_chromium() -> str | None:
     if CHROMIUM.exists():
         return str(CHROMIUM)
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-q"], check=False, env=env,  # noqa: S607
-                       capture_output=True, timeout=600)
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=False,  # noqa: S607
-                       env=env, capture_output=True, timeout=1200)
+        # Test workers run in parallel (pytest-xdist): one installs, the others wait for it.
+        with FileLock(Path(tempfile.gettempdir()) / "modelledger-chromium.lock", timeout=1900):
+            if not CHROMIUM.exists():
+                env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+                subprocess.run(["apt-get", "update", "-q"], check=False,  # noqa: S607
+                               env=env, capture_output=True, timeout=600)
+                subprocess.run(["apt-get", "install", "-y", "-q", "chromium"],  # noqa: S607
+                               check=False, env=env, capture_output=True, timeout=1200)
     return str(CHROMIUM) if CHROMIUM.exists() else None
 
 
