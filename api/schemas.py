@@ -199,7 +199,7 @@ class HistoryPage(msgspec.Struct):
     total: int
 
 
-class UsageBatch(msgspec.Struct, forbid_unknown_fields=True):
+class UsageReportBatch(msgspec.Struct, forbid_unknown_fields=True):
     records: Annotated[list[UsageRecord], msgspec.Meta(
         max_length=MAX_BATCH,
         description="Each record is held to the rules of one recorded request (recordUsage's "
@@ -244,7 +244,7 @@ class ApiKeyList(msgspec.Struct):
 
 # The JSON request bodies Litestar decodes (registration reads its own, see api/uploads.py).
 REQUEST_BODIES: tuple[type[msgspec.Struct], ...] = (
-    ModelUpdate, UsageReport, UsageBatch, ApiKeyCreate,
+    ModelUpdate, UsageReport, UsageReportBatch, ApiKeyCreate,
 )
 
 
@@ -253,7 +253,7 @@ class Rejection(msgspec.Struct):
     error: str
 
 
-class UsageBatchResult(msgspec.Struct):
+class UsageReportBatchResult(msgspec.Struct):
     accepted: int
     duplicates: int
     rejected: list[Rejection]

@@ -23,8 +23,8 @@ from api.schemas import (
     Rejection,
     StrictBody,
     UsageAck,
-    UsageBatch,
-    UsageBatchResult,
+    UsageReportBatch,
+    UsageReportBatchResult,
     UsageSeries,
     UsageSummary,
     VersionSeries,
@@ -159,14 +159,16 @@ class UsageController(Controller):
         status_code=200,
         sync_to_thread=True,
         request_max_body_size=32 * 1024 * 1024,
-        dto=StrictBody[UsageBatch],
+        dto=StrictBody[UsageReportBatch],
         return_dto=None,
         responses=problem_responses(400, 401, 403, 413, 422),
     )
-    def record_batch(self, request: ApiRequest, data: JSONBody[UsageBatch]) -> UsageBatchResult:
+    def record_batch(
+        self, request: ApiRequest, data: JSONBody[UsageReportBatch]
+    ) -> UsageReportBatchResult:
         result = container(request).usage.record_batch(data.records, writer(request))
         USAGE_INGESTED.labels("batch").inc(result.accepted)
-        return UsageBatchResult(
+        return UsageReportBatchResult(
             result.accepted, result.duplicates, [Rejection(i, e) for i, e in result.rejected]
         )
 

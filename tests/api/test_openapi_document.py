@@ -28,7 +28,7 @@ def _parameter(document: dict[str, Any], path: str, method: str, name: str) -> d
 @sqlite_only
 def test_request_bodies_refuse_fields_they_lack(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
-    for name in ("UsageReport", "UsageRecord", "UsageBatch", "ModelUpdate"):
+    for name in ("UsageReport", "UsageRecord", "UsageReportBatch", "ModelUpdate"):
         assert schemas[name]["additionalProperties"] is False, name
     register = document["paths"]["/api/models"]["post"]["requestBody"]["content"]
     assert all(body["schema"]["additionalProperties"] is False for body in register.values())
