@@ -49,13 +49,15 @@ _ISSUER_NAMESPACE = uuid.uuid5(_USER_NAMESPACE, "issuers")
 
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated caller; ``writer`` is what it may record usage for."""
+    """The authenticated caller; ``writer`` is what it may record usage for, ``name`` how
+    the dashboard shows them (the identity provider's name; "": the subject)."""
 
     user_id: uuid.UUID
     subject: str
     scopes: frozenset[str]
     issuer: str
     writer: Writer
+    name: str = ""
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def page(
     """``name`` rendered in the dashboard's frame (navigation, sign-out, the user's name)."""
     who = request.scope.get("user")
     frame = {"title": title, "nav": nav, "signed_in": who is not None,
-             "user_name": getattr(who, "subject", ""),
+             "user_name": getattr(who, "name", "") or getattr(who, "subject", ""),
              "is_admin": who is not None and SCOPE_ADMIN in who.scopes}
     return Template(name, status_code=status_code, context={**frame, **context},
                     headers={"Cache-Control": "no-store"})

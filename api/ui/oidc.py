@@ -55,6 +55,8 @@ JWKS_SECONDS: Final = 300.0
 JWKS_COOLDOWN: Final = 10.0  # an unknown kid refetches the JWKS at most this often
 CLOCK_SKEW: Final = 60  # seconds of leeway on exp and iat
 MAX_PARAM: Final = 4096  # longest code or state taken from the callback's query
+MAX_NAME: Final = 80  # a display name longer than this is cut (it sits in the page header)
+NAME_CLAIMS: Final = ("name", "preferred_username", "email")  # OIDC Core 5.1, best first
 _COOKIE_AUDIENCE: Final = "modelledger:oidc-login"
 # Every answer of these routes sets or clears a cookie: none may be kept by a cache.
 NO_STORE: Final = {"Cache-Control": "no-store"}
@@ -78,10 +80,24 @@ def _provider_failed(reason: str) -> SignInError:
 
 @dataclass(frozen=True)
 class Identity:
-    """Who the provider says signed in."""
+    """Who the provider says signed in; ``name`` is only shown (``subject`` and ``issuer``
+    are who it is)."""
 
     subject: str
     issuer: str
+    name: str = ""
+
+
+def display_name(claims: dict[str, Any]) -> str:
+    """The first of the ID token's name claims that is text, without control characters and
+    cut to ``MAX_NAME``; "" when it has none (the dashboard then shows the subject)."""
+    for claim in NAME_CLAIMS:
+        value = claims.get(claim)
+        if isinstance(value, str):
+            text = " ".join("".join(c for c in value if c.isprintable()).split())[:MAX_NAME]
+            if text:
+                return text
+    return ""
 
 
 @dataclass(frozen=True)
@@ -272,7 +288,7 @@ class OidcClient:
         subject = claims["sub"]
         if not isinstance(subject, str) or not 0 < len(subject) <= 255:  # noqa: PLR2004 - OIDC 2
             raise _invalid("ID token's sub is not a string of 1 to 255 characters")
-        return Identity(subject, self.issuer)
+        return Identity(subject, self.issuer, display_name(claims))
 
     async def provider(self) -> Provider:
         """The discovery document's endpoints, fetched once an hour."""
@@ -412,7 +428,7 @@ def oidc_router(settings: Settings) -> Router:
         log.info("oidc sign-in", extra={"subject": identity.subject, "issuer": identity.issuer})
         response = await begin_session(
             request, subject=identity.subject, issuer=identity.issuer, scopes=DASHBOARD_SCOPES,
-            next_path=pending.next_path,
+            next_path=pending.next_path, name=identity.name,
         )
         response.set_cookie(_login_cookie(request, "", 0))  # one use: the state is spent
         response.headers.update(NO_STORE)

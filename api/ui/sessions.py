@@ -36,7 +36,8 @@ _DDL = (
     (
         "CREATE TABLE IF NOT EXISTS ui_sessions (id_sha256 TEXT PRIMARY KEY, "
         "user_id TEXT NOT NULL, subject TEXT NOT NULL, issuer TEXT NOT NULL, "
-        "scopes TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL)"
+        "scopes TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL, "
+        "display_name TEXT NOT NULL DEFAULT '')"
     ),
     "CREATE INDEX IF NOT EXISTS ix_ui_sessions_user ON ui_sessions (user_id, created_at)",
     "CREATE INDEX IF NOT EXISTS ix_ui_sessions_expiry ON ui_sessions (expires_at)",
@@ -56,10 +57,11 @@ class Session:
     issuer: str
     scopes: frozenset[str]
     expires_at: datetime
+    name: str = ""  # the identity provider's name for the user, shown instead of the subject
 
     def principal(self) -> Principal:
         return Principal(self.user_id, self.subject, self.scopes, self.issuer,
-                         Writer(self.user_id, self.subject, self.issuer))
+                         Writer(self.user_id, self.subject, self.issuer), self.name)
 
 
 def _digest(value: str) -> str:
@@ -80,9 +82,10 @@ class SessionStore:
         with self.store.write("ui_sessions") as cur:
             for statement in _DDL:
                 cur.execute(statement)
+            _add_display_name(self.store, cur)
         _ready.add(self.store)
 
-    def start(self, subject: str, issuer: str, scopes: frozenset[str]) -> str:
+    def start(self, subject: str, issuer: str, scopes: frozenset[str], name: str = "") -> str:
         """A new session's cookie value; prunes expired sessions and the user's oldest."""
         self._ensure()
         sid = secrets.token_urlsafe(32)
@@ -101,9 +104,9 @@ class SessionStore:
             for (old,) in cur.fetchall()[MAX_SESSIONS_PER_USER - 1:]:
                 cur.execute(sql("DELETE FROM ui_sessions WHERE id_sha256 = ?"), (old,))
             cur.execute(
-                sql("INSERT INTO ui_sessions VALUES (?, ?, ?, ?, ?, ?, ?)"),
+                sql("INSERT INTO ui_sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
                 (_digest(sid), user_id, subject, issuer, " ".join(sorted(scopes)),
-                 now_text, timestamp_text(now + self.ttl)),
+                 now_text, timestamp_text(now + self.ttl), name),
             )
         return sid
 
@@ -113,7 +116,8 @@ class SessionStore:
         with self.store.read() as cur:
             cur.execute(
                 self.store.sql(
-                    "SELECT user_id, subject, issuer, scopes, expires_at FROM ui_sessions "
+                    "SELECT user_id, subject, issuer, scopes, expires_at, display_name "
+                    "FROM ui_sessions "
                     "WHERE id_sha256 = ?"
                 ),
                 (_digest(sid),),
@@ -124,7 +128,8 @@ class SessionStore:
         expires = datetime.fromisoformat(row[4])
         if expires <= datetime.now(UTC):
             return None
-        return Session(uuid.UUID(row[0]), row[1], row[2], frozenset(row[3].split()), expires)
+        return Session(uuid.UUID(row[0]), row[1], row[2], frozenset(row[3].split()), expires,
+                       row[5])
 
     def end(self, sid: str) -> None:
         self._ensure()
@@ -143,6 +148,17 @@ class SessionStore:
                 (_digest(jti), timestamp_text(expires_at)),
             )
             return bool(cur.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _add_display_name(store: ReadStore, cur: Any) -> None:
+    """The column sessions started before display names lacked (added once, in place)."""
+    if store.backend == "postgres":
+        cur.execute("ALTER TABLE ui_sessions ADD COLUMN IF NOT EXISTS "
+                    "display_name TEXT NOT NULL DEFAULT ''")
+        return
+    cur.execute("SELECT name FROM pragma_table_info('ui_sessions')")
+    if "display_name" not in {row[0] for row in cur.fetchall()}:
+        cur.execute("ALTER TABLE ui_sessions ADD COLUMN display_name TEXT NOT NULL DEFAULT ''")
 
 
 @dataclass(frozen=True)
@@ -190,14 +206,16 @@ async def begin_session(
     issuer: str,
     scopes: frozenset[str],
     next_path: str = "/ui/",
+    name: str = "",
 ) -> Response[Any]:
     """Start a session for the user (``subject`` at ``issuer``, as ``api.tokens.user_id_of``
-    names them) and redirect to ``next_path`` (a dashboard path; anything else: the start)."""
+    names them; ``name`` shown for them if given) and redirect to ``next_path`` (a dashboard
+    path; anything else: the start)."""
     sessions = ui_context(request).sessions
     old = request.cookies.get(SESSION_COOKIE)
     if old:
         await sync_to_thread(sessions.end, old)
-    sid = await sync_to_thread(sessions.start, subject, issuer, scopes)
+    sid = await sync_to_thread(sessions.start, subject, issuer, scopes, name)
     response: Response[Any] = Redirect(safe_next(next_path), status_code=303)
     response.set_cookie(session_cookie(request, sid, int(sessions.ttl.total_seconds())))
     return response

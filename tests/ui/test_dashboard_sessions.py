@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+import hashlib
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import jwt
@@ -15,6 +16,7 @@ from api.tokens import issue_token, user_id_of
 from api.ui.links import issue_link_token, link_key, verify_link_token
 from api.ui.sessions import MAX_SESSIONS_PER_USER, SessionStore, safe_next
 from modelledger.bootstrap import build
+from projections.store.base import timestamp_text
 from tests.conftest import make_settings
 from tests.ui.browser import SECRET
 
@@ -35,6 +37,42 @@ class TestSessions:
         assert found is not None
         assert found.user_id == user_id_of("alice", "https://idp.example")
         assert found.principal().scopes == {"models"}
+
+    def test_a_session_shows_the_providers_name_for_its_user(
+        self, container: Container
+    ) -> None:
+        sessions = SessionStore(container.store)
+        named = sessions.find(sessions.start("u-7f3a", "", frozenset({"models"}), "Carol Example"))
+        unnamed = sessions.find(sessions.start("alice", "", frozenset({"models"})))
+        assert named is not None
+        assert unnamed is not None
+        assert (named.principal().name, named.principal().subject) == ("Carol Example", "u-7f3a")
+        assert unnamed.principal().name == ""
+
+    def test_sessions_started_before_display_names_keep_working(
+        self, container: Container
+    ) -> None:
+        store = container.store
+        sid = "a-session-from-before"
+        with store.write("ui_sessions") as cur:  # the table as the version before made it
+            cur.execute(
+                "CREATE TABLE ui_sessions (id_sha256 TEXT PRIMARY KEY, user_id TEXT NOT NULL, "
+                "subject TEXT NOT NULL, issuer TEXT NOT NULL, scopes TEXT NOT NULL, "
+                "created_at TEXT NOT NULL, expires_at TEXT NOT NULL)"
+            )
+            cur.execute(
+                store.sql("INSERT INTO ui_sessions VALUES (?, ?, ?, ?, ?, ?, ?)"),
+                (hashlib.sha256(sid.encode()).hexdigest(), str(user_id_of("alice", "")),
+                 "alice", "", "models", timestamp_text(datetime.now(UTC)),
+                 timestamp_text(datetime.now(UTC) + timedelta(hours=1))),
+            )
+        sessions = SessionStore(store)
+        old = sessions.find(sid)
+        assert old is not None
+        assert (old.subject, old.name) == ("alice", "")
+        new = sessions.find(sessions.start("bob", "", frozenset({"models"}), "Bob"))
+        assert new is not None
+        assert new.name == "Bob"
 
     def test_an_ended_or_expired_session_is_gone(self, container: Container) -> None:
         sessions = SessionStore(container.store)

@@ -83,6 +83,7 @@ def test_signing_in_through_the_provider(deployment: Deployment, page: Page) -> 
     button.click()  # to the provider, which approves, back to the callback, on to /ui/
     page.wait_for_url(f"{deployment.url}/ui/")
 
+    assert page.locator(".who").inner_text() == provider.name  # not the opaque subject
     assert page.get_by_text(mine).count() == 1
     assert page.get_by_text(someone_elses).count() == 0
     (asked,) = provider.authorize_requests

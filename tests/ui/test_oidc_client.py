@@ -81,6 +81,7 @@ class TestTheFlow:
     ) -> None:
         identity = run(sign_in(client_of(provider)))
         assert (identity.subject, identity.issuer) == (provider.subject, provider.issuer)
+        assert identity.name == provider.name
 
     def test_the_user_is_the_one_the_api_gives_the_providers_tokens(
         self, provider: OidcProvider
@@ -286,6 +287,25 @@ class TestTheIdTokenMust:
                            headers={"kid": "unknown"})
         error = refused(401, client.verify_id_token(token, "n"))
         assert "no signing key 'unknown'" in error.reason
+
+
+class TestTheShownName:
+    @pytest.mark.parametrize(("claims", "shown"), [
+        ({"name": "Carol Example", "preferred_username": "carol", "email": "c@x.example"},
+         "Carol Example"),
+        ({"name": None, "preferred_username": "carol", "email": "c@x.example"}, "carol"),
+        ({"name": "  ", "preferred_username": 7, "email": "c@x.example"}, "c@x.example"),
+        ({"name": "Carol\u202e\x00 \n Example"}, "Carol Example"),
+        ({"name": "C" * 500}, "C" * oidc.MAX_NAME),
+        ({"name": None}, ""),
+    ], ids=["name", "preferred_username", "email", "control-characters", "long", "none"])
+    def test_is_the_first_name_claim_with_text_in_it(
+        self, provider: OidcProvider, claims: dict[str, Any], shown: str
+    ) -> None:
+        provider.id_token_claims = claims
+        identity = run(sign_in(client_of(provider)))
+        assert identity.name == shown
+        assert identity.subject == provider.subject  # the name is shown, never who it is
 
 
 class TestTheProvider:
