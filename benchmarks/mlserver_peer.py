@@ -10,8 +10,8 @@ log, as ``modelledger serve`` runs) and ``model-settings.json`` for
 
     /work/mlserver-venv/bin/python benchmarks/mlserver_peer.py --dir /tmp/peer --port 8127
 
-The model answers ``POST /v2/models/NAME/infer``; ``--port`` + 1 and + 2 take MLServer's gRPC
-and metrics servers, which it always starts.
+The model answers ``POST /v2/models/NAME/infer``; MLServer always starts its gRPC and metrics
+servers too, on ``--grpc-port`` and ``--metrics-port`` (default: ``--port`` + 1 and + 2).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def fit(features: int = FEATURES) -> LogisticRegression:
     return LogisticRegression(max_iter=200).fit(x, y)
 
 
-def write_repository(root: Path, name: str, port: int) -> None:
-    """MLServer's settings and one model folder under ``root``."""
+def write_repository(root: Path, name: str, ports: tuple[int, int, int]) -> None:
+    """MLServer's settings and one model folder under ``root``; ``ports``: HTTP, gRPC, metrics."""
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     joblib.dump(fit(), folder / "model.joblib")
@@ -50,9 +50,9 @@ def write_repository(root: Path, name: str, port: int) -> None:
     (root / "settings.json").write_text(json.dumps({
         "parallel_workers": 0,
         "host": "127.0.0.1",
-        "http_port": port,
-        "grpc_port": port + 1,
-        "metrics_port": port + 2,
+        "http_port": ports[0],
+        "grpc_port": ports[1],
+        "metrics_port": ports[2],
         "debug": False,
     }))
 
@@ -61,10 +61,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--dir", required=True, type=Path, help="the model repository to write")
     parser.add_argument("--port", type=int, default=8127)
+    parser.add_argument("--grpc-port", type=int, help="default: --port + 1")
+    parser.add_argument("--metrics-port", type=int, help="default: --port + 2")
     parser.add_argument("--name", default="bench-lr", help="the model's name on MLServer")
     args = parser.parse_args()
     root = args.dir.resolve()
-    write_repository(root, args.name, args.port)
+    ports = (args.port, args.grpc_port or args.port + 1, args.metrics_port or args.port + 2)
+    write_repository(root, args.name, ports)
     mlserver = Path(sys.executable).with_name("mlserver")  # the same environment's command
     os.chdir(root)
     os.execv(mlserver, [str(mlserver), "start", str(root)])  # noqa: S606 - our own command line

@@ -125,12 +125,14 @@ class TestSecretLength:
         assert "32 bytes" in result.stderr
 
 
+# A fixed id: the test ids must be the same in every collection (pytest-xdist compares them).
+NOBODYS_MODEL = uuid.UUID("00000000-0000-4000-8000-000000000001")
 NO_SCOPE_ROUTES = [
     ("GET", "/api/models"),
     ("POST", "/api/models"),
     ("GET", "/api/usage/summary"),
     ("POST", "/api/usage/batch"),
-    ("POST", f"/api/models/{uuid.uuid4()}/usage"),
+    ("POST", f"/api/models/{NOBODYS_MODEL}/usage"),
     ("GET", "/api/projections"),
 ]
 

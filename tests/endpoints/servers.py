@@ -87,22 +87,36 @@ class MLServer:
 
     def __enter__(self) -> Self:
         python = mlserver_python()
-        log = (self.root / "mlserver.log").open("wb")
+        for attempt in range(3):
+            if attempt:  # a port asked for was taken meanwhile (parallel test workers)
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+            if self._start(python):
+                return self
+        tail = (self.root / "mlserver.log").read_text(errors="replace")[-3000:]
+        pytest.fail(f"MLServer did not start:\n{tail}")
+
+    def _start(self, python: Path) -> bool:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODELLEDGER_")}
-        # Its gRPC and metrics servers take the next ports; free ones were asked for above.
-        self.process = subprocess.Popen(
-            [str(python), str(ROOT / "benchmarks" / "mlserver_peer.py"), "--dir",
-             str(self.root / "repo"), "--port", str(self.port), "--name", self.name],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True,
-        )
+        # It always starts gRPC and metrics servers too: free ports for them as well.
+        with (self.root / "mlserver.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(python), str(ROOT / "benchmarks" / "mlserver_peer.py"), "--dir",
+                 str(self.root / "repo"), "--port", str(self.port),
+                 "--grpc-port", str(free_port()), "--metrics-port", str(free_port()),
+                 "--name", self.name],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 120
         while not self._ready():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                tail = (self.root / "mlserver.log").read_text(errors="replace")[-3000:]
-                pytest.fail(f"MLServer did not start:\n{tail}")
+            if self.process.poll() is not None:
+                return False
+            if time.monotonic() > deadline:
+                self.__exit__()
+                return False
             time.sleep(0.2)
-        return self
+        return True
 
     def _ready(self) -> bool:
         try:

@@ -29,7 +29,9 @@ def chromium() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running in this
+# thread while it is open, and an async test after it (pytest-xdist may order one so) fails.
+@pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only with a browser
 
