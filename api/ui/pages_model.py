@@ -160,7 +160,12 @@ async def _model_page(
     )
     versions = await sync_to_thread(
         lambda: _versions(container(request).store, row, chosen, spans, compare))
-    trail = [{"version": e.version, "type": e.type, "at": e.at, "actor": e.actor,
+    me = user(request)
+    # The signed-in user's own entries under the name the dashboard shows for them (an
+    # identity provider's subject is often an opaque id); anyone else's as recorded.
+    trail = [{"version": e.version, "type": e.type, "at": e.at,
+              "actor": me.name if me.name and (e.actor, e.actor_issuer) == (me.subject, me.issuer)
+              else e.actor,
               "issuer": e.actor_issuer, "changes": _changes(e.changes)}
              for e in history.entries]
     return page(

@@ -86,6 +86,11 @@ def test_signing_in_through_the_provider(deployment: Deployment, page: Page) -> 
     assert page.locator(".who").inner_text() == provider.name  # not the opaque subject
     assert page.get_by_text(mine).count() == 1
     assert page.get_by_text(someone_elses).count() == 0
+    page.get_by_role("link", name=mine).click()  # its audit trail names them the same way
+    who = page.locator("#audit-trail td.actor").first.inner_text()
+    assert who.startswith(provider.name)
+    assert provider.subject not in who
+    page.go_back()
     (asked,) = provider.authorize_requests
     assert asked["code_challenge_method"] == "S256"
     assert asked["redirect_uri"] == f"{deployment.url}{oidc.CALLBACK_PATH}"
