@@ -33,6 +33,12 @@ COMPACTED_IDS_TABLE = "usage_compacted_ids"
 # Per spool (its file's uuid4 name), the last spool row stored: written in the transaction that
 # stores the row's records, so a shipment repeated after a crash is recognised, not stored again.
 SHIPMENTS_TABLE = "usage_shipments"
+# A removed spool's mark: RETIRED_MARK + the removal's Unix time, past every row a spool can
+# have, so a copy of its rows still in flight in another shipper stores nothing. Kept a day
+# (a shipping attempt lasts seconds), then deleted: the table holds the spools on disk and
+# those removed in the last day, not every spool ever written.
+RETIRED_MARK = 2**62
+RETIRED_KEPT_SECONDS = 86_400
 # (notification id, originator id as canonical text, state, topic): a usage event's id is its
 # usage id, a batch's a random one.
 RawRow = tuple[int, str, bytes, str]
@@ -74,9 +80,10 @@ class InsertsShipments(Protocol):
         """The spool's mark: its last row stored (0 before any)."""
         ...  # pragma: no cover
 
-    def forget_shipments(self, spool: str) -> None:
-        """Delete the spool's mark. Only once its file is removed: while a row of it is left,
-        the mark is what keeps that row from being stored twice."""
+    def retire_shipments(self, spool: str, removed_at: int) -> None:
+        """Once the spool's file is removed (at Unix time ``removed_at``): set its mark past
+        every row (``RETIRED_MARK``) and delete the marks of spools removed more than
+        ``RETIRED_KEPT_SECONDS`` before; serialised with ``insert_shipment``."""
         ...  # pragma: no cover
 
 

@@ -16,6 +16,8 @@ from psycopg.sql import SQL, Identifier
 
 from eventstore.ports import (
     COMPACTED_IDS_TABLE,
+    RETIRED_KEPT_SECONDS,
+    RETIRED_MARK,
     SHIPMENTS_TABLE,
     RawRow,
     Replacement,
@@ -68,8 +70,8 @@ class PostgresUsageRecorder(PostgresApplicationRecorder):
             "INSERT INTO {schema}.{shipments} (spool, through) VALUES (%s, %s) "
             "ON CONFLICT (spool) DO UPDATE SET through = excluded.through"
         ).format(schema=schema, shipments=shipments)
-        self.delete_mark_statement = SQL(
-            "DELETE FROM {schema}.{shipments} WHERE spool = %s"
+        self.delete_retired_statement = SQL(
+            "DELETE FROM {schema}.{shipments} WHERE through >= %s AND through < %s"
         ).format(schema=schema, shipments=shipments)
         self.insert_new_events_statement = SQL(
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
@@ -147,9 +149,13 @@ class PostgresUsageRecorder(PostgresApplicationRecorder):
             row = curs.fetchone()
             return 0 if row is None else int(row["through"])
 
-    def forget_shipments(self, spool: str) -> None:
+    def retire_shipments(self, spool: str, removed_at: int) -> None:
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            curs.execute(self.delete_mark_statement, (spool,))
+            # insert_shipment's lock: a shipment in flight reads the mark before or after.
+            self._lock_table(curs)
+            curs.execute(self.delete_retired_statement,
+                         (RETIRED_MARK, RETIRED_MARK + removed_at - RETIRED_KEPT_SECONDS))
+            curs.execute(self.set_mark_statement, (spool, RETIRED_MARK + removed_at))
 
     def _insert_new(self, curs: Any, stored_events: Sequence[StoredEvent]) -> set[UUID]:
         columns = (

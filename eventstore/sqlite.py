@@ -14,6 +14,8 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from eventstore.ports import (
     COMPACTED_IDS_TABLE,
+    RETIRED_KEPT_SECONDS,
+    RETIRED_MARK,
     SHIPMENTS_TABLE,
     RawRow,
     Replacement,
@@ -76,9 +78,12 @@ class SQLiteUsageRecorder(SQLiteApplicationRecorder):
             row = c.fetchone()
             return 0 if row is None else int(row[0])
 
-    def forget_shipments(self, spool: str) -> None:
-        with self.datastore.transaction(commit=True) as c:
-            c.execute(f"DELETE FROM {SHIPMENTS_TABLE} WHERE spool = ?", (spool,))
+    def retire_shipments(self, spool: str, removed_at: int) -> None:
+        with self.datastore.transaction(commit=True) as c:  # a write first: the write lock
+            c.execute(f"DELETE FROM {SHIPMENTS_TABLE} WHERE through >= ? AND through < ?",
+                      (RETIRED_MARK, RETIRED_MARK + removed_at - RETIRED_KEPT_SECONDS))
+            c.execute(f"INSERT OR REPLACE INTO {SHIPMENTS_TABLE} (spool, through) VALUES (?, ?)",
+                      (spool, RETIRED_MARK + removed_at))
 
     def _insert_new(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent]) -> set[UUID]:
         inserted: set[UUID] = set()

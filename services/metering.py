@@ -159,7 +159,7 @@ class Meter:
             own.close()
         for spool in adopted:
             if shipper_done and spool.remove_if_empty():
-                self._forget(spool.path)
+                self._retire(spool.path)
             else:
                 spool.close()
         if not shipper_done:
@@ -265,7 +265,7 @@ class Meter:
                 return
             self._adopted.remove(spool)
         log.info("adopted usage spool shipped and removed", extra={"spool": spool.path.name})
-        self._forget(spool.path)
+        self._retire(spool.path)
 
     def _remove_if_empty(self, path: Path) -> None:
         try:
@@ -273,16 +273,17 @@ class Meter:
         except (SpoolInUseError, FileNotFoundError):
             return  # another process adopted it first
         if spool.remove_if_empty():
-            self._forget(path)
+            self._retire(path)
         else:
             spool.close()
 
-    def _forget(self, path: Path) -> None:
-        """Drop a removed spool's shipment mark; left (harmless, one row) if the store fails."""
+    def _retire(self, path: Path) -> None:
+        """Retire a removed spool's shipment mark; left as it is (one row, still guarding)
+        if the store fails."""
         try:
-            self.usage.forget_spool(path.stem)
+            self.usage.retire_spool(path.stem)
         except Exception as error:  # noqa: BLE001 - a mark left behind costs one row, no more
-            log.warning("cannot forget a removed usage spool's shipment mark",
+            log.warning("cannot retire a removed usage spool's shipment mark",
                         extra={"spool": path.name, "error": type(error).__name__})
 
     def _ship_batch(self, spool: Spool) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -269,10 +270,11 @@ class UsageService:
             rows = [row for row in rows if row[0] > through]
         return 0
 
-    def forget_spool(self, spool: str) -> None:
-        """Forget the shipment mark of spool ``spool``, whose file has been removed: no row of
-        it can ship again, so the mark guards nothing (one row fewer per process ever run)."""
-        self.log.forget_spool(spool)
+    def retire_spool(self, spool: str, removed_at: int | None = None) -> None:
+        """Retire the shipment mark of spool ``spool``, whose file has been removed: no row of
+        it stores again (another shipper may hold a copy a moment longer), and a day later
+        the mark is deleted (``InsertsShipments.retire_shipments``)."""
+        self.log.retire_spool(spool, int(time.time()) if removed_at is None else removed_at)
 
     def _shipment_events(
         self, rows: Sequence[tuple[int, Sequence[MeteredUsage]]]

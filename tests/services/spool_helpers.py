@@ -27,7 +27,7 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from config.settings import load_settings
-from eventstore.ports import SHIPMENTS_TABLE
+from eventstore.ports import RETIRED_MARK, SHIPMENTS_TABLE
 from modelledger.bootstrap import build
 from services.container import Container
 from services.metering import Meter, Shipping
@@ -50,16 +50,22 @@ def metered(model_id: uuid.UUID, owner_id: uuid.UUID, request_id: str,
     return msgspec.structs.replace(record, **changes)
 
 
-def shipment_marks(container: Container) -> set[str]:
-    """The spools the usage log holds a shipment mark for, read straight from its table."""
+def shipment_marks(container: Container) -> dict[str, int]:
+    """Each spool's shipment mark in the usage log, read straight from its table."""
     settings = container.settings
     if settings.backend == "sqlite":
         with contextlib.closing(sqlite3.connect(settings.sqlite_file("usage"))) as conn:
-            return {row[0] for row in conn.execute(f"SELECT spool FROM {SHIPMENTS_TABLE}")}
+            return dict(conn.execute(f"SELECT spool, through FROM {SHIPMENTS_TABLE}").fetchall())
     with psycopg.connect(settings.postgres_conninfo()) as pg:
-        query = SQL("SELECT spool FROM {}.{}").format(
+        query = SQL("SELECT spool, through FROM {}.{}").format(
             Identifier(settings.pg_schema), Identifier(SHIPMENTS_TABLE))
-        return {row[0] for row in pg.execute(query)}
+        return {spool: int(through) for spool, through in pg.execute(query)}
+
+
+def live_shipment_marks(container: Container) -> set[str]:
+    """The spools whose mark is not retired (``RETIRED_MARK``: the spool's file was removed)."""
+    return {spool for spool, through in shipment_marks(container).items()
+            if through < RETIRED_MARK}
 
 
 def stored_request_ids(container: Container) -> Counter[str]:

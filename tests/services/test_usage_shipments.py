@@ -3,14 +3,16 @@ batch per model, version and hour; a shipment (or its part) stored before is nev
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from domain.usage_batch import UsageBatch
+from eventstore.ports import RETIRED_KEPT_SECONDS, RETIRED_MARK
 from services.container import Container
 from services.usage import MeteredUsage
 from tests.helpers import dump, register, stored_usage
-from tests.services.spool_helpers import metered, stored_request_ids
+from tests.services.spool_helpers import metered, shipment_marks, stored_request_ids
 
 SPOOL = "0f" * 16  # a spool's name: its file's uuid4 hex
 
@@ -125,17 +127,32 @@ class TestExactlyOnce:
         assert container.usage_log.shipped_through(other_spool) == 1
         assert container.usage_log.shipped_through("2d" * 16) == 0
 
-    def test_a_removed_spool_s_mark_is_forgotten_and_the_others_kept(
+    def test_a_removed_spool_s_rows_never_store_again(self, container: Container) -> None:
+        model_id, owner = _model(container)
+        rows = [(5, _generated(model_id, owner, 1, "a"))]
+        container.usage.ship_measured(SPOOL, rows)
+        container.usage.retire_spool(SPOOL)
+        # A second shipper that read the rows before the file went still holds a copy.
+        assert container.usage.ship_measured(SPOOL, [*rows, (6, _generated(model_id, owner, 1,
+                                                                              "b"))]) == 0
+        assert stored_request_ids(container) == {"a0": 1}
+
+    def test_a_retired_mark_is_deleted_a_day_later_and_live_marks_kept(
         self, container: Container
     ) -> None:
         model_id, owner = _model(container)
-        other_spool = "1e" * 16
+        live, later = "1e" * 16, "2d" * 16
         container.usage.ship_measured(SPOOL, [(5, _generated(model_id, owner, 1, "a"))])
-        container.usage.ship_measured(other_spool, [(2, _generated(model_id, owner, 1, "b"))])
-        container.usage.forget_spool(SPOOL)
-        container.usage.forget_spool("2d" * 16)  # never shipped: nothing to forget, no error
-        assert container.usage_log.shipped_through(SPOOL) == 0
-        assert container.usage_log.shipped_through(other_spool) == 2
+        container.usage.ship_measured(live, [(2, _generated(model_id, owner, 1, "b"))])
+        removed = int(time.time())
+        container.usage.retire_spool(SPOOL, removed)
+        container.usage.retire_spool(later, removed + RETIRED_KEPT_SECONDS)  # never shipped
+        assert shipment_marks(container) == {
+            SPOOL: RETIRED_MARK + removed, live: 2,
+            later: RETIRED_MARK + removed + RETIRED_KEPT_SECONDS}
+        container.usage.retire_spool(later, removed + RETIRED_KEPT_SECONDS + 1)
+        assert shipment_marks(container) == {
+            live: 2, later: RETIRED_MARK + removed + RETIRED_KEPT_SECONDS + 1}
 
 
 def test_batched_calls_project_exactly_like_the_same_calls_as_single_events(
