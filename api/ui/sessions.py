@@ -104,7 +104,8 @@ class SessionStore:
             for (old,) in cur.fetchall()[MAX_SESSIONS_PER_USER - 1:]:
                 cur.execute(sql("DELETE FROM ui_sessions WHERE id_sha256 = ?"), (old,))
             cur.execute(
-                sql("INSERT INTO ui_sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                sql("INSERT INTO ui_sessions (id_sha256, user_id, subject, issuer, scopes, "
+                    "created_at, expires_at, display_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
                 (_digest(sid), user_id, subject, issuer, " ".join(sorted(scopes)),
                  now_text, timestamp_text(now + self.ttl), name),
             )

@@ -42,10 +42,9 @@ def ensure_chromium() -> str | None:
     Returns None (the caller skips, or fails under MODELLEDGER_REQUIRE_BROWSER) when there is
     none and it cannot be installed.
     """
-    if CHROMIUM.exists():
-        return str(CHROMIUM)
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        # Test workers run in parallel (pytest-xdist): one installs, the others wait for it.
+        # Test workers run in parallel (pytest-xdist): one installs, the others wait for it;
+        # the lock is taken even when the binary is there, which apt unpacks before it is done.
         with FileLock(Path(tempfile.gettempdir()) / "modelledger-chromium.lock", timeout=1900):
             if not CHROMIUM.exists():
                 env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
