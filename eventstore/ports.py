@@ -34,11 +34,12 @@ COMPACTED_IDS_TABLE = "usage_compacted_ids"
 # stores the row's records, so a shipment repeated after a crash is recognised, not stored again.
 SHIPMENTS_TABLE = "usage_shipments"
 # A removed spool's mark: RETIRED_MARK + the removal's Unix time, past every row a spool can
-# have, so a copy of its rows still in flight in another shipper stores nothing. Kept a day
-# (a shipping attempt lasts seconds), then deleted: the table holds the spools on disk and
-# those removed in the last day, not every spool ever written.
+# have, so a copy of its rows still in flight in another shipper stores nothing. Kept a week
+# (a shipping attempt lasts seconds; the week covers a paused machine and hosts' clocks that
+# differ), then deleted: the table holds the spools on disk and those removed in the last
+# week, not every spool ever written.
 RETIRED_MARK = 2**62
-RETIRED_KEPT_SECONDS = 86_400
+RETIRED_KEPT_SECONDS = 7 * 86_400
 # (notification id, originator id as canonical text, state, topic): a usage event's id is its
 # usage id, a batch's a random one.
 RawRow = tuple[int, str, bytes, str]

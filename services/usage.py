@@ -272,7 +272,7 @@ class UsageService:
 
     def retire_spool(self, spool: str, removed_at: int | None = None) -> None:
         """Retire the shipment mark of spool ``spool``, whose file has been removed: no row of
-        it stores again (another shipper may hold a copy a moment longer), and a day later
+        it stores again (another shipper may hold a copy a moment longer), and a week later
         the mark is deleted (``InsertsShipments.retire_shipments``)."""
         self.log.retire_spool(spool, int(time.time()) if removed_at is None else removed_at)
 
