@@ -158,9 +158,7 @@ class Meter:
         if own is not None:
             own.close()
         for spool in adopted:
-            if shipper_done and spool.remove_if_empty():
-                self._retire(spool.path)
-            else:
+            if not (shipper_done and self._removed(spool)):
                 spool.close()
         if not shipper_done:
             return
@@ -265,17 +263,22 @@ class Meter:
                 return
             self._adopted.remove(spool)
         log.info("adopted usage spool shipped and removed", extra={"spool": spool.path.name})
-        self._retire(spool.path)
+        self._retire(spool.path)  # outside the lock: backlog() never waits on the event store
 
     def _remove_if_empty(self, path: Path) -> None:
         try:
             spool = Spool.adopt(path)
         except (SpoolInUseError, FileNotFoundError):
             return  # another process adopted it first
-        if spool.remove_if_empty():
-            self._retire(path)
-        else:
+        if not self._removed(spool):
             spool.close()
+
+    def _removed(self, spool: Spool) -> bool:
+        """``spool.remove_if_empty()``, and the removed spool's shipment mark retired."""
+        if not spool.remove_if_empty():
+            return False
+        self._retire(spool.path)
+        return True
 
     def _retire(self, path: Path) -> None:
         """Retire a removed spool's shipment mark; left as it is (one row, still guarding)

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -60,6 +60,29 @@ def shipment_marks(container: Container) -> dict[str, int]:
         query = SQL("SELECT spool, through FROM {}.{}").format(
             Identifier(settings.pg_schema), Identifier(SHIPMENTS_TABLE))
         return {spool: int(through) for spool, through in pg.execute(query)}
+
+
+@contextlib.contextmanager
+def usage_writes_blocked(container: Container) -> Iterator[None]:
+    """Hold the usage log's write lock from another connection: every insert waits."""
+    settings = container.settings
+    if settings.backend == "sqlite":
+        conn = sqlite3.connect(settings.sqlite_file("usage"), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+        return
+    with psycopg.connect(settings.postgres_conninfo()) as pg:
+        # The lock the usage recorder takes for every insert.
+        pg.execute(SQL("LOCK TABLE {}.usageledger_events IN EXCLUSIVE MODE")
+                   .format(Identifier(settings.pg_schema)))
+        try:
+            yield
+        finally:
+            pg.rollback()
 
 
 def live_shipment_marks(container: Container) -> set[str]:

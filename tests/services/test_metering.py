@@ -4,9 +4,7 @@ the background, and are counted exactly once through a PostgreSQL outage and a S
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,9 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
-import psycopg
 import pytest
-from psycopg.sql import SQL, Identifier
 
 from config.settings import load_settings
 from domain.usage import PredictionUsage, usage_id
@@ -34,6 +30,7 @@ from tests.services.spool_helpers import (
     start_postgres,
     stop_postgres,
     stored_request_ids,
+    usage_writes_blocked,
 )
 
 FLUSH = 30.0  # seconds a flush may take on a busy machine
@@ -144,29 +141,6 @@ class TestShipping:
         # Its shipment mark retired: past every row, so a copy in flight stores nothing.
         assert len(shipment_marks(container)) == 1
         assert live_shipment_marks(container) == set()
-
-
-@contextlib.contextmanager
-def usage_writes_blocked(container: Container) -> Iterator[None]:
-    """Hold the usage log's write lock from another connection: every insert waits."""
-    settings = container.settings
-    if settings.backend == "sqlite":
-        conn = sqlite3.connect(settings.sqlite_file("usage"), isolation_level=None)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            conn.execute("ROLLBACK")
-            conn.close()
-        return
-    with psycopg.connect(settings.postgres_conninfo()) as pg:
-        # The lock the usage recorder takes for every insert.
-        pg.execute(SQL("LOCK TABLE {}.usageledger_events IN EXCLUSIVE MODE")
-                   .format(Identifier(settings.pg_schema)))
-        try:
-            yield
-        finally:
-            pg.rollback()
 
 
 def test_records_acknowledged_by_a_killed_process_ship_once_from_the_next_one(

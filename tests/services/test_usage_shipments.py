@@ -3,26 +3,22 @@ batch per model, version and hour; a shipment (or its part) stored before is nev
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
-
-import psycopg
-from psycopg.sql import SQL, Identifier
 
 from domain.usage_batch import UsageBatch
 from eventstore.ports import RETIRED_KEPT_SECONDS, RETIRED_MARK
 from services.container import Container
 from services.usage import MeteredUsage
 from tests.helpers import dump, register, stored_usage
-from tests.services.spool_helpers import metered, shipment_marks, stored_request_ids
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from tests.services.spool_helpers import (
+    metered,
+    shipment_marks,
+    stored_request_ids,
+    usage_writes_blocked,
+)
 
 SPOOL = "0f" * 16  # a spool's name: its file's uuid4 hex
 
@@ -36,27 +32,6 @@ def _generated(model_id: uuid.UUID, owner: uuid.UUID, count: int, prefix: str = 
                **changes: object) -> list[MeteredUsage]:
     return [metered(model_id, owner, f"{prefix}{i}", generated_id=True, **changes)
             for i in range(count)]
-
-
-@contextlib.contextmanager
-def _insert_lock_held(container: Container) -> Iterator[None]:
-    """What every shipment's transaction takes first, held by another connection: PostgreSQL's
-    lock on the usage events table, SQLite's write lock on the usage file."""
-    settings = container.settings
-    if settings.backend == "sqlite":
-        conn = sqlite3.connect(settings.sqlite_file("usage"), isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            yield
-            conn.execute("ROLLBACK")
-        finally:
-            conn.close()
-        return
-    table = cast("Any", container.usage_log.recorder).events_table_name
-    with psycopg.connect(settings.postgres_conninfo()) as pg, pg.transaction():
-        pg.execute(SQL("LOCK TABLE {}.{} IN EXCLUSIVE MODE").format(
-            Identifier(settings.pg_schema), Identifier(table)))
-        yield
 
 
 def _batches(container: Container) -> list[UsageBatch.Recorded]:
@@ -171,7 +146,7 @@ class TestExactlyOnce:
     def test_a_retirement_waits_for_a_shipment_in_flight(self, container: Container) -> None:
         # Holding the lock every shipment takes: the retirement must wait for it, so a
         # shipment reads the mark wholly before or wholly after it.
-        with _insert_lock_held(container):
+        with usage_writes_blocked(container):
             retiring = threading.Thread(target=container.usage.retire_spool, args=(SPOOL,))
             retiring.start()
             retiring.join(0.5)
