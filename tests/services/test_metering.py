@@ -110,10 +110,10 @@ class TestShipping:
         recorded = time.monotonic()
         await meter.record(metered(model_id, owner, "soon"))
         while not stored_request_ids(container):
-            assert time.monotonic() - recorded < 2.0, "not shipped within 2 s"
+            # Idle, the shipper waits on the spool's commits, not on its 30 s timer (the
+            # bound leaves room for a loaded machine and still tells the two apart).
+            assert time.monotonic() - recorded < 5.0, "not shipped within 5 s"
             await asyncio.sleep(0.02)
-        # Idle, the shipper waits on the spool's commits, not on a 30 s timer.
-        assert time.monotonic() - recorded < 1.0
 
     async def test_a_record_breaking_a_rule_or_unreadable_is_skipped_and_the_rest_ship(
         self, container: Container, meter: Meter
@@ -266,7 +266,8 @@ async def test_while_postgres_is_down_calls_are_recorded_locally_and_ship_once_w
             started = time.monotonic()
             await meter.record(metered(model_id, owner, f"during-{i}"))
             slowest = max(slowest, time.monotonic() - started)
-        assert slowest < 1.0  # an append never waits for the event store
+        # An append never waits for the event store (a shipment waits 30 s for a connection).
+        assert slowest < 5.0
         # A shipment waits for a pooled connection (30 s, the library's default), then fails
         # and is retried after a backoff.
         deadline = time.monotonic() + 2 * FLUSH
