@@ -65,6 +65,6 @@ class UsageLog(Application[UUID]):
         """The last row of spool ``spool`` stored (0 before any)."""
         return cast("InsertsShipments", self.recorder).shipped_through(spool)
 
-    def retire_spool(self, spool: str, removed_at: int) -> None:
+    def retire_spool(self, spool: str, removed_at: int | None = None) -> None:
         """Retire the mark of a spool whose file is removed (``InsertsShipments``)."""
         cast("InsertsShipments", self.recorder).retire_shipments(spool, removed_at)

@@ -35,8 +35,8 @@ COMPACTED_IDS_TABLE = "usage_compacted_ids"
 SHIPMENTS_TABLE = "usage_shipments"
 # A removed spool's mark: RETIRED_MARK + the removal's Unix time, past every row a spool can
 # have, so a copy of its rows still in flight in another shipper stores nothing. Kept a week
-# (a shipping attempt lasts seconds; the week covers a paused machine and hosts' clocks that
-# differ), then deleted: the table holds the spools on disk and those removed in the last
+# (a shipping attempt lasts seconds; the week covers a paused machine), then deleted, both
+# by the event store's clock: the table holds the spools on disk and those removed in the last
 # week, not every spool ever written.
 RETIRED_MARK = 2**62
 RETIRED_KEPT_SECONDS = 7 * 86_400
@@ -81,9 +81,10 @@ class InsertsShipments(Protocol):
         """The spool's mark: its last row stored (0 before any)."""
         ...  # pragma: no cover
 
-    def retire_shipments(self, spool: str, removed_at: int) -> None:
-        """Once the spool's file is removed (at Unix time ``removed_at``): set its mark past
-        every row (``RETIRED_MARK``) and delete the marks of spools removed more than
+    def retire_shipments(self, spool: str, removed_at: int | None = None) -> None:
+        """Once the spool's file is removed (at Unix time ``removed_at``; None: now, by the
+        store's clock, which every host shares): set its mark past every row
+        (``RETIRED_MARK``) and delete the marks of spools removed more than
         ``RETIRED_KEPT_SECONDS`` before; serialised with ``insert_shipment``."""
         ...  # pragma: no cover
 

@@ -149,10 +149,14 @@ class PostgresUsageRecorder(PostgresApplicationRecorder):
             row = curs.fetchone()
             return 0 if row is None else int(row["through"])
 
-    def retire_shipments(self, spool: str, removed_at: int) -> None:
+    def retire_shipments(self, spool: str, removed_at: int | None = None) -> None:
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             # insert_shipment's lock: a shipment in flight reads the mark before or after.
             self._lock_table(curs)
+            if removed_at is None:  # the server's clock: hosts whose clocks differ agree on it
+                query = "SELECT extract(epoch FROM statement_timestamp())::bigint AS now"
+                (row,) = curs.execute(query).fetchall()
+                removed_at = int(row["now"])
             curs.execute(self.delete_retired_statement,
                          (RETIRED_MARK, RETIRED_MARK + removed_at - RETIRED_KEPT_SECONDS))
             curs.execute(self.set_mark_statement, (spool, RETIRED_MARK + removed_at))

@@ -78,7 +78,9 @@ class SQLiteUsageRecorder(SQLiteApplicationRecorder):
             row = c.fetchone()
             return 0 if row is None else int(row[0])
 
-    def retire_shipments(self, spool: str, removed_at: int) -> None:
+    def retire_shipments(self, spool: str, removed_at: int | None = None) -> None:
+        if removed_at is None:  # the embedded store's host is this one: its clock is ours
+            removed_at = int(time.time())
         with self.datastore.transaction(commit=True) as c:  # a write first: the write lock
             c.execute(f"DELETE FROM {SHIPMENTS_TABLE} WHERE through >= ? AND through < ?",
                       (RETIRED_MARK, RETIRED_MARK + removed_at - RETIRED_KEPT_SECONDS))

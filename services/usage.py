@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -273,8 +272,9 @@ class UsageService:
     def retire_spool(self, spool: str, removed_at: int | None = None) -> None:
         """Retire the shipment mark of spool ``spool``, whose file has been removed: no row of
         it stores again (another shipper may hold a copy a moment longer), and a week later
-        the mark is deleted (``InsertsShipments.retire_shipments``)."""
-        self.log.retire_spool(spool, int(time.time()) if removed_at is None else removed_at)
+        the mark is deleted (``InsertsShipments.retire_shipments``); ``removed_at`` None:
+        now by the event store's clock."""
+        self.log.retire_spool(spool, removed_at)
 
     def _shipment_events(
         self, rows: Sequence[tuple[int, Sequence[MeteredUsage]]]

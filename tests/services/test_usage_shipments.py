@@ -8,6 +8,8 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from domain.usage_batch import UsageBatch
 from eventstore.ports import RETIRED_KEPT_SECONDS, RETIRED_MARK
 from services.container import Container
@@ -171,6 +173,21 @@ class TestExactlyOnce:
         container.usage.retire_spool(later, removed + RETIRED_KEPT_SECONDS + 1)
         assert shipment_marks(container) == {
             live: 2, later: RETIRED_MARK + removed + RETIRED_KEPT_SECONDS + 1}
+
+
+    def test_a_retirement_is_timed_by_the_event_store_s_clock(
+        self, container: Container, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # This host's clock a day ahead: PostgreSQL's clock (shared by every host) times the
+        # retirement; the embedded store lives on this host, whose clock is its clock.
+        skewed = int(time.time()) + 86_400
+        monkeypatch.setattr(time, "time", lambda: float(skewed))
+        container.usage.retire_spool(SPOOL)
+        removed = shipment_marks(container)[SPOOL] - RETIRED_MARK
+        if container.settings.backend == "postgres":
+            assert skewed - 86_400 - 60 <= removed <= skewed - 86_400 + 60
+        else:
+            assert removed == skewed
 
 
 def test_batched_calls_project_exactly_like_the_same_calls_as_single_events(
