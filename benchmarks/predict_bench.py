@@ -30,6 +30,12 @@ phase the endpoint's alone, MLServer's not included).
     apt-get install wrk
     .venv/bin/python benchmarks/predict_bench.py --runs 3 --seconds 10 --json predict.json
     .venv/bin/python benchmarks/predict_bench.py --only bare,mlserver --runs 1 --seconds 3
+    .venv/bin/python benchmarks/predict_bench.py --only unmetered,metered --breakdown
+
+``--breakdown`` (with ``pip install py-spy``) adds where the machine's CPU went per request:
+the servers' threads by their Python names (event loops, inference threads, spool writers,
+the supervisor's shipper and projections), PostgreSQL, wrk, and the kernel and the rest
+(``benchmarks/thread_cpu.py``).
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +70,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
+import thread_cpu  # noqa: E402
 from api_bench import load_average, server_cpu_seconds, stop_process_group, wait_ready  # noqa: E402
 
 from api.tokens import issue_token  # noqa: E402
@@ -172,6 +179,7 @@ class Result:
     socket_errors: int
     requests: int
     cpu_us: float  # server CPU (all its processes) per request
+    parts: dict[str, float] = field(default_factory=dict)  # --breakdown: µs per request by part
 
 
 @dataclass
@@ -349,11 +357,13 @@ class Bench:
 
     def measure(self, phase: str, run: int, server: Launched, url: str, authorization: str,
                 *, named: bool = False) -> Result:
+        window = thread_cpu.start(server.proc.pid) if self.args.breakdown else None
         cpu = server_cpu_seconds(server.proc.pid)
         r = wrk(self.args, url, self.body, authorization, self.args.seconds, named=named)
         cpu_us = (server_cpu_seconds(server.proc.pid) - cpu) / max(r["requests"], 1) * 1e6
+        parts = thread_cpu.finish(window, r["requests"]) if window is not None else {}
         result = Result(phase, run, r["requests"] / r["seconds"], r["p50"], r["p90"], r["p99"],
-                        r["non_2xx"], r["socket_errors"], r["requests"], cpu_us)
+                        r["non_2xx"], r["socket_errors"], r["requests"], cpu_us, parts)
         self.results.append(result)
         print(f"  run {run} {phase:<10} {result.rps:>8.0f} req/s  p50 {result.p50:6.1f} ms  "
               f"p99 {result.p99:7.1f} ms  non-2xx {result.non_2xx}  socket errors "
@@ -467,6 +477,9 @@ def medians(results: list[Result]) -> dict[str, dict[str, float]]:
             table[phase] = {
                 **{k: statistics.median(getattr(r, k) for r in runs)
                    for k in ("rps", "p50", "p90", "p99", "cpu_us")},
+                **{f"part:{part}": statistics.median(r.parts.get(part, 0.0) for r in runs)
+                   for part in (*thread_cpu.PARTS, thread_cpu.SWITCHES)
+                   if any(r.parts for r in runs)},
                 "non_2xx": sum(r.non_2xx for r in runs),
                 "socket_errors": sum(r.socket_errors for r in runs),
                 "runs": len(runs),
@@ -512,6 +525,21 @@ def goals(m: dict[str, dict[str, float]], counts: list[Count]) -> list[dict[str,
     return rows
 
 
+def print_breakdown(m: dict[str, dict[str, float]]) -> None:
+    """Machine CPU per request (µs, medians) by part: where metering's cost lies."""
+    phases = [p for p in m if f"part:{thread_cpu.PARTS[0]}" in m[p]]
+    print("\nMachine CPU per request (µs, medians of the runs) by part:\n")
+    print("| part | " + " | ".join(phases) + " |")
+    print("|---|" + "---:|" * len(phases))
+    for part in thread_cpu.PARTS:
+        print(f"| {part} | " + " | ".join(f"{m[p][f'part:{part}']:.0f}" for p in phases) + " |")
+    print("| **all** | " + " | ".join(
+        f"{sum(m[p][f'part:{part}'] for part in thread_cpu.PARTS):.0f}" for p in phases) + " |")
+    switches = f"part:{thread_cpu.SWITCHES}"
+    print("| context switches per request (machine) | "
+          + " | ".join(f"{m[p][switches]:.1f}" for p in phases) + " |")
+
+
 def report(bench: Bench, connections: int) -> dict[str, Any]:
     m = medians(bench.results)
     rows = goals(m, bench.counts)
@@ -526,6 +554,8 @@ def report(bench: Bench, connections: int) -> dict[str, Any]:
         of = f"{v['rps'] / m['bare']['rps']:.2f}" if "bare" in m else ""
         print(f"| {phase} | {v['rps']:.0f} | {of} | {v['p50']:.1f} | {v['p99']:.1f} | "
               f"{v['non_2xx']:.0f} | {v['cpu_us']:.0f} |")
+    if any(r.parts for r in bench.results):
+        print_breakdown(m)
     print("\n| goal | measured | target | verdict |\n|---|---:|---|---|")
     for row in rows:
         value = row["value"]
@@ -628,5 +658,8 @@ if __name__ == "__main__":
     parser.add_argument("--quiet-load", type=float, default=1.0,
                         help="wait (up to 60 s) for the load average to fall below this")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also show the machine's CPU per request by part (server threads "
+                        "by name, PostgreSQL, wrk, the rest); needs py-spy")
     parser.add_argument("--wrk", default="wrk")
     main(parser.parse_args())
