@@ -58,6 +58,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import thread_cpu  # noqa: E402 - this folder's, beside this script
+
 from api.tokens import UsageGrant, issue_token, user_id_of  # noqa: E402
 from config.settings import load_settings  # noqa: E402
 from domain.model import Model  # noqa: E402
@@ -366,22 +368,7 @@ def wait_for_projections(url: str) -> None:
 
 def server_cpu_seconds(pid: int) -> float:
     """User + system CPU of ``pid`` and all its descendants (Linux /proc), in seconds."""
-    children: dict[int, list[int]] = {}
-    ticks: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-            ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        total += ticks.get(current, 0)
-        todo += children.get(current, [])
-    return total / os.sysconf("SC_CLK_TCK")
+    return thread_cpu.tree_cpu_seconds(pid)
 
 
 def settle(pg: str, schema: str) -> None:

@@ -36,22 +36,31 @@ def _stat(path: Path) -> tuple[str, int, int] | None:
     return name, int(fields[1]), int(fields[11]) + int(fields[12])
 
 
-def _processes() -> dict[int, tuple[str, int]]:
-    """Every process: pid -> (command name, parent pid)."""
+def _processes() -> dict[int, tuple[str, int, int]]:
+    """Every process: pid -> (command name, parent pid, user + system ticks)."""
     found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and (stat := _stat(entry / "stat")) is not None:
-            found[int(entry.name)] = (stat[0], stat[1])
+            found[int(entry.name)] = stat
     return found
 
 
-def _tree(root: int, processes: dict[int, tuple[str, int]]) -> list[int]:
+def _tree(root: int, processes: dict[int, tuple[str, int, int]]) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (_, parent, _) in processes.items():
+        children.setdefault(parent, []).append(pid)
     tree, todo = [], [root]
     while todo:
         pid = todo.pop()
         tree.append(pid)
-        todo += [p for p, (_, parent) in processes.items() if parent == pid]
+        todo += children.get(pid, [])
     return tree
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU of process ``root`` and all its descendants, in seconds."""
+    processes = _processes()
+    return sum(processes[pid][2] for pid in _tree(root, processes) if pid in processes) / TICK
 
 
 def python_thread_names(pid: int, py_spy: str) -> dict[int, str]:
@@ -87,28 +96,25 @@ class Window:
     root: int
     parts: dict[tuple[int, int], str] = field(default_factory=dict)  # (pid, tid) -> part
     ticks: dict[tuple[int, int], int] = field(default_factory=dict)
-    busy: int = 0
-    children: float = 0.0  # CPU seconds of this process's ended children (wrk, once it ends)
+    busy: int = 0  # the machine's busy ticks
     switches: int = 0  # the machine's context switches
+    children: float = 0.0  # CPU seconds of this process's ended children (wrk, once it ends)
 
 
-def _context_switches() -> int:
-    line = next(x for x in Path("/proc/stat").read_text().splitlines() if x.startswith("ctxt "))
-    return int(line.split()[1])
-
-
-def _machine_busy() -> int:
-    user, nice, system, _idle, _iowait, irq, softirq, _steal = (
-        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
-    return user + nice + system + irq + softirq
+def _machine() -> tuple[int, int]:
+    """The machine's busy ticks (user, nice, system, irq, softirq) and context switches."""
+    lines = Path("/proc/stat").read_text().splitlines()
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in lines[0].split()[1:8])
+    switches = next(int(x.split()[1]) for x in lines if x.startswith("ctxt "))
+    return user + nice + system + irq + softirq, switches
 
 
 def _thread_ticks(window: Window) -> dict[tuple[int, int], int]:
-    """Current ticks of the server's threads, PostgreSQL's processes and wrk's."""
+    """Current ticks of the server's threads and of PostgreSQL's processes."""
     processes = _processes()
     server = set(_tree(window.root, processes))
     ticks: dict[tuple[int, int], int] = {}
-    for pid, (name, _) in processes.items():
+    for pid, (name, _, _) in processes.items():
         outside = "PostgreSQL" if name.startswith("postgres") else None
         if pid not in server and outside is None:
             continue
@@ -139,9 +145,8 @@ def start(root: int) -> Window | None:
         for tid, name in python_thread_names(pid, py_spy).items():
             window.parts[(pid, tid)] = _part(name, supervisor=pid == root or helper)
     window.ticks = _thread_ticks(window)
-    window.busy = _machine_busy()
+    window.busy, window.switches = _machine()
     window.children = _children_cpu()
-    window.switches = _context_switches()
     return window
 
 
@@ -154,8 +159,8 @@ def finish(window: Window, requests: int) -> dict[str, float]:
     """CPU per request (µs) of each part since ``start``, and the machine's context switches
     per request (``SWITCHES``); call it once the load generator, a child of this process, has
     ended (its CPU is what this process's children used)."""
-    switches = _context_switches() - window.switches
-    busy = _machine_busy() - window.busy
+    busy, switches = _machine()
+    busy, switches = busy - window.busy, switches - window.switches
     now = _thread_ticks(window)
     spent = dict.fromkeys(PARTS, 0.0)
     for key, ticks in now.items():
